@@ -1,0 +1,56 @@
+// The only way this project runs external programs: execa with an argument array, never a
+// shell, so no QubesDB value can be interpreted as shell syntax.
+import { execa, type Options } from 'execa';
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+export class CommandError extends Error {
+  constructor(
+    readonly command: string,
+    readonly args: readonly string[],
+    readonly exitCode: number | undefined,
+    readonly stderr: string,
+    readonly stdout: string,
+  ) {
+    super(`${command} ${args.join(' ')} failed (exit ${exitCode ?? 'signal'}): ${stderr.trim() || stdout.trim()}`);
+    this.name = 'CommandError';
+  }
+}
+
+export interface RunOptions {
+  /** Text fed to the program's standard input (for `nft -f -` and `ip -batch -`). */
+  input?: string;
+  /** Do not throw on a non-zero exit; the caller inspects exitCode. */
+  allowFailure?: boolean;
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  timeoutMs?: number;
+}
+
+/** Runs `command args…` and returns its output; throws CommandError on failure. */
+export async function run(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const options: Options = {
+    reject: false,
+    stripFinalNewline: false,
+    maxBuffer: 256 * 1024 * 1024,
+    ...(opts.input !== undefined ? { input: opts.input } : { stdin: 'ignore' as const }),
+    ...(opts.env ? { env: opts.env, extendEnv: true } : {}),
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}),
+  };
+  const result = await execa(command, [...args], options);
+  const stdout = String(result.stdout ?? '');
+  const stderr = String(result.stderr ?? '');
+  const exitCode = result.exitCode ?? -1;
+  if (result.failed && !opts.allowFailure) {
+    if (result.exitCode === undefined && (result as { code?: string }).code === 'ENOENT') {
+      throw new CommandError(command, args, undefined, `${command}: not found`, '');
+    }
+    throw new CommandError(command, args, result.exitCode, stderr || String(result.message ?? ''), stdout);
+  }
+  return { stdout, stderr, exitCode };
+}
