@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const dist = join(here, 'dist');
 const filters = process.argv.slice(2);
-const files = existsSync(dist) ? readdirSync(dist).filter((f) => f.endsWith('.bench.js')).filter((f) => !filters.length || filters.some((x) => f.includes(x))).sort() : [];
+const files = existsSync(dist) ? readdirSync(dist, { recursive: true }).map(String).filter((f) => f.endsWith('.bench.js')).filter((f) => !filters.length || filters.some((x) => f.includes(x))).sort() : [];
 let failed = 0;
 for (const f of files) {
   process.stderr.write(`\n=== bench ${f}\n`);
