@@ -1,0 +1,18 @@
+// Waiting for a condition inside the library (a server being up, a process gone). Only a
+// guard against hangs: callers never rely on the timing.
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export async function pollUntil<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v as T;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await sleep(20);
+  }
+}
