@@ -1,6 +1,10 @@
 // The only way this project runs external programs: execa with an argument array, never a
 // shell, so no QubesDB value can be interpreted as shell syntax.
-import { execa, type Options } from 'execa';
+import type { Options } from 'execa';
+
+// execa is loaded on first use: it costs ~10 MB and tens of ms at start-up, which agents whose
+// hot path never runs a program (the QubesDB daemon) should not pay.
+let execaModule: Promise<typeof import('execa')> | undefined;
 
 export interface RunResult {
   stdout: string;
@@ -42,6 +46,8 @@ export async function run(command: string, args: readonly string[], opts: RunOpt
     ...(opts.cwd ? { cwd: opts.cwd } : {}),
     ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}),
   };
+  execaModule ??= import('execa');
+  const { execa } = await execaModule;
   const result = await execa(command, [...args], options);
   const stdout = String(result.stdout ?? '');
   const stderr = String(result.stderr ?? '');

@@ -1,11 +1,15 @@
 // systemd readiness notification (READY=1, RELOADING=1 …) without linking libsystemd: the
 // datagram goes to $NOTIFY_SOCKET through libc's socket/sendto, called with koffi. Without
 // NOTIFY_SOCKET it does nothing.
-import koffi from 'koffi';
+import { createRequire } from 'node:module';
+
+// koffi is required on first use only: most processes never run under systemd.
+const requireLazily = createRequire(import.meta.url);
 
 let sender: ((msg: string) => boolean) | undefined;
 
 function makeSender(): (msg: string) => boolean {
+  const koffi = requireLazily('koffi') as typeof import('koffi');
   const libc = koffi.load('libc.so.6');
   const socket = libc.func('int socket(int, int, int)');
   const close = libc.func('int close(int)');
