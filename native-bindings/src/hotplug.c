@@ -1,0 +1,440 @@
+/*
+ * qubes-net-hotplug: the per-vif Xen hotplug client of the qubes-net driver.
+ *
+ * xl devd runs the vif script (vif-route-qubes, which execs this program) with the
+ * environment variables `vif` and `XENBUS_PATH` and the command (online, offline, add,
+ * remove) as the first argument. This client reads the vif's addresses, MAC and type from
+ * xenstore with xenstore-read (fork/exec with argument arrays, never a shell), sends one JSON
+ * request to the driver daemon's control socket, waits for the reply and, for online, writes
+ * `hotplug-status connected` like Xen's hotplug helpers do on success. It exits 0 only when
+ * the daemon reports the vif configured (online) or cleaned up (offline).
+ *
+ * Starting Node for every vif would cost more than the whole configuration, so this client
+ * never does while the daemon is up. When the socket is absent or nobody listens on it (no
+ * daemon), it execs `qubes-net-driver hotplug <command>` (QUBES_NET_DRIVER_CLI), which does
+ * the work in-process.
+ *
+ * Environment: vif, XENBUS_PATH, QUBES_NET_DRIVER_SOCKET (default /run/qubes-net/driver.sock),
+ * QUBES_NET_DRIVER_CLI (default /usr/bin/qubes-net-driver), QUBES_NET_HOTPLUG_TIMEOUT
+ * (seconds to wait for the daemon's reply, default 120).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_SOCKET "/run/qubes-net/driver.sock"
+#define DEFAULT_CLI "/usr/bin/qubes-net-driver"
+#define MAX_VALUE 4096
+#define MAX_REQUEST 65536
+#define MAX_REPLY 65536
+#define MAX_IPS 32
+
+static const char *prog = "qubes-net-hotplug";
+
+static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logmsg(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* A growable text buffer; on overflow it marks itself full and stops growing. */
+struct buf {
+	char data[MAX_REQUEST];
+	size_t len;
+	int overflow;
+};
+
+static void buf_add(struct buf *b, const char *s, size_t n)
+{
+	if (b->overflow || b->len + n >= sizeof(b->data)) {
+		b->overflow = 1;
+		return;
+	}
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+static void buf_str(struct buf *b, const char *s)
+{
+	buf_add(b, s, strlen(s));
+}
+
+/* Appends `s` as a JSON string literal; every byte below 0x20, '"' and '\\' is escaped. */
+static void buf_json(struct buf *b, const char *s)
+{
+	char esc[8];
+	buf_add(b, "\"", 1);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)*p;
+			buf_add(b, esc, 2);
+		} else if (*p < 0x20 || *p == 0x7f) {
+			snprintf(esc, sizeof(esc), "\\u%04x", *p);
+			buf_add(b, esc, 6);
+		} else {
+			buf_add(b, (const char *)p, 1);
+		}
+	}
+	buf_add(b, "\"", 1);
+}
+
+/* A child process whose stdout we collect (for xenstore-read). */
+struct child {
+	pid_t pid;
+	int fd;
+	char out[MAX_VALUE + 1];
+	size_t len;
+	int status;
+};
+
+static int spawn(struct child *c, char *const argv[], int capture)
+{
+	int pipefd[2] = { -1, -1 };
+	c->pid = -1;
+	c->fd = -1;
+	c->len = 0;
+	c->out[0] = '\0';
+	c->status = -1;
+	if (capture && pipe2(pipefd, O_CLOEXEC) < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid < 0) {
+		if (capture) {
+			close(pipefd[0]);
+			close(pipefd[1]);
+		}
+		return -1;
+	}
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDWR);
+		if (devnull >= 0) {
+			dup2(devnull, STDIN_FILENO);
+			if (!capture)
+				dup2(devnull, STDOUT_FILENO);
+		}
+		if (capture)
+			dup2(pipefd[1], STDOUT_FILENO);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	c->pid = pid;
+	if (capture) {
+		close(pipefd[1]);
+		c->fd = pipefd[0];
+	}
+	return 0;
+}
+
+static void finish(struct child *c)
+{
+	if (c->fd >= 0) {
+		for (;;) {
+			char tmp[1024];
+			ssize_t n = read(c->fd, tmp, sizeof(tmp));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			size_t room = MAX_VALUE - c->len;
+			size_t take = (size_t)n < room ? (size_t)n : room;
+			memcpy(c->out + c->len, tmp, take);
+			c->len += take;
+		}
+		close(c->fd);
+		c->fd = -1;
+		c->out[c->len] = '\0';
+		while (c->len > 0 && (c->out[c->len - 1] == '\n' || c->out[c->len - 1] == '\r'))
+			c->out[--c->len] = '\0';
+	}
+	if (c->pid > 0) {
+		while (waitpid(c->pid, &c->status, 0) < 0 && errno == EINTR)
+			;
+		c->pid = -1;
+	}
+}
+
+static int succeeded(const struct child *c)
+{
+	return WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0;
+}
+
+/* xenstore-write path value [path value]; failures are only logged. */
+static void xs_write(const char *p1, const char *v1, const char *p2, const char *v2)
+{
+	char *argv[6] = { "xenstore-write", (char *)p1, (char *)v1, NULL, NULL, NULL };
+	if (p2) {
+		argv[3] = (char *)p2;
+		argv[4] = (char *)v2;
+	}
+	struct child c;
+	if (spawn(&c, argv, 0) < 0) {
+		logmsg("cannot run xenstore-write: %s", strerror(errno));
+		return;
+	}
+	finish(&c);
+	if (!succeeded(&c))
+		logmsg("xenstore-write %s failed", p1);
+}
+
+static char path_buf[4][512];
+
+static const char *xs_path(int slot, const char *base, const char *leaf)
+{
+	snprintf(path_buf[slot], sizeof(path_buf[slot]), "%s/%s", base, leaf);
+	return path_buf[slot];
+}
+
+/* Records a failed online in xenstore like Xen's `fatal`, then exits 1. */
+static void fail(const char *command, const char *xenbus, const char *msg)
+{
+	logmsg("%s failed: %s", command, msg);
+	if (xenbus && strcmp(command, "online") == 0)
+		xs_write(xs_path(2, xenbus, "hotplug-error"), msg, xs_path(3, xenbus, "hotplug-status"), "error");
+	exit(1);
+}
+
+static void exec_cli(const char *command, const char *xenbus)
+{
+	const char *cli = getenv("QUBES_NET_DRIVER_CLI");
+	if (!cli || !*cli)
+		cli = DEFAULT_CLI;
+	char *argv[] = { (char *)cli, "hotplug", (char *)command, NULL };
+	execv(cli, argv);
+	char msg[600];
+	snprintf(msg, sizeof(msg), "no driver daemon, and cannot run %s: %s", cli, strerror(errno));
+	fail(command, xenbus, msg);
+}
+
+/* Connects to the daemon; returns the fd, or -1 with errno set. */
+static int connect_daemon(const char *path)
+{
+	struct sockaddr_un addr;
+	if (strlen(path) >= sizeof(addr.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	memset(&addr, 0, sizeof(addr));
+	addr.sun_family = AF_UNIX;
+	strcpy(addr.sun_path, path);
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static int write_all(int fd, const char *data, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		data += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Reads one reply line within `timeout_ms`; returns its length or -1. */
+static ssize_t read_line(int fd, char *out, size_t cap, int timeout_ms)
+{
+	size_t len = 0;
+	struct timespec start, now;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+		if (elapsed >= timeout_ms) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int r = poll(&p, 1, (int)(timeout_ms - elapsed));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			errno = r == 0 ? ETIMEDOUT : errno;
+			return -1;
+		}
+		ssize_t n = read(fd, out + len, cap - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			errno = n == 0 ? ECONNRESET : errno;
+			return -1;
+		}
+		len += (size_t)n;
+		out[len] = '\0';
+		char *nl = memchr(out, '\n', len);
+		if (nl) {
+			*nl = '\0';
+			return nl - out;
+		}
+		if (len >= cap - 1) {
+			errno = EMSGSIZE;
+			return -1;
+		}
+	}
+}
+
+/* Copies the JSON string value of "error" from the reply (escapes kept simple). */
+static void reply_error(const char *reply, char *out, size_t cap)
+{
+	snprintf(out, cap, "the driver refused the event");
+	const char *p = strstr(reply, "\"error\":\"");
+	if (!p)
+		return;
+	p += 9;
+	size_t n = 0;
+	while (*p && *p != '"' && n + 1 < cap) {
+		if (*p == '\\' && p[1])
+			p++;
+		out[n++] = *p++;
+	}
+	out[n] = '\0';
+}
+
+static int valid_env_value(const char *v, size_t max)
+{
+	return v && *v && strlen(v) <= max;
+}
+
+int main(int argc, char **argv)
+{
+	const char *command = argc > 1 ? argv[1] : getenv("command");
+	const char *vif = getenv("vif");
+	const char *xenbus = getenv("XENBUS_PATH");
+
+	signal(SIGPIPE, SIG_IGN);
+	if (!command) {
+		logmsg("usage: %s online|offline|add|remove (env vif, XENBUS_PATH)", prog);
+		return 2;
+	}
+	/* Like Xen's vif-common: vif devices need nothing on add/remove. */
+	if (strcmp(command, "add") == 0 || strcmp(command, "remove") == 0)
+		return 0;
+	if (strcmp(command, "online") != 0 && strcmp(command, "offline") != 0) {
+		logmsg("unknown command (want online|offline|add|remove)");
+		return 2;
+	}
+	if (xenbus && !valid_env_value(xenbus, 400))
+		xenbus = NULL;
+	if (!valid_env_value(vif, 64))
+		fail(command, xenbus, "environment variable vif is missing or too long");
+	if (!xenbus && strcmp(command, "online") == 0)
+		fail(command, NULL, "environment variable XENBUS_PATH is missing");
+
+	/* The daemon first: without one, the CLI does everything (including xenstore). */
+	const char *sock_path = getenv("QUBES_NET_DRIVER_SOCKET");
+	if (!sock_path || !*sock_path)
+		sock_path = DEFAULT_SOCKET;
+	int fd = connect_daemon(sock_path);
+	if (fd < 0) {
+		if (errno == ENOENT || errno == ECONNREFUSED)
+			exec_cli(command, xenbus);
+		char msg[600];
+		snprintf(msg, sizeof(msg), "cannot connect to %s: %s", sock_path, strerror(errno));
+		fail(command, xenbus, msg);
+	}
+
+	/* ip, mac and type in parallel: three xenstore-read processes at once. */
+	static const char *leaves[3] = { "ip", "mac", "type" };
+	static struct child kids[3];
+	const char *values[3] = { "", "", "" };
+	if (xenbus) {
+		for (int i = 0; i < 3; i++) {
+			char *xargv[] = { "xenstore-read", (char *)xs_path(i, xenbus, leaves[i]), NULL };
+			if (spawn(&kids[i], xargv, 1) < 0)
+				kids[i].pid = -1;
+		}
+		for (int i = 0; i < 3; i++) {
+			if (kids[i].pid < 0)
+				continue;
+			finish(&kids[i]);
+			if (succeeded(&kids[i]))
+				values[i] = kids[i].out;
+		}
+	}
+
+	static struct buf req;
+	buf_str(&req, "{\"op\":");
+	buf_json(&req, command);
+	buf_str(&req, ",\"vif\":");
+	buf_json(&req, vif);
+	buf_str(&req, ",\"ips\":[");
+	/* xenstore's ip is space-separated (IPv4 first, then IPv6). */
+	char ips[MAX_VALUE + 1];
+	snprintf(ips, sizeof(ips), "%s", values[0]);
+	int count = 0;
+	for (char *save = NULL, *tok = strtok_r(ips, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+		if (count++)
+			buf_str(&req, ",");
+		if (count > MAX_IPS)
+			fail(command, xenbus, "too many addresses in xenstore ip");
+		buf_json(&req, tok);
+	}
+	buf_str(&req, "],\"mac\":");
+	buf_json(&req, values[1]);
+	buf_str(&req, ",\"type\":");
+	buf_json(&req, values[2]);
+	if (xenbus) {
+		buf_str(&req, ",\"xenbusPath\":");
+		buf_json(&req, xenbus);
+	}
+	buf_str(&req, "}\n");
+	if (req.overflow)
+		fail(command, xenbus, "request too large");
+
+	if (write_all(fd, req.data, req.len) < 0) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "cannot send to %s: %s", sock_path, strerror(errno));
+		fail(command, xenbus, msg);
+	}
+	int timeout_s = 120;
+	const char *t = getenv("QUBES_NET_HOTPLUG_TIMEOUT");
+	if (t && atoi(t) > 0)
+		timeout_s = atoi(t);
+	static char reply[MAX_REPLY];
+	if (read_line(fd, reply, sizeof(reply), timeout_s * 1000) < 0) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "no reply from %s: %s", sock_path, strerror(errno));
+		fail(command, xenbus, msg);
+	}
+	close(fd);
+
+	const char *p = reply;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (strncmp(p, "{\"ok\":true", 10) != 0) {
+		char msg[1024];
+		reply_error(reply, msg, sizeof(msg));
+		fail(command, xenbus, msg);
+	}
+	if (strcmp(command, "online") == 0)
+		xs_write(xs_path(2, xenbus, "hotplug-status"), "connected", NULL, NULL);
+	return 0;
+}
