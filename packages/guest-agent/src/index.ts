@@ -1,1 +1,16 @@
-export {};
+// Public surface of @qubes-net/guest-agent: the pure model (for the lab and tests), one apply
+// pass, the run-mode daemon and the status report. The CLI is cli.ts.
+export { KEY, EXACT_KEYS, WATCHED_PATHS, NET_CONFIG_PREFIX } from './model/keys.js';
+export { readUplinkKeys, parseUplinkConfig, serviceEnabled, type UplinkKeys, type UplinkConfig, type ConfigIssue, type ConfigOutcome } from './model/read-config.js';
+export { chooseUplink, parseIfname, DEFAULT_UPLINK, type UplinkChoice } from './model/uplink.js';
+export { desiredUplink, resolvConfContent, ipv6Network, type DesiredUplink, type DesiredAddress, type DesiredNeighbour, type DesiredRoute, type ResolvConfIntent } from './model/desired.js';
+export { parseKernelState, parseLinks, parseRoutes, parseNeighbours, STATE_READ_COMMANDS, type KernelState, type LinkState, type RouteState, type NeighbourState, type AddressState } from './model/kernel-state.js';
+export { planUplink, sameRecord, isOwnedProtocol, OWNER_PROTO, type OwnedRecord, type UplinkPlan, type PlanChange } from './model/plan.js';
+export { parseOwnedRecord } from './model/record-format.js';
+export { formatUplinkStatus, parseUplinkStatus, generationCounter, type UplinkStatus } from './model/feedback.js';
+export { applyOnce, evaluate, runProviderHooks, DEFAULT_PATHS, EXIT, type AgentPaths, type ApplyContext, type ApplyResult } from './apply.js';
+export { GuestDaemon, type DaemonOptions, type Trigger } from './daemon.js';
+export { collectStatus, formatStatusText, type StatusReport } from './status.js';
+export { removeUplink, type RemoveResult } from './remove.js';
+export { parseLinkEventLine, LinkMonitor, type LinkEvent } from './kernel/link-monitor.js';
+export { writeResolvConf, isProtectedFile } from './kernel/resolv-conf.js';

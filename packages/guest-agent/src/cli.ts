@@ -1,0 +1,228 @@
+#!/usr/bin/env node
+// qubes-net-guest: configures this qube's uplink from QubesDB. Each mode imports only what it
+// needs, and the slow imports (logger, FFI) overlap with the first `ip` read, because `apply`
+// runs on every boot and every netvm change and should be as quick as upstream's script.
+import { loadLogModule, type Logger } from './common-lite.js';
+import { DEFAULT_PATHS, EXIT, type AgentPaths } from './apply.js';
+import { parseIfname } from './model/uplink.js';
+import type { QubesDB } from '@qubes-net/qubesdb';
+
+const HELP = `Usage: qubes-net-guest <command> [IFACE] [options]
+
+Configures the uplink (the interface whose MAC is /qubes-mac, else eth0) from QubesDB:
+addresses, permanent gateway neighbours, group 1 and up, gateway and default routes,
+resolv.conf. Only what this agent added is ever removed.
+
+Commands:
+  apply [IFACE]          configure once and exit (for the udev-started uplink unit)
+  remove IFACE           take the link down and remove what this agent configured on it
+  run [IFACE]            stay up: apply now, then on every relevant QubesDB change and
+                         whenever the uplink appears or reappears
+  status [IFACE] [--json]
+                         show what is configured and whether it matches QubesDB
+
+Options:
+  --resolv-conf PATH     resolv.conf to manage (default /etc/resolv.conf)
+  --qubesdb-run-dir DIR  directory of the QubesDB sockets (default /var/run/qubes)
+  --state-dir DIR        record of the addresses we added (default /run/qubes-net)
+  --driver-socket PATH   driver agent control socket (default /run/qubes-net/driver.sock)
+  --debounce-ms N        run: quiet time after an event before applying (default 10)
+  --json                 status: print JSON
+  -h, --help             this text
+
+Exit codes of apply (remove and run use 3, 4 and 64 the same way):
+  0   configured as QubesDB says, or nothing to configure (no /qubes-ip)
+  2   QubesDB holds an invalid value (logged with key and value); the uplink is left
+      without our addresses and down until the value is corrected
+  3   the interface does not exist, the kernel refused a change, or resolv.conf
+      could not be written
+  4   QubesDB is not reachable
+  64  usage error
+status exits 0 when the kernel matches QubesDB, 1 when it does not (4, 64 as above).
+
+Logs: pino JSON lines on stdout (QUBES_NET_LOG_LEVEL=debug for more).
+`;
+
+interface Args {
+  command: string;
+  iface?: string;
+  json: boolean;
+  runDir?: string;
+  debounceMs?: number;
+  paths: AgentPaths;
+}
+
+function usage(msg: string): never {
+  process.stderr.write(`qubes-net-guest: ${msg}\n(see qubes-net-guest --help)\n`);
+  process.exit(EXIT.usage);
+}
+
+function parseArgs(argv: string[]): Args {
+  const paths: AgentPaths = { ...DEFAULT_PATHS };
+  const positional: string[] = [];
+  let json = false;
+  let runDir: string | undefined;
+  let debounceMs: number | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) usage(`${a} needs a value`);
+      return v;
+    };
+    switch (a) {
+      case '-h': case '--help': process.stdout.write(HELP); process.exit(0);
+      // eslint-disable-next-line no-fallthrough
+      case '--json': json = true; break;
+      case '--resolv-conf': paths.resolvConf = value(); break;
+      case '--qubesdb-run-dir': runDir = value(); break;
+      case '--state-dir': paths.stateDir = value(); break;
+      case '--driver-socket': paths.driverSocket = value(); break;
+      case '--debounce-ms': {
+        const v = value();
+        if (!/^\d{1,5}$/.test(v)) usage(`--debounce-ms wants milliseconds, got ${JSON.stringify(v)}`);
+        debounceMs = Number(v);
+        break;
+      }
+      default:
+        if (a.startsWith('-')) usage(`unknown option ${a}`);
+        positional.push(a);
+    }
+  }
+  const [command, iface, ...extra] = positional;
+  if (!command) usage('a command is needed');
+  if (!['apply', 'remove', 'run', 'status'].includes(command)) usage(`unknown command ${JSON.stringify(command)}`);
+  if (extra.length) usage(`unexpected argument ${JSON.stringify(extra[0])}`);
+  if (iface !== undefined && !parseIfname(iface)) usage(`not an interface name: ${JSON.stringify(iface.slice(0, 40))}`);
+  if (command === 'remove' && iface === undefined) usage('remove needs the interface');
+  const args: Args = { command, json, paths };
+  if (iface !== undefined) args.iface = iface;
+  if (runDir !== undefined) args.runDir = runDir;
+  if (debounceMs !== undefined) args.debounceMs = debounceMs;
+  return args;
+}
+
+async function logger(level?: 'warn'): Promise<Logger> {
+  return (await loadLogModule()).createLogger('guest-agent', process.env.QUBES_NET_LOG_LEVEL ? undefined : level);
+}
+
+async function openOrExit(args: Args, log: Logger) {
+  const { openDb } = await import('./qubesdb-open.js');
+  try {
+    return await openDb(args.runDir, log);
+  } catch (err) {
+    log.error({ error: (err as Error).message, runDir: args.runDir }, 'qubesdb not reachable');
+    process.exit(EXIT.qubesdb);
+  }
+}
+
+/** The qube's name from QubesDB (/name) as a log field, so merged logs (the lab) say whose. */
+async function withQubeName(db: QubesDB, log: Logger): Promise<Logger> {
+  const name = await db.read('/name').catch(() => undefined);
+  return name !== undefined && /^[A-Za-z][A-Za-z0-9_.-]{0,31}$/.test(name) ? log.child({ qube: name }) : log;
+}
+
+async function apply(args: Args): Promise<number> {
+  const logP = logger();
+  // The kernel read runs in `ip` while this process loads the logger and the FFI client.
+  const { readKernelState } = await import('./kernel/ip.js');
+  const stateP = readKernelState();
+  stateP.catch(() => undefined);
+  const { applyOnce, runProviderHooks } = await import('./apply.js');
+  const { generationCounter } = await import('./model/feedback.js');
+  const db = await openOrExit(args, await logP);
+  const log = await withQubeName(db, await logP);
+  const ctx = { db, log, paths: args.paths, generation: generationCounter(), ...(args.iface ? { iface: args.iface } : {}) };
+  const res = await applyOnce(ctx, stateP);
+  // Upstream runs the provider hooks after every `setup-ip add`.
+  if (res.providesNetwork && res.linkPresent) await runProviderHooks(args.paths, log);
+  await db.close().catch(() => undefined);
+  return res.exitCode;
+}
+
+async function remove(args: Args): Promise<number> {
+  const log = await logger();
+  const { removeUplink } = await import('./remove.js');
+  const res = await removeUplink(args.iface!, args.paths, log);
+  // Best effort feedback: at shutdown QubesDB may already be gone.
+  try {
+    const { openDb } = await import('./qubesdb-open.js');
+    const db = await openDb(args.runDir, log);
+    const { formatUplinkStatus, generationCounter } = await import('./model/feedback.js');
+    const { KEY } = await import('./model/keys.js');
+    await db.write(KEY.uplinkStatus, formatUplinkStatus(generationCounter()(), 'unconfigured', `${res.ifname} removed`));
+    await db.close();
+  } catch (err) {
+    log.debug({ error: (err as Error).message }, 'no qubesdb feedback after remove');
+  }
+  return res.ok ? EXIT.ok : EXIT.kernel;
+}
+
+async function status(args: Args): Promise<number> {
+  // stdout carries the report: only warnings and errors are logged (unless asked for more).
+  const log = await logger('warn');
+  const db = await openOrExit(args, log);
+  const { collectStatus, formatStatusText } = await import('./status.js');
+  const report = await collectStatus(db, args.paths, args.iface);
+  await db.close().catch(() => undefined);
+  process.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatStatusText(report));
+  return report.matches ? 0 : 1;
+}
+
+async function runDaemon(args: Args): Promise<void> {
+  const log = await logger();
+  const { openDb } = await import('./qubesdb-open.js');
+  const { GuestDaemon } = await import('./daemon.js');
+  // QubesDB may start after us at boot: wait for it instead of failing the unit.
+  let db;
+  for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
+    try {
+      db = await openDb(args.runDir, log);
+      break;
+    } catch (err) {
+      log.error({ error: (err as Error).message, retryInMs: delay }, 'qubesdb not reachable, retrying');
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+  const daemon = new GuestDaemon({
+    db,
+    log: await withQubeName(db, log),
+    paths: args.paths,
+    ...(args.iface ? { iface: args.iface } : {}),
+    ...(args.debounceMs !== undefined ? { debounceMs: args.debounceMs } : {}),
+    onReady: () => {
+      if (!process.env.NOTIFY_SOCKET) return;
+      void import(new URL('./sd-notify.js', import.meta.resolve('@qubes-net/common')).href)
+        .then((m: { sdNotify: (s: string) => boolean }) => m.sdNotify('READY=1'))
+        .catch((err: Error) => log.warn({ error: err.message }, 'sd_notify failed'));
+    },
+  });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    void daemon.stop().then(() => db.close()).finally(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  await daemon.start();
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  switch (args.command) {
+    case 'apply': process.exit(await apply(args));
+    // eslint-disable-next-line no-fallthrough
+    case 'remove': process.exit(await remove(args));
+    // eslint-disable-next-line no-fallthrough
+    case 'status': process.exit(await status(args));
+    // eslint-disable-next-line no-fallthrough
+    case 'run': await runDaemon(args); break;
+  }
+}
+
+main().catch((err: Error) => {
+  process.stdout.write(JSON.stringify({ level: 50, time: Date.now(), pid: process.pid, component: 'guest-agent', msg: 'qubes-net-guest failed', error: err.message, stack: err.stack }) + '\n');
+  process.exit(EXIT.kernel);
+});

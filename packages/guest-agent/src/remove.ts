@@ -1,0 +1,35 @@
+// `qubes-net-guest remove IFACE` (upstream's `setup-ip remove`): take the link down, so nothing
+// leaks once the firewall stops, and take away what this agent configured on it.
+import type { Logger } from './common-lite.js';
+import type { AgentPaths } from './apply.js';
+import { planUplink } from './model/plan.js';
+import type { DesiredUplink } from './model/desired.js';
+import { applyIpBatch, readKernelState } from './kernel/ip.js';
+import { readRecord, removeRecord } from './kernel/record.js';
+
+export interface RemoveResult {
+  ifname: string;
+  present: boolean;
+  ok: boolean;
+  changes: string[];
+}
+
+export async function removeUplink(ifname: string, paths: AgentPaths, log: Logger): Promise<RemoveResult> {
+  const [state, owned] = await Promise.all([readKernelState(), readRecord(paths.stateDir, ifname)]);
+  const nothing: DesiredUplink = { ifname, link: 'down', addresses: [], neighbours: [], routes: [], resolvConf: { action: 'leave', reason: 'removing' } };
+  const plan = planUplink(state, nothing, owned);
+  const changes = plan.changes.map((c) => `${c.op} ${c.what} ${c.detail}`);
+  if (plan.ifindex === undefined) {
+    await removeRecord(paths.stateDir, ifname);
+    log.info({ ifname }, 'uplink already gone');
+    return { ifname, present: false, ok: true, changes };
+  }
+  const res = await applyIpBatch(plan.lines);
+  if (res.ok) {
+    await removeRecord(paths.stateDir, ifname);
+    log.info({ ifname, changes }, 'uplink removed');
+  } else {
+    log.error({ ifname, error: res.error, changes }, 'uplink remove failed');
+  }
+  return { ifname, present: true, ok: res.ok, changes };
+}
