@@ -1,0 +1,586 @@
+// The firewall's control loop: QubesDB events in, one nft transaction per qube (or per batch
+// of qubes at load) out, then conntrack cuts and feedback. All work runs through one serial
+// queue, so two updates of the same qube never interleave; kernel and QubesDB access come in
+// through ports, so the logic is testable without either.
+import { forLog, type Logger } from '@qubes-net/common';
+import type { QubesDB } from '@qubes-net/qubesdb';
+import { FIREWALL_PREFIX, markerTarget, parseQubeEntries, parseTarget, describeErrors, type Target } from './model/parse.js';
+import { blockAllRules, compileQube, dnsSetScript, outcomeSummary, qubeRemovalScript, qubeUpdateScript, type CompiledQube, type HostResolution } from './model/compile.js';
+import { forbiddenConnections, type Connection } from './model/conntrack-match.js';
+import { refreshDelayMs, DEFAULT_REFRESH, type RefreshBounds } from './model/refresh.js';
+import { staleObjectsScript, type KernelView } from './model/reconcile.js';
+import { sameServers, type DnsServers } from './model/resolv-conf.js';
+import { firewallSkeleton, type Family } from './model/skeleton.js';
+import type { ParsedQube, Rule } from './model/rules.js';
+import { NameCache } from './name-cache.js';
+import { clearFeedback, readHandledCounter, writeApplyFeedback } from './feedback.js';
+
+export type ApplyResult = { ok: true } | { ok: false; error: string };
+
+/** Everything the engine does to the kernel. */
+export interface KernelPort {
+  apply(script: string): Promise<ApplyResult>;
+  readState(family: Family): Promise<KernelView & { present: boolean }>;
+  /** Connections whose original source is `src`, or all of the family without `src`. */
+  listConnections(family: Family, src?: string): Promise<{ ok: boolean; conns: Connection[]; error?: string }>;
+  deleteConnection(conn: Connection): Promise<{ ok: boolean; error?: string }>;
+}
+
+export interface EngineOptions {
+  db: QubesDB;
+  log: Logger;
+  kernel: KernelPort;
+  resolve(host: string, family: Family, servers: readonly string[]): Promise<HostResolution>;
+  readDnsServers(): Promise<DnsServers>;
+  refresh?: RefreshBounds;
+  /** Qubes per nft transaction when many are applied at once. */
+  batchSize?: number;
+  /** Above this many qubes in one pass, conntrack is listed once for all instead of per qube. */
+  bulkConntrackFrom?: number;
+  now?: () => number;
+  /** Called whenever a round of work has finished (the daemon refreshes its status file). */
+  onSettled?: () => void;
+}
+
+export const CONNECTED_IPS = ['/connected-ips', '/connected-ips6'] as const;
+export const WATCH_PATHS = [FIREWALL_PREFIX, ...CONNECTED_IPS] as const;
+
+interface QubeState {
+  target: Target;
+  parsed: ParsedQube;
+  compiled: CompiledQube;
+  script: string;
+  generation: number;
+  appliedAt: number;
+  resolutions: HostResolution[];
+  timer?: NodeJS.Timeout;
+  nextRefreshAt?: number;
+}
+
+export interface QubeStatus {
+  ip: string;
+  family: Family;
+  outcome: string;
+  reasons: string[];
+  notes: string[];
+  generation: number;
+  rules: number;
+  appliedAt: string;
+  nextRefreshAt?: string;
+  hosts: Record<string, string[]>;
+  connected: boolean;
+}
+
+export interface EngineStatus {
+  dnsServers: DnsServers;
+  qubes: QubeStatus[];
+  connectedWithoutRules: string[];
+  pending: number;
+  lastSync?: string;
+}
+
+type Mode = 'marker' | 'refresh';
+
+interface Prepared {
+  target: Target;
+  parsed: ParsedQube;
+  mode: Mode;
+}
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  });
+  await Promise.all(workers);
+  return out;
+}
+
+function hostsOf(parsed: ParsedQube): string[] {
+  if (!parsed.ok) return [];
+  const names = parsed.rules.map((r: Rule) => (r.dst?.kind === 'host' ? r.dst.name : undefined)).filter((n): n is string => !!n);
+  return [...new Set(names)];
+}
+
+export class FirewallEngine {
+  private readonly db: QubesDB;
+  private readonly log: Logger;
+  private readonly kernel: KernelPort;
+  private readonly bounds: RefreshBounds;
+  private readonly batchSize: number;
+  private readonly bulkFrom: number;
+  private readonly now: () => number;
+  private readonly names: NameCache;
+  private readonly readDnsServers: () => Promise<DnsServers>;
+  private readonly onSettled: (() => void) | undefined;
+  private dns: DnsServers = { v4: [], v6: [] };
+
+  private readonly qubes = new Map<string, QubeState>();
+  /** Qubes whose rules dom0 is rewriting (rule keys changed, marker not yet written). */
+  private readonly writing = new Set<string>();
+  private readonly pending = new Map<string, Mode>();
+  private syncRequested: string | undefined;
+  private dnsCheckRequested = false;
+  private running: Promise<void> | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private connected = new Set<string>();
+  private lastSync: number | undefined;
+  private stopped = false;
+  private readonly idleWaiters: (() => void)[] = [];
+
+  constructor(opts: EngineOptions) {
+    this.db = opts.db;
+    this.log = opts.log;
+    this.kernel = opts.kernel;
+    this.bounds = opts.refresh ?? DEFAULT_REFRESH;
+    this.batchSize = opts.batchSize ?? 250;
+    this.bulkFrom = opts.bulkConntrackFrom ?? 16;
+    this.now = opts.now ?? Date.now;
+    this.readDnsServers = opts.readDnsServers;
+    this.onSettled = opts.onSettled;
+    // Any of this VM's resolvers answers for both record types (A and AAAA).
+    this.names = new NameCache((host, family) => opts.resolve(host, family, [...this.dns.v4, ...this.dns.v6]), this.bounds, this.now);
+  }
+
+  // ---- inputs ----
+
+  /** The initial load: this VM's DNS servers into dns-addr, then every qube's rules. */
+  async start(): Promise<void> {
+    await this.loadDnsServers(true);
+    await this.readConnected();
+    this.requestSync('start');
+    await this.idle();
+  }
+
+  /** SIGHUP: re-read resolv.conf, forget resolved names, re-apply every qube. */
+  reload(): Promise<void> {
+    this.names.clear();
+    this.dnsCheckRequested = true;
+    this.requestSync('reload');
+    return this.idle();
+  }
+
+  /** resolv.conf may have changed: if its servers did, re-resolve names and re-check flows. */
+  dnsMaybeChanged(): void {
+    this.dnsCheckRequested = true;
+    this.kick();
+  }
+
+  /** One path reported by the QubesDB watch. */
+  onWatchEvent(path: string): void {
+    if ((CONNECTED_IPS as readonly string[]).includes(path)) {
+      void this.readConnected();
+      return;
+    }
+    if (path === FIREWALL_PREFIX || path === FIREWALL_PREFIX.slice(0, -1)) {
+      // The whole directory changed (or the watch reconnected and changes may be lost).
+      this.requestSync('watch');
+      return;
+    }
+    if (!path.startsWith(FIREWALL_PREFIX)) return;
+    const marker = markerTarget(path);
+    if (marker !== undefined) {
+      this.writing.delete(marker);
+      this.pending.set(marker, 'marker');
+      this.kick();
+      return;
+    }
+    // A rule key or the rm of a qube's directory: dom0 is rewriting; its marker comes last.
+    const addr = path.slice(FIREWALL_PREFIX.length).split('/')[0]!;
+    if (addr) this.writing.add(addr);
+  }
+
+  /** Resolves when no work is queued or running. */
+  idle(): Promise<void> {
+    if (!this.running && !this.hasWork()) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    for (const q of this.qubes.values()) clearTimeout(q.timer);
+    await this.running;
+  }
+
+  status(): EngineStatus {
+    const qubes = [...this.qubes.values()].map((q): QubeStatus => {
+      const s: QubeStatus = {
+        ip: q.target.addr,
+        family: q.target.family,
+        outcome: q.compiled.outcome,
+        reasons: q.compiled.reasons,
+        notes: q.compiled.notes,
+        generation: q.generation,
+        rules: q.compiled.rules.length,
+        appliedAt: new Date(q.appliedAt).toISOString(),
+        hosts: Object.fromEntries(q.compiled.hosts),
+        connected: this.connected.has(q.target.addr),
+      };
+      if (q.nextRefreshAt !== undefined) s.nextRefreshAt = new Date(q.nextRefreshAt).toISOString();
+      return s;
+    });
+    qubes.sort((a, b) => (a.ip < b.ip ? -1 : 1));
+    const st: EngineStatus = {
+      dnsServers: this.dns,
+      qubes,
+      connectedWithoutRules: [...this.connected].filter((ip) => !this.qubes.has(ip)).sort(),
+      pending: this.pending.size,
+    };
+    if (this.lastSync !== undefined) st.lastSync = new Date(this.lastSync).toISOString();
+    return st;
+  }
+
+  // ---- the queue ----
+
+  private requestSync(reason: string): void {
+    this.syncRequested = this.syncRequested ?? reason;
+    this.kick();
+  }
+
+  private hasWork(): boolean {
+    return !this.stopped && (this.syncRequested !== undefined || this.dnsCheckRequested || this.pending.size > 0);
+  }
+
+  private kick(): void {
+    if (this.running || this.stopped) return;
+    this.running = this.loop()
+      .catch((e) => {
+        // Whatever was being applied may be half-known now: resynchronise everything soon.
+        this.log.error({ err: forLog((e as Error)?.stack ?? e, 2000) }, 'firewall loop failed; full resync in 1 s');
+        clearTimeout(this.retryTimer);
+        this.retryTimer = setTimeout(() => this.requestSync('after failure'), 1_000);
+        this.retryTimer.unref?.();
+      })
+      .finally(() => {
+        this.running = undefined;
+        if (this.hasWork()) this.kick();
+        else {
+          for (const w of this.idleWaiters.splice(0)) w();
+          this.onSettled?.();
+        }
+      });
+  }
+
+  private async loop(): Promise<void> {
+    while (this.hasWork()) {
+      if (this.dnsCheckRequested) {
+        this.dnsCheckRequested = false;
+        await this.loadDnsServers(false);
+      } else if (this.syncRequested !== undefined) {
+        const reason = this.syncRequested;
+        this.syncRequested = undefined;
+        this.pending.clear();
+        await this.syncAll(reason);
+      } else {
+        const batch = [...this.pending].slice(0, this.batchSize);
+        for (const [addr] of batch) this.pending.delete(addr);
+        await this.processTargets(batch);
+      }
+    }
+  }
+
+  // ---- DNS servers ----
+
+  private async loadDnsServers(initial: boolean): Promise<void> {
+    const servers = await this.readDnsServers();
+    if (!initial && sameServers(servers, this.dns)) return;
+    this.dns = servers;
+    const res = await this.applyWithSkeletonRecovery(dnsSetScript(4, servers.v4) + dnsSetScript(6, servers.v6));
+    if (!res.ok) this.log.error({ error: forLog(res.error, 500) }, 'dns-addr update failed');
+    else this.log.info({ v4: servers.v4, v6: servers.v6 }, initial ? 'dns servers loaded' : 'dns servers changed');
+    if (initial) return;
+    // New upstream DNS: names may resolve differently now, and flows to the old servers
+    // that only specialtarget=dns allowed must not survive.
+    this.names.clear();
+    for (const q of this.qubes.values()) if (hostsOf(q.parsed).length && !this.pending.has(q.target.addr)) this.pending.set(q.target.addr, 'refresh');
+    await this.cutForbidden([...this.qubes.values()].map((q) => q.compiled));
+  }
+
+  private async readConnected(): Promise<void> {
+    try {
+      const set = new Set<string>();
+      for (const key of CONNECTED_IPS) {
+        const v = await this.db.read(key);
+        for (const ip of (v ?? '').split(' ')) if (parseTarget(ip)) set.add(ip);
+      }
+      this.connected = set;
+    } catch (e) {
+      this.log.warn({ err: forLog((e as Error).message) }, 'cannot read connected ips');
+    }
+  }
+
+  // ---- full sync ----
+
+  private async syncAll(reason: string): Promise<void> {
+    let entries: Map<string, string>;
+    try {
+      entries = await this.db.multiread(FIREWALL_PREFIX);
+    } catch (e) {
+      this.log.error({ err: forLog((e as Error).message), key: FIREWALL_PREFIX }, 'cannot read firewall rules; retrying');
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.requestSync(reason), 1_000);
+      this.retryTimer.unref?.();
+      return;
+    }
+    const markers = new Set<string>();
+    const perTarget = new Map<string, Map<string, string>>();
+    for (const [path, value] of entries) {
+      const marker = markerTarget(path);
+      if (marker !== undefined) {
+        markers.add(marker);
+        continue;
+      }
+      const addr = path.slice(FIREWALL_PREFIX.length).split('/')[0]!;
+      let m = perTarget.get(addr);
+      if (!m) perTarget.set(addr, (m = new Map()));
+      m.set(path, value);
+    }
+    const wanted: Target[] = [];
+    for (const raw of markers) {
+      const target = parseTarget(raw);
+      if (!target) {
+        this.log.error({ key: forLog(FIREWALL_PREFIX + raw), value: forLog(raw) }, 'invalid firewall target address ignored');
+        continue;
+      }
+      wanted.push(target);
+    }
+    // Qubes being rewritten by dom0 keep their current rules until their marker arrives.
+    const keep = new Set([...wanted.map((t) => t.addr), ...[...this.writing].filter((a) => this.qubes.has(a))]);
+    await this.removeStale(keep);
+    const preps: Prepared[] = wanted
+      .filter((t) => !(reason !== 'start' && this.writing.has(t.addr)))
+      .map((target) => ({ target, parsed: parseQubeEntries(target, perTarget.get(target.addr) ?? new Map()), mode: 'marker' as const }));
+    this.log.info({ reason, qubes: preps.length }, 'loading all rules');
+    await this.applyPrepared(preps);
+    this.lastSync = this.now();
+  }
+
+  /** Removes chains/elements (and feedback) of qubes no longer in QubesDB. */
+  private async removeStale(keep: ReadonlySet<string>): Promise<void> {
+    let script = '';
+    const gone = new Set<string>();
+    for (const family of [4, 6] as const) {
+      const state = await this.kernel.readState(family);
+      if (!state.present) continue;
+      script += staleObjectsScript(family, state, keep);
+      for (const addr of state.dispatch.keys()) if (!keep.has(addr) && parseTarget(addr)) gone.add(addr);
+    }
+    for (const addr of this.qubes.keys()) if (!keep.has(addr)) gone.add(addr);
+    if (script) {
+      const res = await this.kernel.apply(script);
+      if (!res.ok) this.log.error({ error: forLog(res.error, 500) }, 'removing stale rules failed');
+    }
+    for (const addr of gone) {
+      this.forget(addr);
+      await this.safeFeedback(addr, () => clearFeedback(this.db, addr));
+      this.log.info({ ip: addr }, 'rules removed');
+    }
+  }
+
+  private forget(addr: string): void {
+    const q = this.qubes.get(addr);
+    if (q) clearTimeout(q.timer);
+    this.qubes.delete(addr);
+  }
+
+  // ---- per-qube events ----
+
+  private async processTargets(batch: [string, Mode][]): Promise<void> {
+    const preps: Prepared[] = [];
+    for (const [raw, mode] of batch) {
+      const target = parseTarget(raw);
+      if (!target) {
+        this.log.error({ key: forLog(FIREWALL_PREFIX + raw), value: forLog(raw) }, 'invalid firewall target address ignored');
+        continue;
+      }
+      if (mode === 'refresh') {
+        const q = this.qubes.get(target.addr);
+        if (q) preps.push({ target, parsed: q.parsed, mode });
+        continue;
+      }
+      try {
+        const marker = await this.db.read(FIREWALL_PREFIX + target.addr);
+        if (marker === undefined) {
+          await this.removeQube(target);
+          continue;
+        }
+        const entries = await this.db.multiread(`${FIREWALL_PREFIX}${target.addr}/`);
+        preps.push({ target, parsed: parseQubeEntries(target, entries), mode });
+      } catch (e) {
+        // QubesDB unavailable: keep the current rules; the watch reconnect triggers a resync.
+        this.log.error({ ip: target.addr, err: forLog((e as Error).message) }, 'cannot read rules; keeping the current ones');
+      }
+    }
+    await this.applyPrepared(preps);
+  }
+
+  private async removeQube(target: Target): Promise<void> {
+    const res = await this.kernel.apply(qubeRemovalScript(target.addr, target.family));
+    if (!res.ok) this.log.error({ ip: target.addr, error: forLog(res.error, 500) }, 'removing rules failed');
+    this.forget(target.addr);
+    await this.safeFeedback(target.addr, () => clearFeedback(this.db, target.addr));
+    this.log.info({ ip: target.addr }, 'rules removed');
+  }
+
+  // ---- compile, apply, cut, report ----
+
+  private async resolveAll(preps: readonly Prepared[]): Promise<Map<string, HostResolution>[]> {
+    const wanted = new Map<string, [string, Family]>();
+    for (const p of preps) for (const h of hostsOf(p.parsed)) wanted.set(`${p.target.family} ${h}`, [h, p.target.family]);
+    const results = new Map<string, HostResolution>();
+    await mapLimit([...wanted], 32, async ([key, [host, family]]) => {
+      const r = await this.names.get(host, family).catch((e): HostResolution => ({ ok: false, error: forLog((e as Error)?.message ?? e) }));
+      results.set(key, r);
+      if (!r.ok) this.log.warn({ host: forLog(host), family, error: r.error }, 'name did not resolve');
+    });
+    return preps.map((p) => new Map(hostsOf(p.parsed).map((h) => [h, results.get(`${p.target.family} ${h}`)!])));
+  }
+
+  private async applyPrepared(preps: readonly Prepared[]): Promise<void> {
+    if (preps.length === 0) return;
+    for (const p of preps) {
+      if (!p.parsed.ok && p.mode === 'marker') {
+        this.log.error({ ip: p.target.addr, key: `${FIREWALL_PREFIX}${p.target.addr}/`, errors: describeErrors(p.parsed.errors).slice(0, 1000) }, 'invalid rules: blocking the qube');
+      }
+    }
+    const resolved = await this.resolveAll(preps);
+    const items = preps.map((p, i) => {
+      const compiled = compileQube(p.parsed, resolved[i]!);
+      return { prep: p, compiled, script: qubeUpdateScript(compiled), resolutions: [...resolved[i]!.values()] };
+    });
+    // A TTL refresh that changes nothing needs no transaction and no feedback.
+    const todo = items.filter((it) => it.prep.mode === 'marker' || this.qubes.get(it.prep.target.addr)?.script !== it.script);
+    for (const it of items) if (!todo.includes(it)) this.scheduleRefresh(it.prep.target.addr, it.resolutions);
+
+    for (let i = 0; i < todo.length; i += this.batchSize) {
+      const batch = todo.slice(i, i + this.batchSize);
+      const res = await this.applyWithSkeletonRecovery(batch.map((b) => b.script).join(''));
+      if (!res.ok) {
+        // One qube's rules rejected by nft must not hold the others back: apply one by one.
+        if (batch.length > 1) this.log.warn({ qubes: batch.length, error: forLog(res.error, 300) }, 'batch rejected; applying qube by qube');
+        for (const it of batch) await this.applyOneFailClosed(it, batch.length > 1 ? undefined : res.error);
+      }
+    }
+    await this.cutForbidden(todo.map((t) => t.compiled));
+    for (const it of todo) await this.record(it.prep, it.compiled, it.script, it.resolutions);
+  }
+
+  /** Rules, else block-all, else no dispatch element at all (the forward policy drops). */
+  private async applyOneFailClosed(it: { prep: Prepared; compiled: CompiledQube; script: string }, knownError?: string): Promise<void> {
+    const first = knownError !== undefined ? { ok: false as const, error: knownError } : await this.kernel.apply(it.script);
+    if (first.ok) return;
+    const ip = it.prep.target.addr;
+    this.log.error({ ip, error: forLog(first.error, 500) }, 'nft rejected the rules: blocking the qube');
+    it.compiled.outcome = 'blocked';
+    it.compiled.reasons = [`nft rejected the rules: ${forLog(first.error.split('\n')[0], 200)}`];
+    it.compiled.rules = blockAllRules();
+    it.compiled.hosts = new Map();
+    it.script = qubeUpdateScript(it.compiled);
+    const block = await this.kernel.apply(it.script);
+    if (block.ok) return;
+    const removal = await this.kernel.apply(qubeRemovalScript(ip, it.prep.target.family));
+    if (removal.ok) {
+      it.compiled.reasons.push('no chain: forward policy drop');
+      return;
+    }
+    this.log.fatal({ ip, error: forLog(removal.error, 500) }, 'failed to block traffic');
+    it.compiled.reasons.push(`failed to block traffic: ${forLog(removal.error.split('\n')[0], 200)}`);
+  }
+
+  /** Applies a script; if our table vanished (someone deleted it), restores it first. */
+  private async applyWithSkeletonRecovery(script: string): Promise<ApplyResult> {
+    const res = await this.kernel.apply(script);
+    if (res.ok) return res;
+    const missing = [];
+    for (const family of [4, 6] as const) if (!(await this.kernel.readState(family)).present) missing.push(family);
+    if (missing.length === 0) return res;
+    this.log.error({ families: missing }, 'firewall table missing: restoring it');
+    const skel = await this.kernel.apply(firewallSkeleton() + dnsSetScript(4, this.dns.v4) + dnsSetScript(6, this.dns.v6));
+    if (!skel.ok) return skel;
+    // Every qube's chain went with the table: rebuild them all after this pass.
+    this.requestSync('table restored');
+    return this.kernel.apply(script);
+  }
+
+  private async cutForbidden(compiled: readonly CompiledQube[]): Promise<void> {
+    if (compiled.length === 0) return;
+    const bulk = compiled.length >= this.bulkFrom;
+    const all = new Map<Family, Connection[]>();
+    if (bulk) {
+      for (const family of [4, 6] as const) {
+        if (!compiled.some((c) => c.family === family)) continue;
+        const res = await this.kernel.listConnections(family);
+        if (!res.ok) this.log.warn({ family, error: forLog(res.error) }, 'cannot list connections');
+        all.set(family, res.conns);
+      }
+    }
+    for (const c of compiled) {
+      let conns: Connection[];
+      if (bulk) conns = all.get(c.family) ?? [];
+      else {
+        const res = await this.kernel.listConnections(c.family, c.addr);
+        if (!res.ok) this.log.warn({ ip: c.addr, error: forLog(res.error) }, 'cannot list connections');
+        conns = res.conns;
+      }
+      const servers = c.family === 4 ? this.dns.v4 : this.dns.v6;
+      for (const conn of forbiddenConnections(c.rules, c.addr, conns, servers)) {
+        const del = await this.kernel.deleteConnection(conn);
+        const dst = conn.reply?.src ?? conn.orig.dst;
+        const dport = conn.reply?.sport ?? conn.orig.dport;
+        if (del.ok) this.log.info({ ip: c.addr, proto: conn.protoName, dst, dport }, 'connection cut');
+        else this.log.error({ ip: c.addr, proto: conn.protoName, dst, dport, error: forLog(del.error) }, 'cannot cut connection');
+      }
+    }
+  }
+
+  private async record(prep: Prepared, compiled: CompiledQube, script: string, resolutions: HostResolution[]): Promise<void> {
+    const addr = prep.target.addr;
+    const previous = this.qubes.get(addr);
+    let generation = previous?.generation;
+    if (generation === undefined) {
+      try {
+        generation = await readHandledCounter(this.db, addr);
+      } catch {
+        generation = 0;
+      }
+    }
+    generation += 1;
+    const q: QubeState = { target: prep.target, parsed: prep.parsed, compiled, script, generation, appliedAt: this.now(), resolutions };
+    if (previous) clearTimeout(previous.timer);
+    this.qubes.set(addr, q);
+    this.scheduleRefresh(addr, resolutions);
+    const fields = { ip: addr, outcome: compiled.outcome, rules: compiled.rules.length, generation, cause: prep.mode };
+    if (compiled.outcome === 'ok') this.log.info(fields, 'rules applied');
+    else this.log.warn({ ...fields, reasons: compiled.reasons.join('; ').slice(0, 1000) }, 'rules applied');
+    await this.safeFeedback(addr, () => writeApplyFeedback(this.db, this.log, { addr, generation: generation!, summary: outcomeSummary(compiled), hosts: compiled.hosts }));
+  }
+
+  private scheduleRefresh(addr: string, resolutions: HostResolution[]): void {
+    const q = this.qubes.get(addr);
+    if (!q) return;
+    clearTimeout(q.timer);
+    q.timer = undefined;
+    q.nextRefreshAt = undefined;
+    const delay = refreshDelayMs(resolutions, this.bounds);
+    if (delay === undefined || this.stopped) return;
+    q.nextRefreshAt = this.now() + delay;
+    q.timer = setTimeout(() => {
+      if (!this.pending.has(addr)) this.pending.set(addr, 'refresh');
+      this.kick();
+    }, delay);
+    q.timer.unref?.();
+  }
+
+  private async safeFeedback(addr: string, fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      this.log.error({ ip: addr, err: forLog((e as Error).message) }, 'cannot write feedback');
+    }
+  }
+}

@@ -1,0 +1,272 @@
+// The engine's logic with an in-memory QubesDB and kernel: what gets applied when, fail-closed
+// paths, feedback keys, removal, TTL refresh and DNS changes. Real nft and traffic are tested
+// in namespaces (firewall.netns.test.ts).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { MemoryQubesDB } from '@qubes-net/qubesdb';
+import { FirewallEngine, firewallSkeleton, parseConntrackLine, type HostResolution, type DnsServers, type Family } from '@qubes-net/firewall';
+import { FakeKernel } from './fake-kernel.js';
+import { waitFor } from '../helpers/wait.js';
+
+interface Setup {
+  db: MemoryQubesDB;
+  kernel: FakeKernel;
+  engine: FirewallEngine;
+  logs: Record<string, unknown>[];
+  names: Map<string, HostResolution>;
+  lookups: string[];
+  dns: { servers: DnsServers };
+}
+
+async function setup(initial: Record<string, string>, opts: { refresh?: { minMs: number; maxMs: number; retryMs: number } } = {}): Promise<Setup> {
+  const db = new MemoryQubesDB(initial);
+  const kernel = new FakeKernel();
+  assert.deepEqual(await kernel.apply(firewallSkeleton()), { ok: true });
+  const logs: Record<string, unknown>[] = [];
+  const log = pino({ level: 'debug' }, new Writable({ write(chunk, _e, cb) { logs.push(JSON.parse(String(chunk))); cb(); } }));
+  const names = new Map<string, HostResolution>();
+  const lookups: string[] = [];
+  const dns = { servers: { v4: ['10.139.1.1'], v6: [] } as DnsServers };
+  const engine = new FirewallEngine({
+    db,
+    log,
+    kernel,
+    resolve: async (host: string, family: Family) => {
+      lookups.push(`${family} ${host}`);
+      return names.get(`${family} ${host}`) ?? { ok: false, error: 'no such name' };
+    },
+    readDnsServers: async () => dns.servers,
+    ...(opts.refresh ? { refresh: opts.refresh } : {}),
+  });
+  return { db, kernel, engine, logs, names, lookups, dns };
+}
+
+function qube(ip: string, rules: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = { [`/qubes-firewall/${ip}`]: '' };
+  for (const [k, v] of Object.entries(rules)) out[`/qubes-firewall/${ip}/${k}`] = v;
+  return out;
+}
+
+/** dom0's write sequence: rm the directory, write the rules, write the marker last. */
+async function dom0Write(s: Setup, ip: string, rules: Record<string, string>): Promise<void> {
+  await s.db.rm(`/qubes-firewall/${ip}/`);
+  s.engine.onWatchEvent(`/qubes-firewall/${ip}/`);
+  for (const [k, v] of Object.entries(rules)) {
+    await s.db.write(`/qubes-firewall/${ip}/${k}`, v);
+    s.engine.onWatchEvent(`/qubes-firewall/${ip}/${k}`);
+  }
+  await s.db.write(`/qubes-firewall/${ip}`, '');
+  s.engine.onWatchEvent(`/qubes-firewall/${ip}`);
+  await s.engine.idle();
+}
+
+test('initial load: every qube applied, bad ones blocked, others untouched, feedback written', async () => {
+  const s = await setup({
+    ...qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept proto=icmp' }),
+    ...qube('10.137.0.8', { policy: 'accept', '0000': 'action=accept bogus' }),
+    ...qube('fd09:24ef:4179::a89:7', { policy: 'drop', '0000': 'action=accept proto=tcp dstports=443-443' }),
+    ...qube('10.137.0.0999', { policy: 'accept' }),
+    '/qubes-firewall-handled/10.137.0.7': '41',
+  });
+  await s.engine.start();
+  const k = s.kernel;
+  assert.deepEqual(k.chain(4, 'qbs-10-137-0-7'), ['meta l4proto icmp accept comment "0000"', 'reject with icmp type admin-prohibited comment "policy"']);
+  assert.deepEqual(k.chain(4, 'qbs-10-137-0-8'), ['reject with icmp type admin-prohibited comment "blocked"']);
+  assert.equal(k.tables[6].dispatch.get('fd09:24ef:4179::a89:7'), 'qbs-fd09-24ef-4179--a89-7');
+  assert.equal(k.tables[4].dispatch.size, 2, 'the invalid address gets no element: forward policy drop');
+  assert.deepEqual(k.tables[4].dnsAddr, ['10.139.1.1']);
+  // One transaction carried all three qubes.
+  assert.equal(k.scripts.filter((x) => x.includes('add chain ip qubes-firewall qbs-')).length, 1);
+  // The counter continues from dom0's view; the outcome key is written last.
+  assert.equal(await s.db.read('/qubes-firewall-handled/10.137.0.7'), '42');
+  assert.equal(await s.db.read('/qubes-firewall-applied/10.137.0.7'), '42 ok 2 rules');
+  assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.8'))!, /^1 blocked invalid rules: 0000: token-without-equals \(bogus\)$/);
+  assert.equal(await s.db.read('/qubes-firewall-applied/fd09:24ef:4179::a89:7'), '1 ok 2 rules');
+  assert.ok(s.logs.some((l) => l.msg === 'invalid firewall target address ignored' && l.value === '10.137.0.0999'));
+  assert.ok(s.logs.some((l) => l.msg === 'invalid rules: blocking the qube' && l.ip === '10.137.0.8'));
+  await s.engine.stop();
+});
+
+test('dom0 rewrites one qube: only that qube\'s transaction, generation increments, rule writes alone do nothing', async () => {
+  const s = await setup({ ...qube('10.137.0.7', { policy: 'drop' }), ...qube('10.137.0.9', { policy: 'accept' }) });
+  await s.engine.start();
+  const before = s.kernel.scripts.length;
+  s.engine.onWatchEvent('/qubes-firewall/10.137.0.7/0000');
+  await s.engine.idle();
+  assert.equal(s.kernel.scripts.length, before, 'no apply until the marker');
+  await dom0Write(s, '10.137.0.7', { policy: 'drop', '0000': 'action=accept proto=udp' });
+  const applied = s.kernel.scripts.slice(before);
+  assert.equal(applied.length, 1);
+  assert.doesNotMatch(applied[0]!, /10-137-0-9|10\.137\.0\.9/);
+  assert.equal(s.kernel.chain(4, 'qbs-10-137-0-7')![0], 'meta l4proto udp accept comment "0000"');
+  assert.equal(await s.db.read('/qubes-firewall-applied/10.137.0.7'), '2 ok 2 rules');
+  assert.equal(await s.db.read('/qubes-firewall-handled/10.137.0.7'), '2');
+  await s.engine.stop();
+});
+
+test('removed entries remove the chain, the element and the feedback; also stale ones found at start', async () => {
+  const s = await setup({ ...qube('10.137.0.7', { policy: 'accept' }), ...qube('10.137.0.8', { policy: 'accept' }) });
+  // Left over from an earlier run: a qube no longer in QubesDB, plus a user's chain.
+  await s.kernel.apply('add chain ip qubes-firewall qbs-10-137-0-50\nadd element ip qubes-firewall dispatch { 10.137.0.50 : jump qbs-10-137-0-50 }\nadd chain ip qubes-firewall user-chain\n');
+  await s.db.write('/qubes-firewall-applied/10.137.0.50', '3 ok 1 rules');
+  await s.engine.start();
+  assert.equal(s.kernel.chain(4, 'qbs-10-137-0-50'), undefined);
+  assert.equal(s.kernel.tables[4].dispatch.has('10.137.0.50'), false);
+  assert.deepEqual(s.kernel.chain(4, 'user-chain'), []);
+  assert.equal(await s.db.read('/qubes-firewall-applied/10.137.0.50'), undefined);
+
+  await s.db.rm('/qubes-firewall/10.137.0.8/');
+  await s.db.rm('/qubes-firewall/10.137.0.8');
+  s.engine.onWatchEvent('/qubes-firewall/10.137.0.8');
+  await s.engine.idle();
+  assert.equal(s.kernel.chain(4, 'qbs-10-137-0-8'), undefined);
+  assert.equal(s.kernel.tables[4].dispatch.has('10.137.0.8'), false);
+  assert.equal(await s.db.read('/qubes-firewall-applied/10.137.0.8'), undefined);
+  assert.equal(await s.db.read('/qubes-firewall-handled/10.137.0.8'), '1', 'upstream\'s counter stays');
+  assert.ok(s.kernel.chain(4, 'qbs-10-137-0-7'));
+  // Removing something already gone is fine too.
+  s.engine.onWatchEvent('/qubes-firewall/10.137.0.8');
+  await s.engine.idle();
+  assert.ok(!s.logs.some((l) => l.msg === 'removing rules failed'));
+  await s.engine.stop();
+});
+
+test('a reload skips a qube dom0 is rewriting: its current rules stay until the marker', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept proto=icmp' }));
+  await s.engine.start();
+  await s.db.rm('/qubes-firewall/10.137.0.7/');
+  s.engine.onWatchEvent('/qubes-firewall/10.137.0.7/');
+  await s.db.write('/qubes-firewall/10.137.0.7/policy', 'accept');
+  s.engine.onWatchEvent('/qubes-firewall/10.137.0.7/policy');
+  await s.engine.reload();
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['meta l4proto icmp accept comment "0000"', 'reject with icmp type admin-prohibited comment "policy"'], 'half-written accept policy not applied');
+  await s.db.write('/qubes-firewall/10.137.0.7', '');
+  s.engine.onWatchEvent('/qubes-firewall/10.137.0.7');
+  await s.engine.idle();
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['accept comment "policy"']);
+  await s.engine.stop();
+});
+
+test('nft rejecting one qube in a batch: the others apply, that one is blocked and says why', async () => {
+  const s = await setup({ ...qube('10.137.0.7', { policy: 'accept', '0000': 'action=accept proto=udp' }), ...qube('10.137.0.8', { policy: 'accept' }) });
+  s.kernel.rejectIf = (script) => script.includes('meta l4proto udp accept');
+  await s.engine.start();
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-8'), ['accept comment "policy"']);
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['reject with icmp type admin-prohibited comment "blocked"']);
+  assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.7'))!, /^1 blocked nft rejected the rules/);
+  // If even the block is rejected, the element goes: the forward policy drops the qube.
+  s.kernel.rejectIf = (script) => script.includes('comment "blocked"') || script.includes('proto=udp') || script.includes('l4proto udp');
+  await dom0Write(s, '10.137.0.7', { policy: 'accept', '0000': 'action=accept proto=udp' });
+  assert.equal(s.kernel.tables[4].dispatch.has('10.137.0.7'), false);
+  assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.7'))!, /^2 blocked .*forward policy drop/);
+  await s.engine.stop();
+});
+
+test('our table deleted behind our back is restored with every qube', async () => {
+  const s = await setup({ ...qube('10.137.0.7', { policy: 'drop' }), ...qube('10.137.0.8', { policy: 'accept' }) });
+  await s.engine.start();
+  s.kernel.tables[4] = { present: false, chains: new Map(), dispatch: new Map(), dnsAddr: [] };
+  await dom0Write(s, '10.137.0.7', { policy: 'drop', '0000': 'action=accept proto=icmp' });
+  await s.engine.idle();
+  assert.deepEqual(s.kernel.chain(4, 'forward')?.length, 3);
+  assert.equal(s.kernel.tables[4].dispatch.get('10.137.0.8'), 'qbs-10-137-0-8');
+  assert.equal(s.kernel.chain(4, 'qbs-10-137-0-7')!.length, 2);
+  assert.deepEqual(s.kernel.tables[4].dnsAddr, ['10.139.1.1']);
+  await s.engine.stop();
+});
+
+test('names: one lookup per name for many qubes, partial/blocked outcomes, /dns feedback with the length limit', async () => {
+  const long = `${'a'.repeat(40)}.example.test`;
+  const s = await setup({
+    ...qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept dsthost=web.test', '0001': 'action=accept dsthost=gone.test', '0002': `action=accept dsthost=${long}` }),
+    ...qube('10.137.0.8', { policy: 'drop', '0000': 'action=accept dsthost=web.test' }),
+    ...qube('10.137.0.9', { policy: 'accept', '0000': 'action=drop dsthost=gone.test' }),
+  });
+  s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.80'], ttlSeconds: 300 });
+  s.names.set(`4 ${long}`, { ok: true, addrs: ['203.0.113.81'], ttlSeconds: 300 });
+  await s.engine.start();
+  assert.equal(s.lookups.filter((l) => l === '4 web.test').length, 1);
+  assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.7'))!, /^1 partial rule 0001 left out: dsthost gone.test did not resolve \(no such name\)$/);
+  assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.9'))!, /^1 blocked rule 0000: dsthost gone.test did not resolve/);
+  assert.equal(await s.db.read('/dns/10.137.0.7/web.test'), '203.0.113.80');
+  assert.deepEqual(await s.db.list('/dns/10.137.0.7/'), ['/dns/10.137.0.7/web.test']);
+  assert.ok(s.logs.some((l) => l.msg === 'dns feedback skipped: path too long' && l.ip === '10.137.0.7'));
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7')!.slice(0, 2), ['ip daddr 203.0.113.80 accept comment "0000"', 'ip daddr 203.0.113.81 accept comment "0002"']);
+  await s.engine.stop();
+});
+
+test('names are re-resolved when their TTL runs out; an unchanged answer costs no transaction', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept dsthost=web.test' }), { refresh: { minMs: 30, maxMs: 60_000, retryMs: 30 } });
+  s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.80'], ttlSeconds: 0 });
+  await s.engine.start();
+  const applied = () => s.kernel.scripts.filter((x) => x.includes('add chain ip qubes-firewall qbs-10-137-0-7')).length;
+  assert.equal(applied(), 1);
+  await waitFor('a second lookup', () => s.lookups.length >= 2);
+  await s.engine.idle();
+  assert.equal(applied(), 1, 'same answer: nothing applied');
+  s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.99'], ttlSeconds: 3600 });
+  await waitFor('the new address applied', () => s.kernel.chain(4, 'qbs-10-137-0-7')?.[0] === 'ip daddr 203.0.113.99 accept comment "0000"');
+  await waitFor('feedback', async () => (await s.db.read('/dns/10.137.0.7/web.test')) === '203.0.113.99');
+  assert.equal(await s.db.read('/qubes-firewall-applied/10.137.0.7'), '2 ok 2 rules');
+  await s.engine.stop();
+});
+
+test('a rule change cuts the established flows it forbids and keeps the others', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'accept' }));
+  await s.engine.start();
+  const keep = parseConntrackLine(4, 'tcp 6 431999 ESTABLISHED src=10.137.0.7 dst=203.0.113.80 sport=40001 dport=1234 src=203.0.113.80 dst=10.137.0.7 sport=1234 dport=40001 [ASSURED] mark=0 use=1')!;
+  const cut = parseConntrackLine(4, 'tcp 6 431999 ESTABLISHED src=10.137.0.7 dst=203.0.113.80 sport=40002 dport=4321 src=203.0.113.80 dst=10.137.0.7 sport=4321 dport=40002 [ASSURED] mark=0 use=1')!;
+  s.kernel.connections = [keep, cut];
+  await dom0Write(s, '10.137.0.7', { policy: 'accept', '0000': 'action=drop proto=tcp dstports=4000-5000' });
+  assert.deepEqual(s.kernel.deleted, [cut]);
+  assert.ok(s.logs.some((l) => l.msg === 'connection cut' && l.dport === 4321 && l.ip === '10.137.0.7'));
+  await s.engine.stop();
+});
+
+test('changed DNS servers: dns-addr replaced, names looked up again, flows to the old servers cut', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept specialtarget=dns', '0001': 'action=accept dsthost=web.test' }));
+  s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.80'], ttlSeconds: 3600 });
+  await s.engine.start();
+  const dnsFlow = parseConntrackLine(4, 'udp 17 29 src=10.137.0.7 dst=10.139.1.1 sport=5000 dport=53 src=10.139.1.1 dst=10.137.0.7 sport=53 dport=5000 mark=0 use=1')!;
+  s.kernel.connections = [dnsFlow];
+  s.dns.servers = { v4: ['192.0.2.53'], v6: ['2001:db8::53'] };
+  s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.90'], ttlSeconds: 3600 });
+  s.engine.dnsMaybeChanged();
+  await s.engine.idle();
+  assert.deepEqual(s.kernel.tables[4].dnsAddr, ['192.0.2.53']);
+  assert.deepEqual(s.kernel.tables[6].dnsAddr, ['2001:db8::53']);
+  assert.deepEqual(s.kernel.deleted, [dnsFlow]);
+  assert.equal(s.kernel.chain(4, 'qbs-10-137-0-7')![1], 'ip daddr 203.0.113.90 accept comment "0001"');
+  // Unchanged servers: nothing happens.
+  const n = s.kernel.scripts.length;
+  s.engine.dnsMaybeChanged();
+  await s.engine.idle();
+  assert.equal(s.kernel.scripts.length, n);
+  await s.engine.stop();
+});
+
+test('status lists each qube with its outcome and which connected qubes have no rules', async () => {
+  const s = await setup({ ...qube('10.137.0.7', { policy: 'drop' }), '/connected-ips': '10.137.0.7 10.137.0.20', '/connected-ips6': '' });
+  await s.engine.start();
+  const st = s.engine.status();
+  assert.deepEqual(st.qubes.map((q) => [q.ip, q.outcome, q.generation, q.connected]), [['10.137.0.7', 'ok', 1, true]]);
+  assert.deepEqual(st.connectedWithoutRules, ['10.137.0.20']);
+  await s.engine.stop();
+});
+
+test('a failure in the middle of a round (nft listing fails) leads to a full resync, not to lost updates', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'accept' }));
+  const real = s.kernel.readState.bind(s.kernel);
+  let failures = 1;
+  s.kernel.readState = async (family) => {
+    if (failures-- > 0) throw new Error('nft: netlink: Device or resource busy');
+    return real(family);
+  };
+  await s.engine.start();
+  assert.ok(s.logs.some((l) => l.msg === 'firewall loop failed; full resync in 1 s'));
+  await waitFor('applied after the resync', async () => (await s.db.read('/qubes-firewall-applied/10.137.0.7')) === '1 ok 1 rules');
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['accept comment "policy"']);
+  await s.engine.stop();
+});
