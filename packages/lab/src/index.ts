@@ -1,1 +1,22 @@
-export {};
+// Public surface of @qubes-net/lab.
+export * from './topology/model.js';
+export * from './topology/validate.js';
+export * from './topology/load.js';
+export * from './dom0/addresses.js';
+export * from './dom0/firewall-rules.js';
+export * from './dom0/entries.js';
+export * from './expectations.js';
+export * from './runtime/agent-commands.js';
+export * from './runtime/qdb-ops.js';
+export { Lab, DEFAULT_STATE_ROOT, type LabOptions, type ProgressEvent, type RunningQube, type VifAttachment, type AgentRole } from './runtime/lab.js';
+export { LabInternet, INTERNET_QUBE } from './runtime/internet.js';
+export { QubeProcess } from './runtime/processes.js';
+export { callControl, serveControl, LabNotRunning, type ControlRequest } from './runtime/control.js';
+export { runSupervisor, CONTROL_SOCKET } from './runtime/supervisor.js';
+export { startQube, stopQube, killQube, restartQube, upAll } from './ops/lifecycle.js';
+export { setNetvm } from './ops/netvm.js';
+export { setFeature } from './ops/features.js';
+export { setFirewall, parseRuleList } from './ops/firewall.js';
+export { setUpstreamDns, expectedUpstream } from './ops/dns.js';
+export { collectStatus, formatStatus, type LabStatus, type QubeStatus } from './status.js';
+export * from './checks.js';
