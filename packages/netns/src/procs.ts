@@ -78,11 +78,17 @@ export function killNamespaceProcessesSync(nsFiles: readonly string[]): void {
   signal(pidsInNamespaces(namespaceInodes(nsFiles)), 'SIGKILL');
 }
 
-/** Start time of a process (clock ticks since boot, /proc/<pid>/stat field 22), undefined if it is gone. */
+/**
+ * Start time of a process (clock ticks since boot, /proc/<pid>/stat field 22), undefined if it
+ * is gone. A zombie (state Z) counts as gone: it has exited, and on a host whose PID 1 does not
+ * reap, it would otherwise keep a dead session's namespaces from ever being cleaned up.
+ */
 export function processStartTime(pid: number): string | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
+    return fields[19];
   } catch {
     return undefined;
   }
