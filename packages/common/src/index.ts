@@ -5,3 +5,4 @@ export * from './iproute.js';
 export * from './nft.js';
 export * from './sd-notify.js';
 export * from './root.js';
+export * from './version.js';

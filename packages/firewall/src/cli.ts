@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // qubes-net-firewall: run | render <ip> | status [--json] | skeleton
-import { createLogger, forLog, requireRootOrExit } from '@qubes-net/common';
+import { createLogger, forLog, packageVersion, requireRootOrExit } from '@qubes-net/common';
 import { openQubesDB } from '@qubes-net/qubesdb';
 import { runDaemon, defaultDaemonOptions, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE, DEFAULT_RESOLV_CONF } from './daemon.js';
 import { renderQube, readRulesFile } from './render.js';
@@ -51,7 +51,7 @@ const VALUE_FLAGS = new Set([
   'pidfile', 'status-file', 'resolv-conf', 'qubesdb-dir', 'hooks-etc', 'hooks-rw', 'user-script', 'custom-persist-file',
   'dns-timeout-ms', 'min-refresh-s', 'max-refresh-s', 'retry-refresh-s', 'rules-file',
 ]);
-const BOOL_FLAGS = new Set(['json', 'no-hooks', 'help', 'nft-binary']);
+const BOOL_FLAGS = new Set(['json', 'no-hooks', 'help', 'version', 'nft-binary']);
 
 function parseArgs(argv: string[]): Parsed | string {
   const flags = new Map<string, string | true>();
@@ -94,6 +94,10 @@ async function main(argv: string[]): Promise<number> {
   if (typeof p === 'string') {
     process.stderr.write(`${p}\n\n${HELP}`);
     return 2;
+  }
+  if (p.flags.has('version')) {
+    process.stdout.write(`qubes-net-firewall ${packageVersion(import.meta.url)}\n`);
+    return 0;
   }
   if (p.flags.has('help') || p.command === 'help' || p.command === undefined) {
     process.stdout.write(HELP);
