@@ -10,6 +10,10 @@ import { firewallSkeleton } from './model/skeleton.js';
 
 const HELP = `Usage: qubes-net-firewall <command> [options]
 
+Options:
+  --version           print the version
+  -h, --help          this text
+
 Commands:
   run                 the daemon: applies dom0's per-qube rules (/qubes-firewall/<ip>) to
                       nftables and reports back in QubesDB. SIGHUP reloads (re-reads
