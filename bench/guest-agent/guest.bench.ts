@@ -1,17 +1,30 @@
 // Guest agent figures, each next to a baseline measured in the same run, in a namespace qube
 // with the real QubesDB daemon:
-// - apply: wall time from process start to configured (Node start included), vs upstream's
-//   sequence (upstream-setup-ip.sh: a C qdb-read process per key, one ip process per step);
+// - apply: wall time from process start to configured, vs upstream's sequence
+//   (upstream-setup-ip.sh: a C qdb-read process per key, one ip process per step), for both of
+//   the paths the udev-started unit can take: `qubes-net-uplink apply eth0` with the daemon up
+//   (the request is served by `qubes-net-guest run`; this one must be <= the baseline), and the
+//   same client with no daemon, which execs the Node CLI (information). The daemon runs with a
+//   60 s debounce here, so that its own reaction to the bench's unconfiguring of eth0 cannot do
+//   the work before the measured request; a request always bypasses the debounce. Daemon-up
+//   and daemon-down rounds come in alternating blocks, each round also running the baseline,
+//   so drifting machine load hits all three alike;
 // - run: reaction time from a QubesDB write to the kernel converged (the agent's feedback key
 //   is written after its read-back of the kernel state, so this is an upper bound), vs that same
 //   upstream sequence started the moment the write is seen;
-// - run: RSS of the agent after the reaction rounds, vs an idle `node` process.
-// Each iteration of apply starts from an unconfigured uplink, for both contenders.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// - run: RSS of the agent after the reaction rounds, vs an idle `node` process; and after
+//   enough rounds for a steady heap, with the V8 flags a unit can set (NODE_OPTIONS allows
+//   --max-semi-space-size and --jitless, not --lite-mode, which needs the node command line),
+//   each with its own reaction time;
+// - why the agent runs programs through kernel/spawn.ts rather than common's run() (execa):
+//   a fresh process's first `ip` run and the RSS it adds, for both.
+// Each iteration of apply starts from an unconfigured uplink, for every contender.
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ipBatch, ipJson } from '@qubes-net/common';
 import { NetnsSession, type Qube } from '@qubes-net/netns';
 import { openQubesDB, type QubesDB, type QubesDBWatch } from '@qubes-net/qubesdb';
@@ -20,14 +33,36 @@ import type { startQubesDB as StartQubesDB } from '../../test/helpers/qubesdb.js
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, '..', '..', '..');
 const CLI = join(repoRoot, 'packages', 'guest-agent', 'dist', 'cli.js');
+const UPLINK = join(repoRoot, 'native-bindings', 'build', 'qubes-net-uplink');
 const SRC = join(repoRoot, 'bench', 'guest-agent');
 // The test helper is compiled to test/dist; its relative path differs between this source and
 // bench/dist, so it is imported by its runtime location (types from the source).
 const { startQubesDB } = (await import(join(repoRoot, 'test', 'dist', 'helpers', 'qubesdb.js'))) as { startQubesDB: typeof StartQubesDB };
+/** Rounds per apply path (each round also runs the baseline once). */
 const APPLY_ROUNDS = Number(process.env.GUEST_BENCH_APPLY_ROUNDS ?? 20);
+/** Daemon-up and daemon-down rounds alternate in blocks of this many. */
+const APPLY_BLOCK = 5;
 const REACTION_ROUNDS = Number(process.env.GUEST_BENCH_REACTION_ROUNDS ?? 40);
-/** Extra node options for the agent under test (experiments with V8 flags). */
+/**
+ * Reaction rounds of each V8 flag variant in the RSS comparison: enough for the heap to reach
+ * its steady size (without flags RSS still grows until ~350 rounds).
+ */
+const VARIANT_ROUNDS = Number(process.env.GUEST_BENCH_VARIANT_ROUNDS ?? 400);
+/** Extra node options for the agent under test in the main figures (experiments with V8 flags). */
 const NODE_FLAGS = (process.env.GUEST_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+/**
+ * V8 flag sets compared for the run mode's RSS, each on top of the unit's
+ * NODE_OPTIONS=--max-old-space-size=48 and given the way a unit would: through NODE_OPTIONS,
+ * which Node accepts for --max-semi-space-size and --jitless but not for --lite-mode (that one
+ * needs the node command line).
+ */
+const UNIT_NODE_OPTIONS = '--max-old-space-size=48';
+const FLAG_VARIANTS: { name: string; flags: string[]; nodeOptions: string }[] = [
+  { name: 'NODE_OPTIONS as the unit has it (--max-old-space-size=48)', flags: [], nodeOptions: UNIT_NODE_OPTIONS },
+  { name: 'NODE_OPTIONS + --max-semi-space-size=1', flags: [], nodeOptions: `${UNIT_NODE_OPTIONS} --max-semi-space-size=1` },
+  { name: 'NODE_OPTIONS + --jitless --max-semi-space-size=1', flags: [], nodeOptions: `${UNIT_NODE_OPTIONS} --jitless --max-semi-space-size=1` },
+  { name: 'NODE_OPTIONS + node --lite-mode', flags: ['--lite-mode'], nodeOptions: UNIT_NODE_OPTIONS },
+];
 
 const KEYS: Record<string, string> = {
   '/qubes-mac': '00:16:3e:5e:6c:00',
@@ -46,10 +81,11 @@ function pct(values: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
 }
 
-function report(figure: string, unit: string, ours: number[], baselineName: string, base: number[], target: string, met: boolean): void {
+function report(figure: string, unit: string, ours: number[], baselineName: string, base: number[], target: string, met: boolean, extra: Record<string, unknown> = {}): void {
   process.stdout.write(JSON.stringify({
     bench: 'guest-agent',
     figure,
+    ...extra,
     unit,
     value: round2(pct(ours, 50)),
     p95: round2(pct(ours, 95)),
@@ -100,10 +136,115 @@ async function nextValue(db: QubesDB, it: AsyncIterator<string>, key: string, ok
   }
 }
 
-function rssOf(pid: number): { rssMB: number; pssMB: number } {
-  const rss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+function rssOf(pid: number): { rssMB: number; pssMB: number; peakMB: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const rss = Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+  const peak = Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) / 1024;
   const pss = Number(/Pss:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))![1]) / 1024;
-  return { rssMB: rss, pssMB: pss };
+  return { rssMB: rss, pssMB: pss, peakMB: peak };
+}
+
+const CONTROL_SOCKET = '/run/qubes-net/guest.sock';
+
+/** One request line to the agent's control socket; its reply line, parsed. */
+function control(path: string, line: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(path);
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('connect', () => sock.write(line + '\n'));
+    sock.on('data', (d: string) => {
+      buf += d;
+      if (buf.includes('\n')) {
+        sock.destroy();
+        resolve(JSON.parse(buf.slice(0, buf.indexOf('\n'))) as Record<string, unknown>);
+      }
+    });
+    sock.on('error', reject);
+  });
+}
+
+interface RunningAgent {
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/** `qubes-net-guest run` in the qube; resolves once its first pass is done. */
+async function startAgent(client: Qube, flags: string[], args: string[] = [], nodeOptions?: string): Promise<RunningAgent> {
+  const env: Record<string, string> = nodeOptions ? { NODE_OPTIONS: nodeOptions } : {};
+  const child = client.spawn(process.execPath, [...flags, CLI, 'run', ...args], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const agent = {
+    child,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+  const socket = client.hostPath(CONTROL_SOCKET);
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`the agent exited with ${child.exitCode}`);
+    const passes = existsSync(socket) ? await control(socket, '{"op":"status"}').then((r) => r.passes as number, () => 0) : 0;
+    if (passes >= 1) return agent;
+    if (i > 2000) {
+      await agent.stop();
+      throw new Error('the agent did not finish its first pass');
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Reaction rounds: write /qubes-ip, wait for the agent's feedback naming it; the times in ms. */
+async function reactionRounds(db: QubesDB, client: Qube, rounds: number): Promise<number[]> {
+  const statusWatch: QubesDBWatch = db.watch(['/qubes-uplink-status']);
+  const it = statusWatch[Symbol.asyncIterator]();
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < rounds; i++) {
+      const ip = i % 2 === 0 ? '10.137.0.8' : '10.137.0.7';
+      const t0 = performance.now();
+      await db.write('/qubes-ip', ip);
+      await nextValue(db, it, '/qubes-uplink-status', (v) => v?.includes(` ok eth0 ${ip}/32`) ?? false);
+      times.push(performance.now() - t0);
+      if (!(await configured(client, ip))) throw new Error(`run: ${ip} not configured`);
+    }
+  } finally {
+    await statusWatch.close();
+  }
+  return times;
+}
+
+/** RSS and PSS of an idle `node` with these flags, in the qube. */
+async function idleNode(client: Qube, flags: string[], nodeOptions?: string): Promise<{ rssMB: number; pssMB: number }> {
+  const idle = client.spawn(process.execPath, [...flags, '-e', 'process.stdout.write("ready\\n"); setInterval(() => {}, 1e9)'], { env: (nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) as Record<string, string>, stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    await new Promise((r) => idle.stdout!.once('data', r));
+    return rssOf(idle.pid!);
+  } finally {
+    idle.kill('SIGTERM');
+  }
+}
+
+/**
+ * A fresh Node process runs `ip -j link show` once through `how` and reports the time from
+ * before the import to the result, and the RSS that added: kernel/spawn.ts vs common's run().
+ */
+function firstProgramRun(how: 'spawn' | 'run'): { ms: number; rssMB: number } {
+  const module = how === 'spawn'
+    ? pathToFileURL(join(repoRoot, 'packages', 'guest-agent', 'dist', 'kernel', 'spawn.js')).href
+    : pathToFileURL(join(repoRoot, 'packages', 'common', 'dist', 'exec.js')).href;
+  const call = how === 'spawn' ? "m.runProgram('ip', ['-j', 'link', 'show'])" : "m.run('ip', ['-j', 'link', 'show'])";
+  const script = [
+    "import { readFileSync } from 'node:fs';",
+    "const rss = () => Number(/VmRSS:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) / 1024;",
+    'const r0 = rss(); const t0 = performance.now();',
+    `const m = await import(${JSON.stringify(module)});`,
+    `await ${call};`,
+    'process.stdout.write(JSON.stringify({ ms: performance.now() - t0, rssMB: rss() - r0 }));',
+  ].join('\n');
+  const res = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  if (res.status !== 0) throw new Error(`${how}: ${res.stderr}`);
+  return JSON.parse(res.stdout) as { ms: number; rssMB: number };
 }
 
 async function main(): Promise<void> {
@@ -111,12 +252,18 @@ async function main(): Promise<void> {
     process.stderr.write('guest-agent bench needs root (network namespaces); skipped\n');
     return;
   }
+  if (!existsSync(UPLINK)) throw new Error(`${UPLINK} is missing: run make -C native-bindings`);
   const tmp = mkdtempSync(join(tmpdir(), 'qn-guest-bench-'));
   const qdbRead = join(tmp, 'qdb-read');
   const libDir = join(repoRoot, 'native-bindings', 'build');
   const cc = spawnSync('cc', ['-O2', '-Wall', '-I', join(repoRoot, 'native-bindings', 'include'), '-o', qdbRead, join(SRC, 'qdb-read.c'), '-L', libDir, '-lqubesdb', `-Wl,-rpath,${libDir}`], { encoding: 'utf8' });
   if (cc.status !== 0) throw new Error(`building qdb-read failed: ${cc.stderr}`);
   const baselineScript = join(SRC, 'upstream-setup-ip.sh');
+  // What qubes-net-uplink execs without a daemon: the CLI, as an executable (the package's
+  // /usr/bin/qubes-net-guest is a wrapper that runs node on cli.js the same way).
+  const cliExe = join(tmp, 'qubes-net-guest.mjs');
+  writeFileSync(cliExe, `#!${process.execPath}\nawait import(${JSON.stringify(pathToFileURL(CLI).href)});\n`);
+  chmodSync(cliExe, 0o755);
 
   const session = await NetnsSession.create('guest-bench');
   const cleanup: (() => Promise<unknown>)[] = [];
@@ -130,53 +277,50 @@ async function main(): Promise<void> {
     cleanup.unshift(() => db.close());
     for (const [k, v] of Object.entries(KEYS)) await db.write(k, v);
 
-    // --- apply: start to configured -------------------------------------------------------
-    const ours: number[] = [];
+    // --- apply: start to configured, both paths of qubes-net-uplink ------------------------
+    const viaDaemon: number[] = [];
+    const cold: number[] = [];
     const base: number[] = [];
     const nodeStart: number[] = [];
     const baseEnv = { QDB_READ: qdbRead };
-    for (let i = -2; i < APPLY_ROUNDS; i++) {
+    const uplinkEnv = { QUBES_NET_GUEST_CLI: cliExe };
+    let agent: RunningAgent | undefined;
+    cleanup.unshift(() => agent?.stop() ?? Promise.resolve());
+    for (let i = -2; i < 2 * APPLY_ROUNDS; i++) {
+      // Two warm-up rounds with the daemon, then blocks: APPLY_BLOCK up, APPLY_BLOCK down, …
+      const daemonUp = i < 0 || Math.floor(i / APPLY_BLOCK) % 2 === 0;
+      if (daemonUp && !agent) agent = await startAgent(client, NODE_FLAGS, ['--debounce-ms', '60000']);
+      if (!daemonUp && agent) {
+        await agent.stop();
+        agent = undefined;
+      }
       // Alternate who goes first, so drift in machine load hits both alike.
-      const order = i % 2 === 0 ? ['ours', 'base'] : ['base', 'ours'];
-      for (const who of order) {
+      for (const who of i % 2 === 0 ? ['ours', 'base'] : ['base', 'ours']) {
         await unconfigure(client);
         const ms = who === 'ours'
-          ? await timed(client, process.execPath, [...NODE_FLAGS, CLI, 'apply'])
+          ? await timed(client, UPLINK, ['apply', 'eth0'], uplinkEnv)
           : await timed(client, '/bin/sh', [baselineScript, 'eth0'], baseEnv);
-        if (!(await configured(client))) throw new Error(`${who}: not configured after apply`);
-        if (i >= 0) (who === 'ours' ? ours : base).push(ms);
+        if (!(await configured(client))) throw new Error(`${who} (daemon ${daemonUp ? 'up' : 'down'}): not configured after apply`);
+        if (i < 0) continue;
+        if (who === 'base') base.push(ms);
+        else (daemonUp ? viaDaemon : cold).push(ms);
       }
-      const n = await timed(client, process.execPath, ['-e', '0']);
-      if (i >= 0) nodeStart.push(n);
+      if (i >= 0 && i % 2 === 0) nodeStart.push(await timed(client, process.execPath, ['-e', '0']));
     }
-    report('apply: start to configured (Node start included)', 'ms', ours, 'upstream sequence: sh + C qdb-read per key + ip per step', base, 'value <= baseline', pct(ours, 50) <= pct(base, 50));
+    await agent?.stop();
+    agent = undefined;
+    const baseName = 'upstream sequence: sh + C qdb-read per key + ip per step';
+    report('apply via qubes-net-uplink, daemon up: start to configured', 'ms', viaDaemon, baseName, base, 'value <= baseline', pct(viaDaemon, 50) <= pct(base, 50));
+    report('apply via qubes-net-uplink, no daemon (execs the Node CLI): start to configured', 'ms', cold, baseName, base, 'information only', true);
     report('reference: `node -e 0` start and exit', 'ms', nodeStart, 'upstream sequence', base, 'information only', true);
 
     // --- run: reaction time ----------------------------------------------------------------
     await unconfigure(client);
-    const agent = client.spawn(process.execPath, [...NODE_FLAGS, CLI, 'run'], { stdio: ['ignore', 'ignore', 'inherit'] });
-    const agentExited = new Promise((r) => agent.once('exit', r));
-    cleanup.unshift(async () => {
-      agent.kill('SIGTERM');
-      await agentExited;
-    });
-    const statusWatch: QubesDBWatch = db.watch(['/qubes-uplink-status']);
-    const statusIt = statusWatch[Symbol.asyncIterator]();
-    await nextValue(db, statusIt, '/qubes-uplink-status', (v) => v?.includes(' ok eth0 10.137.0.7/32') ?? false);
-    const reaction: number[] = [];
-    for (let i = 0; i < REACTION_ROUNDS; i++) {
-      const ip = i % 2 === 0 ? '10.137.0.8' : '10.137.0.7';
-      const t0 = performance.now();
-      await db.write('/qubes-ip', ip);
-      await nextValue(db, statusIt, '/qubes-uplink-status', (v) => v?.includes(` ok eth0 ${ip}/32`) ?? false);
-      reaction.push(performance.now() - t0);
-      if (!(await configured(client, ip))) throw new Error(`run: ${ip} not configured`);
-    }
-    await statusWatch.close();
-    const mem = rssOf(agent.pid!);
-    agent.kill('SIGTERM');
-    await agentExited;
-    cleanup.shift();
+    agent = await startAgent(client, NODE_FLAGS);
+    const reaction = await reactionRounds(db, client, REACTION_ROUNDS);
+    const mem = rssOf(agent.child.pid!);
+    await agent.stop();
+    agent = undefined;
 
     // Baseline: the upstream sequence, started as soon as the write is seen.
     const ipWatch = db.watch(['/qubes-ip']);
@@ -194,12 +338,31 @@ async function main(): Promise<void> {
     report('run: QubesDB write to kernel converged (feedback key seen)', 'ms', reaction, 'watch event + upstream sequence started at once', baseReaction, 'p95 < 50 ms', pct(reaction, 95) < 50);
 
     // --- run: memory -------------------------------------------------------------------------
-    const idle = client.spawn(process.execPath, ['-e', 'process.stdout.write("ready\\n"); setInterval(() => {}, 1e9)'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise((r) => idle.stdout!.once('data', r));
-    const idleMem = rssOf(idle.pid!);
-    idle.kill('SIGTERM');
-    report('run: RSS after the reaction rounds', 'MB', [mem.rssMB], 'idle node process', [idleMem.rssMB], 'value < 45 MB', mem.rssMB < 45);
+    const idleMem = await idleNode(client, []);
+    report('run: RSS after the reaction rounds', 'MB', [mem.rssMB], 'idle node process', [idleMem.rssMB], 'value < 45 MB', mem.rssMB < 45, { nodeFlags: NODE_FLAGS.join(' ') });
     report('run: PSS (shared pages split) after the reaction rounds', 'MB', [mem.pssMB], 'idle node process', [idleMem.pssMB], 'information only', true);
+
+    // Steady state with each flag set a unit could give: RSS vs an idle node with the same
+    // flags, and the reaction time, which the flags must not hurt.
+    for (const v of FLAG_VARIANTS) {
+      agent = await startAgent(client, v.flags, [], v.nodeOptions);
+      const times = await reactionRounds(db, client, VARIANT_ROUNDS);
+      const m = rssOf(agent.child.pid!);
+      await agent.stop();
+      agent = undefined;
+      const idle = await idleNode(client, v.flags, v.nodeOptions);
+      report(`run with ${v.name}: RSS after ${VARIANT_ROUNDS} reaction rounds`, 'MB', [m.rssMB], `idle node, same flags`, [idle.rssMB], 'value < 45 MB', m.rssMB < 45, { peakMB: round2(m.peakMB), reactionMs: { value: round2(pct(times, 50)), p95: round2(pct(times, 95)) } });
+    }
+
+    // --- kernel/spawn.ts vs common's run() ---------------------------------------------------
+    const spawnRuns: { ms: number; rssMB: number }[] = [];
+    const execaRuns: { ms: number; rssMB: number }[] = [];
+    for (let i = 0; i < 10; i++) {
+      spawnRuns.push(firstProgramRun('spawn'));
+      execaRuns.push(firstProgramRun('run'));
+    }
+    report('first program run in a fresh process: kernel/spawn.ts (import + ip -j link show)', 'ms', spawnRuns.map((r) => r.ms), "common's run() (execa)", execaRuns.map((r) => r.ms), 'value < baseline (else use run())', pct(spawnRuns.map((r) => r.ms), 50) < pct(execaRuns.map((r) => r.ms), 50));
+    report('RSS added by that first program run: kernel/spawn.ts', 'MB', spawnRuns.map((r) => r.rssMB), "common's run() (execa)", execaRuns.map((r) => r.rssMB), 'value < baseline (else use run())', pct(spawnRuns.map((r) => r.rssMB), 50) < pct(execaRuns.map((r) => r.rssMB), 50));
   } finally {
     for (const c of cleanup) await c().catch(() => undefined);
     await session.destroy();

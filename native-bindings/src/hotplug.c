@@ -361,22 +361,49 @@ int main(int argc, char **argv)
 		fail(command, xenbus, msg);
 	}
 
-	/* ip, mac and type in parallel: three xenstore-read processes at once. */
+	/*
+	 * ip, mac and type with one xenstore-read (it takes several paths and prints one value
+	 * per line). If that fails (a key is missing: the tool then fails as a whole) or a value
+	 * spans lines, each key is read on its own, in parallel.
+	 */
 	static const char *leaves[3] = { "ip", "mac", "type" };
 	static struct child kids[3];
+	static char split[MAX_VALUE + 1];
 	const char *values[3] = { "", "", "" };
 	if (xenbus) {
-		for (int i = 0; i < 3; i++) {
-			char *xargv[] = { "xenstore-read", (char *)xs_path(i, xenbus, leaves[i]), NULL };
-			if (spawn(&kids[i], xargv, 1) < 0)
-				kids[i].pid = -1;
+		char *xargv[] = { "xenstore-read", (char *)xs_path(0, xenbus, "ip"), (char *)xs_path(1, xenbus, "mac"),
+				  (char *)xs_path(2, xenbus, "type"), NULL };
+		int have = 0;
+		if (spawn(&kids[0], xargv, 1) == 0) {
+			finish(&kids[0]);
+			if (succeeded(&kids[0]) && kids[0].len < MAX_VALUE) {
+				memcpy(split, kids[0].out, kids[0].len + 1);
+				char *p1 = split, *nl1 = strchr(p1, '\n');
+				char *nl2 = nl1 ? strchr(nl1 + 1, '\n') : NULL;
+				if (nl1 && nl2 && !strchr(nl2 + 1, '\n')) {
+					*nl1 = '\0';
+					*nl2 = '\0';
+					values[0] = p1;
+					values[1] = nl1 + 1;
+					values[2] = nl2 + 1;
+					have = 1;
+				}
+			}
 		}
-		for (int i = 0; i < 3; i++) {
-			if (kids[i].pid < 0)
-				continue;
-			finish(&kids[i]);
-			if (succeeded(&kids[i]))
-				values[i] = kids[i].out;
+		if (!have) {
+			for (int i = 0; i < 3; i++) {
+				char *one[] = { "xenstore-read", (char *)xs_path(i, xenbus, leaves[i]), NULL };
+				if (spawn(&kids[i], one, 1) < 0)
+					kids[i].pid = -1;
+			}
+			for (int i = 0; i < 3; i++) {
+				values[i] = "";
+				if (kids[i].pid < 0)
+					continue;
+				finish(&kids[i]);
+				if (succeeded(&kids[i]))
+					values[i] = kids[i].out;
+			}
 		}
 	}
 

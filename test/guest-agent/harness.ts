@@ -2,10 +2,10 @@
 // real QubesDB daemon inside the client, an FFI client for the test to write keys as dom0
 // would, and the real `qubes-net-guest` CLI run inside the client.
 import type { ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ipBatch, ipJson } from '@qubes-net/common';
 import { openQubesDB, type QubesDB } from '@qubes-net/qubesdb';
 import { NetnsSession, type Qube } from '@qubes-net/netns';
@@ -15,6 +15,25 @@ import { APPENDIX_A } from './fixtures.js';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const CLI = join(repoRoot, 'packages', 'guest-agent', 'dist', 'cli.js');
+/** The C client the udev-started uplink unit runs (`make -C native-bindings`). */
+export const UPLINK = join(repoRoot, 'native-bindings', 'build', 'qubes-net-uplink');
+
+/**
+ * An executable stand-in for /usr/bin/qubes-net-guest (what qubes-net-uplink execs without a
+ * daemon): a Node script, not a shell wrapper, that notes each run in `marker` and then runs
+ * the real CLI with the same arguments.
+ */
+export async function writeCliWrapper(path: string, marker: string): Promise<void> {
+  if (!path.endsWith('.mjs')) throw new Error('the wrapper is an ES module: its name must end in .mjs');
+  await writeFile(path, [
+    `#!${process.execPath}`,
+    `import { appendFileSync } from 'node:fs';`,
+    `appendFileSync(${JSON.stringify(marker)}, JSON.stringify(process.argv.slice(2)) + '\\n');`,
+    `await import(${JSON.stringify(pathToFileURL(CLI).href)});`,
+    '',
+  ].join('\n'));
+  await chmod(path, 0o755);
+}
 
 export const CLIENT_MAC = '00:16:3e:5e:6c:00';
 export const VIF = 'vif12.0';
@@ -101,6 +120,12 @@ export class GuestLab {
   async cli(args: string[]): Promise<{ code: number; logs: LogLine[]; stdout: string }> {
     const res = await this.client.exec(process.execPath, [CLI, ...args], { allowFailure: true, env: { QUBES_NET_LOG_LEVEL: 'debug' } });
     return { code: res.exitCode, logs: parseLogLines(res.stdout), stdout: res.stdout };
+  }
+
+  /** Runs `qubes-net-uplink ARGS` inside the client (the CLI it falls back to: `cli`, see writeCliWrapper). */
+  async uplink(args: string[], cli: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+    const res = await this.client.exec(UPLINK, args, { allowFailure: true, env: { QUBES_NET_GUEST_CLI: cli, QUBES_NET_LOG_LEVEL: 'debug', ...env } });
+    return { code: res.exitCode, stdout: res.stdout, stderr: res.stderr };
   }
 
   /** Starts `qubes-net-guest run` inside the client, collecting its log lines. */

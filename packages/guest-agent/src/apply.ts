@@ -2,7 +2,8 @@
 // feedback key. Shared by `apply` (once) and `run` (on every trigger). Every step that can fail
 // on bad input fails closed: the plan then only removes what is ours and takes the link down.
 import type { QubesDB } from '@qubes-net/qubesdb';
-import { addr, type Logger } from './common-lite.js';
+import * as addr from '@qubes-net/common/addr';
+import type { Logger } from '@qubes-net/common/log';
 import { desiredUplink, type DesiredUplink } from './model/desired.js';
 import { formatUplinkStatus, type UplinkStatus } from './model/feedback.js';
 import type { KernelState } from './model/kernel-state.js';
@@ -14,6 +15,7 @@ import { applyIpBatch, ipv6Usable, readKernelState } from './kernel/ip.js';
 import { DEFAULT_DRIVER_SOCKET, DEFAULT_HOOKS, notifyDriverDnsChanged, runIpChangeHooks } from './kernel/provider-hooks.js';
 import { readRecord, writeRecord, DEFAULT_STATE_DIR } from './kernel/record.js';
 import { DEFAULT_PROTECTED_DIRS, isProtectedFile, writeResolvConf } from './kernel/resolv-conf.js';
+import { EXIT } from './exit-codes.js';
 
 export interface AgentPaths {
   resolvConf: string;
@@ -34,14 +36,7 @@ export const DEFAULT_PATHS: AgentPaths = {
 /** Batches per apply before giving up on convergence (a second one is rare, a third would be a bug). */
 const MAX_ROUNDS = 3;
 
-/** Exit codes of `apply` (also printed by --help). */
-export const EXIT = {
-  ok: 0,
-  usage: 64,
-  invalidConfig: 2,
-  kernel: 3,
-  qubesdb: 4,
-} as const;
+export { EXIT } from './exit-codes.js';
 
 export interface ApplyContext {
   db: QubesDB;
@@ -61,6 +56,11 @@ export interface ApplyContext {
   lastStatus?: string;
   /** The QubesDB problems last logged by this context (so they are not repeated each pass). */
   lastProblems?: string;
+  /**
+   * Whether this link was taken down by a `remove` request and must stay so until the next
+   * apply request (the run mode: its own link event must not bring a removed uplink back).
+   */
+  isRemoved?: (ifname: string, ifindex: number) => boolean;
 }
 
 export interface ApplyResult {
@@ -152,6 +152,10 @@ export async function applyOnce(ctx: ApplyContext, preRead?: Promise<KernelState
   const ev = await evaluate(db, paths, ctx.iface, preRead);
   const { choice, outcome, desired, plan } = ev;
   const ifname = choice.ifname;
+  if (plan.ifindex !== undefined && ctx.isRemoved?.(ifname, plan.ifindex)) {
+    log.debug({ ifname }, 'uplink removed on request, left alone until the next apply request');
+    return { ifname, status: 'unconfigured', detail: `${ifname} removed`, changed: false, linkPresent: true, providesNetwork: outcome.providesNetwork, exitCode: EXIT.ok, outcome };
+  }
   logOutcome(log, ev, ctx);
 
   let status: UplinkStatus;

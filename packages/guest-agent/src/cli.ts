@@ -2,10 +2,12 @@
 // qubes-net-guest: configures this qube's uplink from QubesDB. Each mode imports only what it
 // needs, and the slow imports (logger, FFI) overlap with the first `ip` read, because `apply`
 // runs on every boot and every netvm change and should be as quick as upstream's script.
-import { loadLogModule, type Logger } from './common-lite.js';
-import { DEFAULT_PATHS, EXIT, type AgentPaths } from './apply.js';
+import type { Logger } from '@qubes-net/common/log';
+import type { QubesDB } from '@qubes-net/qubesdb/api';
+import { DEFAULT_PATHS, type AgentPaths } from './apply.js';
+import { DEFAULT_CONTROL_SOCKET } from './control/protocol.js';
+import { EXIT } from './exit-codes.js';
 import { parseIfname } from './model/uplink.js';
-import type { QubesDB } from '@qubes-net/qubesdb';
 
 const HELP = `Usage: qubes-net-guest <command> [IFACE] [options]
 
@@ -26,6 +28,8 @@ Options:
   --qubesdb-run-dir DIR  directory of the QubesDB sockets (default /var/run/qubes)
   --state-dir DIR        record of the addresses we added (default /run/qubes-net)
   --driver-socket PATH   driver agent control socket (default /run/qubes-net/driver.sock)
+  --control-socket PATH  run: this daemon's control socket (default /run/qubes-net/guest.sock),
+                         where qubes-net-uplink sends apply/remove requests (JSON lines)
   --debounce-ms N        run: quiet time after an event before applying (default 10)
   --json                 status: print JSON
   -h, --help             this text
@@ -39,6 +43,11 @@ Exit codes of apply (remove and run use 3, 4 and 64 the same way):
   4   QubesDB is not reachable
   64  usage error
 status exits 0 when the kernel matches QubesDB, 1 when it does not (4, 64 as above).
+run exits 3 when another daemon answers on the control socket.
+
+While run is up, qubes-net-uplink apply|remove IFACE (the udev-started uplink unit) has the
+daemon do the work and exits with the code above, without starting Node; with no daemon it
+runs this CLI.
 
 Logs: pino JSON lines on stdout (QUBES_NET_LOG_LEVEL=debug for more).
 `;
@@ -49,6 +58,7 @@ interface Args {
   json: boolean;
   runDir?: string;
   debounceMs?: number;
+  controlSocket: string;
   paths: AgentPaths;
 }
 
@@ -63,6 +73,7 @@ function parseArgs(argv: string[]): Args {
   let json = false;
   let runDir: string | undefined;
   let debounceMs: number | undefined;
+  let controlSocket = DEFAULT_CONTROL_SOCKET;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -78,6 +89,7 @@ function parseArgs(argv: string[]): Args {
       case '--qubesdb-run-dir': runDir = value(); break;
       case '--state-dir': paths.stateDir = value(); break;
       case '--driver-socket': paths.driverSocket = value(); break;
+      case '--control-socket': controlSocket = value(); break;
       case '--debounce-ms': {
         const v = value();
         if (!/^\d{1,5}$/.test(v)) usage(`--debounce-ms wants milliseconds, got ${JSON.stringify(v)}`);
@@ -95,15 +107,18 @@ function parseArgs(argv: string[]): Args {
   if (extra.length) usage(`unexpected argument ${JSON.stringify(extra[0])}`);
   if (iface !== undefined && !parseIfname(iface)) usage(`not an interface name: ${JSON.stringify(iface.slice(0, 40))}`);
   if (command === 'remove' && iface === undefined) usage('remove needs the interface');
-  const args: Args = { command, json, paths };
+  const args: Args = { command, json, paths, controlSocket };
   if (iface !== undefined) args.iface = iface;
   if (runDir !== undefined) args.runDir = runDir;
   if (debounceMs !== undefined) args.debounceMs = debounceMs;
   return args;
 }
 
+// pino is imported when the logger is first wanted, so `apply` overlaps that load with its
+// first kernel read.
 async function logger(level?: 'warn'): Promise<Logger> {
-  return (await loadLogModule()).createLogger('guest-agent', process.env.QUBES_NET_LOG_LEVEL ? undefined : level);
+  const { createLogger } = await import('@qubes-net/common/log');
+  return createLogger('guest-agent', process.env.QUBES_NET_LOG_LEVEL ? undefined : level);
 }
 
 async function openOrExit(args: Args, log: Logger) {
@@ -172,7 +187,8 @@ async function status(args: Args): Promise<number> {
 async function runDaemon(args: Args): Promise<void> {
   const log = await logger();
   const { openDb } = await import('./qubesdb-open.js');
-  const { GuestDaemon } = await import('./daemon.js');
+  const { GuestDaemon, DaemonStoppingError } = await import('./daemon.js');
+  const { ControlServer } = await import('./control/server.js');
   // QubesDB may start after us at boot: wait for it instead of failing the unit.
   let db;
   for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
@@ -184,25 +200,49 @@ async function runDaemon(args: Args): Promise<void> {
       await new Promise((r) => setTimeout(r, delay));
     }
   }
+  const qlog = await withQubeName(db, log);
   const daemon = new GuestDaemon({
     db,
-    log: await withQubeName(db, log),
+    log: qlog,
     paths: args.paths,
     ...(args.iface ? { iface: args.iface } : {}),
     ...(args.debounceMs !== undefined ? { debounceMs: args.debounceMs } : {}),
     onReady: () => {
       if (!process.env.NOTIFY_SOCKET) return;
-      void import(new URL('./sd-notify.js', import.meta.resolve('@qubes-net/common')).href)
-        .then((m: { sdNotify: (s: string) => boolean }) => m.sdNotify('READY=1'))
+      void import('@qubes-net/common/sd-notify')
+        .then((m) => m.sdNotify('READY=1'))
         .catch((err: Error) => log.warn({ error: err.message }, 'sd_notify failed'));
     },
   });
+  const control = new ControlServer(args.controlSocket, async (req) => {
+    try {
+      if (req.op === 'status') return { ok: true, pid: process.pid, ...daemon.status() };
+      const outcome = req.op === 'apply' ? await daemon.requestApply(req.iface) : await daemon.requestRemove(req.iface);
+      qlog.info({ op: req.op, ...outcome }, 'control request served');
+      return { ok: true, ...outcome };
+    } catch (err) {
+      if (err instanceof DaemonStoppingError) return undefined; // the client runs the CLI instead
+      throw err;
+    }
+  }, qlog);
+  // Listening before the first pass: an uplink event at boot is then served by this daemon
+  // instead of a second process configuring the same link at the same time.
+  try {
+    await control.listen();
+  } catch (err) {
+    if (/another guest daemon/.test((err as Error).message)) {
+      qlog.error({ socket: args.controlSocket, error: (err as Error).message }, 'another guest daemon is running');
+      await db.close().catch(() => undefined);
+      process.exit(EXIT.kernel);
+    }
+    qlog.error({ socket: args.controlSocket, error: (err as Error).message }, 'control socket unavailable, uplink events will start the CLI');
+  }
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, 'stopping');
-    void daemon.stop().then(() => db.close()).finally(() => process.exit(0));
+    qlog.info({ signal }, 'stopping');
+    void daemon.stop().then(() => control.close()).then(() => db.close()).finally(() => process.exit(0));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

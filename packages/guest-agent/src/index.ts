@@ -8,9 +8,12 @@ export { parseKernelState, parseLinks, parseRoutes, parseNeighbours, STATE_READ_
 export { planUplink, sameRecord, isOwnedProtocol, OWNER_PROTO, type OwnedRecord, type UplinkPlan, type PlanChange } from './model/plan.js';
 export { parseOwnedRecord } from './model/record-format.js';
 export { formatUplinkStatus, parseUplinkStatus, generationCounter, type UplinkStatus } from './model/feedback.js';
-export { applyOnce, evaluate, runProviderHooks, DEFAULT_PATHS, EXIT, type AgentPaths, type ApplyContext, type ApplyResult } from './apply.js';
-export { GuestDaemon, type DaemonOptions, type Trigger } from './daemon.js';
+export { applyOnce, evaluate, runProviderHooks, DEFAULT_PATHS, type AgentPaths, type ApplyContext, type ApplyResult } from './apply.js';
+export { GuestDaemon, DaemonStoppingError, type DaemonOptions, type Trigger, type RequestOutcome } from './daemon.js';
 export { collectStatus, formatStatusText, type StatusReport } from './status.js';
 export { removeUplink, type RemoveResult } from './remove.js';
+export { EXIT } from './exit-codes.js';
 export { parseLinkEventLine, LinkMonitor, type LinkEvent } from './kernel/link-monitor.js';
 export { writeResolvConf, isProtectedFile } from './kernel/resolv-conf.js';
+export { parseControlRequest, formatReply as formatControlReply, DEFAULT_CONTROL_SOCKET, MAX_REQUEST_BYTES as MAX_CONTROL_REQUEST_BYTES, type ControlRequest } from './control/protocol.js';
+export { ControlServer, socketAnswers, type ControlHandler } from './control/server.js';

@@ -1,6 +1,6 @@
 // `qubes-net-guest remove IFACE` (upstream's `setup-ip remove`): take the link down, so nothing
 // leaks once the firewall stops, and take away what this agent configured on it.
-import type { Logger } from './common-lite.js';
+import type { Logger } from '@qubes-net/common/log';
 import type { AgentPaths } from './apply.js';
 import { planUplink } from './model/plan.js';
 import type { DesiredUplink } from './model/desired.js';
@@ -10,6 +10,8 @@ import { readRecord, removeRecord } from './kernel/record.js';
 export interface RemoveResult {
   ifname: string;
   present: boolean;
+  /** The link's index when it was present (the run mode holds that link down until an apply). */
+  ifindex?: number;
   ok: boolean;
   changes: string[];
 }
@@ -25,11 +27,12 @@ export async function removeUplink(ifname: string, paths: AgentPaths, log: Logge
     return { ifname, present: false, ok: true, changes };
   }
   const res = await applyIpBatch(plan.lines);
+  const ifindex = plan.ifindex;
   if (res.ok) {
     await removeRecord(paths.stateDir, ifname);
     log.info({ ifname, changes }, 'uplink removed');
   } else {
     log.error({ ifname, error: res.error, changes }, 'uplink remove failed');
   }
-  return { ifname, present: true, ok: res.ok, changes };
+  return { ifname, present: true, ifindex, ok: res.ok, changes };
 }

@@ -1,7 +1,7 @@
 // `qubes-net-guest status`: what the kernel holds for the uplink, what QubesDB asks for, and
 // whether they match (no pending change, resolv.conf as it should be).
 import type { QubesDB } from '@qubes-net/qubesdb';
-import { addr } from './common-lite.js';
+import * as addr from '@qubes-net/common/addr';
 import { evaluate, type AgentPaths } from './apply.js';
 import { KEY } from './model/keys.js';
 import { isOwnedProtocol, type PlanChange } from './model/plan.js';

@@ -1,7 +1,7 @@
 // What the kernel should hold for the uplink, as a pure function of the validated config
 // (reference §3.3, Appendix A). Routes are described in the notation `ip -j` prints, so the
 // planner can compare them with the kernel's state directly.
-import { addr } from '../common-lite.js';
+import * as addr from '@qubes-net/common/addr';
 import type { Family } from './kernel-state.js';
 import type { ConfigOutcome, UplinkConfig } from './read-config.js';
 

@@ -2,7 +2,7 @@
 // comes from iproute2, not from an attacker, but it is still read defensively: anything of an
 // unexpected shape is skipped rather than trusted. Addresses are canonicalised so that they
 // compare equal to the parsers' output.
-import { addr } from '../common-lite.js';
+import * as addr from '@qubes-net/common/addr';
 
 export type Family = 4 | 6;
 

@@ -3,7 +3,7 @@
 // use MemoryQubesDB); `parseUplinkConfig` is a pure function of the values read. Every value is
 // untrusted: it is accepted only in its strict canonical form, never repaired.
 import type { QubesDB } from '@qubes-net/qubesdb';
-import { addr } from '../common-lite.js';
+import * as addr from '@qubes-net/common/addr';
 import { EXACT_KEYS, KEY, NET_CONFIG_PREFIX } from './keys.js';
 
 /** A snapshot of the keys the agent cares about: path → value; a missing key is absent. */

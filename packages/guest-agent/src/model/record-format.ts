@@ -1,6 +1,6 @@
 // The owned-address record's file format, validated on the way in like any other input: a
 // corrupt record must not make the agent delete an address it never added.
-import { addr } from '../common-lite.js';
+import * as addr from '@qubes-net/common/addr';
 import type { DesiredAddress } from './desired.js';
 import type { OwnedRecord } from './plan.js';
 

@@ -1,5 +1,5 @@
 // Which interface is the uplink: the one whose MAC is /qubes-mac, else eth0 (reference §3.1).
-import { addr } from '../common-lite.js';
+import * as addr from '@qubes-net/common/addr';
 import type { LinkState } from './kernel-state.js';
 
 export const DEFAULT_UPLINK = 'eth0';
