@@ -8,6 +8,7 @@
 //                                           production dependencies, as `npm ls` lists them;
 //                                           koffi keeps only its linux_x64 binary
 //    /usr/lib/qubes-net/native/qubes-net-hotplug   the C hotplug client
+//    /usr/lib/qubes-net/native/qubes-net-uplink    the C uplink client (udev-started apply/remove)
 //    /usr/bin/qubes-net-{guest,driver,firewall,qdb} small sh wrappers: node …/cli.js "$@"
 //    /etc/xen/scripts/vif-route-qubes       the name dom0's libvirt template calls
 //    /etc/qubes/post-install.d/20-qubes-net-features.sh
@@ -79,6 +80,7 @@ function checkInputs() {
   const needed = [
     ...Object.values(CLIS).map((pkg) => `packages/${pkg}/dist/cli.js`),
     'native-bindings/build/qubes-net-hotplug',
+    'native-bindings/build/qubes-net-uplink',
     'packages/driver-agent/scripts/vif-route-qubes',
   ];
   const missing = needed.filter((p) => !existsSync(join(root, p)));
@@ -213,6 +215,7 @@ async function buildStage(stageDir) {
   stage.text(`${LIB}/package.json`, `${JSON.stringify({ name: 'qubes-net-runtime', version: rootVersion(), private: true, type: 'module' }, null, 2)}\n`, 0o644);
 
   stage.file(join(root, 'native-bindings/build/qubes-net-hotplug'), `${LIB}/native/qubes-net-hotplug`, 0o755);
+  stage.file(join(root, 'native-bindings/build/qubes-net-uplink'), `${LIB}/native/qubes-net-uplink`, 0o755);
   for (const [cmd, pkg] of Object.entries(CLIS)) stage.text(`usr/bin/${cmd}`, wrapper(cmd, pkg), 0o755);
 
   stage.file(join(root, 'packages/driver-agent/scripts/vif-route-qubes'), 'etc/xen/scripts/vif-route-qubes', 0o755);

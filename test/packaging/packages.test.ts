@@ -52,6 +52,7 @@ const EXPECTED: Record<string, string> = {
   [`${LIB}/pino/package.json`]: DATA,
   [`${LIB}/execa/package.json`]: DATA,
   '/usr/lib/qubes-net/native/qubes-net-hotplug': EXEC,
+  '/usr/lib/qubes-net/native/qubes-net-uplink': EXEC,
   '/etc/xen/scripts/vif-route-qubes': EXEC,
   '/etc/qubes/post-install.d/20-qubes-net-features.sh': EXEC,
   '/usr/lib/udev/rules.d/99-qubes-network.rules': DATA,
@@ -251,8 +252,8 @@ test('the units keep upstream boot order, conditions and limits', () => {
   has('qubes-net-base.service', 'Before=network-pre.target');
   has('qubes-net-base.service', 'RequiredBy=network-pre.target');
   has('qubes-net-uplink@.service', 'Requires=network-pre.target');
-  has('qubes-net-uplink@.service', 'ExecStart=/usr/bin/qubes-net-guest apply %i');
-  has('qubes-net-uplink@.service', 'ExecStop=/usr/bin/qubes-net-guest remove %i');
+  has('qubes-net-uplink@.service', 'ExecStart=/usr/lib/qubes-net/native/qubes-net-uplink apply %i');
+  has('qubes-net-uplink@.service', 'ExecStop=/usr/lib/qubes-net/native/qubes-net-uplink remove %i');
   has('qubes-net-guest.service', 'ExecStart=/usr/bin/qubes-net-guest run');
   has('qubes-net-driver.service', 'ConditionPathExists=/var/run/qubes-service/qubes-network');
   has('qubes-net-driver.service', 'ExecStart=/usr/bin/qubes-net-driver run');
@@ -317,9 +318,11 @@ test('the base unit runs a subcommand the driver CLI knows', async () => {
 });
 
 test('the hotplug pieces are an x86-64 executable and valid sh scripts', async () => {
-  const elf = readFileSync(join(rpmRoot, 'usr/lib/qubes-net/native/qubes-net-hotplug'));
-  assert.equal(elf.subarray(0, 4).toString('latin1'), '\x7fELF');
-  assert.equal(elf.readUInt16LE(18), 62, 'e_machine is x86-64');
+  for (const client of ['qubes-net-hotplug', 'qubes-net-uplink']) {
+    const elf = readFileSync(join(rpmRoot, 'usr/lib/qubes-net/native', client));
+    assert.equal(elf.subarray(0, 4).toString('latin1'), '\x7fELF', `${client} is an ELF file`);
+    assert.equal(elf.readUInt16LE(18), 62, `${client}: e_machine is x86-64`);
+  }
   for (const script of ['etc/xen/scripts/vif-route-qubes', 'etc/qubes/post-install.d/20-qubes-net-features.sh']) {
     const text = readFileSync(join(rpmRoot, script), 'utf8');
     assert.match(text, /^#!\/bin\/sh\n/, `${script} is a POSIX sh script`);
