@@ -7,6 +7,7 @@ import type { QubesDB } from '@qubes-net/qubesdb/api';
 import { DEFAULT_PATHS, type AgentPaths } from './apply.js';
 import { DEFAULT_CONTROL_SOCKET } from './control/protocol.js';
 import { EXIT } from './exit-codes.js';
+import { packageVersion } from '@qubes-net/common/version';
 import { parseIfname } from './model/uplink.js';
 
 const HELP = `Usage: qubes-net-guest <command> [IFACE] [options]
@@ -32,6 +33,7 @@ Options:
                          where qubes-net-uplink sends apply/remove requests (JSON lines)
   --debounce-ms N        run: quiet time after an event before applying (default 10)
   --json                 status: print JSON
+  --version              print the version
   -h, --help             this text
 
 Exit codes of apply (remove and run use 3, 4 and 64 the same way):
@@ -83,6 +85,8 @@ function parseArgs(argv: string[]): Args {
     };
     switch (a) {
       case '-h': case '--help': process.stdout.write(HELP); process.exit(0);
+      // eslint-disable-next-line no-fallthrough
+      case '--version': process.stdout.write(`qubes-net-guest ${packageVersion(import.meta.url)}\n`); process.exit(0);
       // eslint-disable-next-line no-fallthrough
       case '--json': json = true; break;
       case '--resolv-conf': paths.resolvConf = value(); break;
