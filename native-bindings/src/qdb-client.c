@@ -669,7 +669,9 @@ int qdb_write(qdb_handle_t h, char *path, char *value, unsigned int value_len)
 {
     int r;
 
-    if (!h || !path_ok(path, PATH_KEY) || (value_len && !value)) {
+    /* Like upstream, a NULL value is refused even with length 0, so that callers (our koffi
+     * binding among them) that work against this library also work against upstream's. */
+    if (!h || !path_ok(path, PATH_KEY) || !value) {
         errno = EINVAL;
         return 0;
     }

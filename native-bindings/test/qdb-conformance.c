@@ -73,7 +73,7 @@ static void test_basic(qdb_handle_t h)
     expect_value(h, "/t/a", "alpha", "read returns the value, NUL-terminated, with its length");
     check(qdb_write(h, "/t/empty", "", 0) == 1, "write of an empty value", NULL);
     expect_value(h, "/t/empty", "", "read of an empty value");
-    check(qdb_write(h, "/t/empty2", NULL, 0) == 1, "write of NULL with length 0", NULL);
+    check(qdb_write(h, "/t/empty2", NULL, 0) == 0 && errno == EINVAL, "write of NULL is refused even with length 0, as upstream does", NULL);
     expect_value(h, "/t/missing", NULL, "read of a missing key: NULL, errno ENOENT");
     check(qdb_write(h, "/t/a", "beta", 4) == 1, "overwrite", NULL);
     expect_value(h, "/t/a", "beta", "read after overwrite");

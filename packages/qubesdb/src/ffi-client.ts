@@ -35,6 +35,8 @@ import {
   type QubesDBLibrary,
 } from './ffi-library.js';
 
+/** A non-NULL pointer for writing an empty value (see writeBytes). */
+const EMPTY_VALUE = Buffer.alloc(1);
 const ERR = osConstants.errno;
 const EFD_CLOEXEC = 0o2000000;
 const EFD_NONBLOCK = 0o4000;
@@ -467,8 +469,11 @@ export class FfiQubesDB implements QubesDB {
     checkPath('write', path, 'key');
     if (value.includes(0)) throw fail('write', path, ERR.EINVAL, 'value contains a NUL byte');
     if (value.length > QDB_MAX_DATA) throw fail('write', path, ERR.EMSGSIZE, `value longer than ${QDB_MAX_DATA} bytes`);
+    // koffi passes NULL for an empty Buffer, and upstream's qdb_write refuses a NULL value even
+    // with length 0; hand it a real (one-byte) buffer so an empty value is written everywhere.
+    const data = value.length === 0 ? EMPTY_VALUE : value;
     this.retrying('write', path, (h) =>
-      this.library.qdb_write(h, path, value, value.length) ? { ok: undefined } : { errno: lastErrno() || ERR.EPROTO },
+      this.library.qdb_write(h, path, data, value.length) ? { ok: undefined } : { errno: lastErrno() || ERR.EPROTO },
     );
   }
 
