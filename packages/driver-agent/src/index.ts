@@ -1,1 +1,26 @@
-export {};
+// Public surface of @qubes-net/driver-agent (for the lab, tests and benches).
+export { Driver, type DriverOptions, type StatusReport, type DnsState } from './driver.js';
+export * from './model/base-check.js';
+export { runDaemon, controlHandler } from './daemon.js';
+export { hotplug, type HotplugInput } from './hotplug.js';
+export { request as controlRequest, NoDaemonError } from './control-client.js';
+export { ControlServer } from './control-server.js';
+export { parseOptions, USAGE, type CommonOptions } from './options.js';
+export { formatStatus } from './status.js';
+export { DEFAULT_SOCKET, parseRequest, formatReply } from './protocol.js';
+export * from './model/input-error.js';
+export * from './model/addr-class.js';
+export * from './model/vif-event.js';
+export * from './model/provider-config.js';
+export * from './model/dns.js';
+export * from './model/ruleset.js';
+export * from './model/flowtable.js';
+export * from './model/vif-state.js';
+export * from './model/planner.js';
+export * from './model/reconcile.js';
+export * from './model/feedback.js';
+export { parseBatchErrors, applyIpLines, type IpFailure } from './kernel/ip-writer.js';
+export { kernelHasFlowtables } from './kernel/nft-writer.js';
+export { NftSession, IpSession, SessionBroken } from './kernel/tool-session.js';
+export { parseConntrackList, purgeConntrack } from './kernel/conntrack.js';
+export { parseMonitorLine } from './kernel/uplink-monitor.js';

@@ -1,0 +1,103 @@
+#!/usr/bin/env node
+// qubes-net-driver: see USAGE in options.ts.
+import { createLogger, requireRootOrExit } from '@qubes-net/common';
+import { parseOptions, USAGE, type CommonOptions } from './options.js';
+import { runDaemon } from './daemon.js';
+import { hotplug } from './hotplug.js';
+import { request, NoDaemonError } from './control-client.js';
+import { formatStatus } from './status.js';
+import { Driver, type StatusReport } from './driver.js';
+import { openQubesDBClient } from './qubesdb-open.js';
+import { setQubesDBLogger } from '@qubes-net/qubesdb';
+
+async function viaDaemon(opts: CommonOptions, req: Record<string, unknown>): Promise<Record<string, unknown> & { ok: boolean }> {
+  return request(opts.controlSocket, req);
+}
+
+async function statusWithoutDaemon(opts: CommonOptions): Promise<StatusReport> {
+  const qdb = await openQubesDBClient(opts.qubesdbRunDir ? { runDir: opts.qubesdbRunDir } : {});
+  const driver = new Driver({ qdb, log: createLogger('driver-status', 'warn'), resolvConf: opts.resolvConf, resolved: opts.resolved, hooksDir: opts.hooksDir, firewall: opts.firewall, firewallPidFile: opts.firewallPidFile });
+  try {
+    await driver.startReadOnly();
+    return await driver.status();
+  } finally {
+    await driver.stop();
+    await qdb.close().catch(() => undefined);
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command ? 0 : 2;
+  }
+  let opts: CommonOptions;
+  try {
+    opts = parseOptions(rest);
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  requireRootOrExit(`qubes-net-driver ${command}`);
+  switch (command) {
+    case 'run':
+      await runDaemon(opts);
+      return -1; // keeps running
+    case 'base-ruleset': {
+      const qdb = await openQubesDBClient(opts.qubesdbRunDir ? { runDir: opts.qubesdbRunDir } : {});
+      const driver = new Driver({ qdb, log: createLogger('driver'), resolvConf: opts.resolvConf, resolved: opts.resolved, hooksDir: opts.hooksDir, firewall: opts.firewall, firewallPidFile: opts.firewallPidFile });
+      try {
+        await driver.loadBaseOnly();
+      } finally {
+        await driver.stop();
+        await qdb.close().catch(() => undefined);
+      }
+      return 0;
+    }
+    case 'hotplug':
+      return hotplug({ command: opts.positionals[0] ?? process.env.command ?? '', vif: process.env.vif, xenbusPath: process.env.XENBUS_PATH }, opts);
+    case 'dns-changed': {
+      try {
+        const r = await viaDaemon(opts, { op: 'dns-changed' });
+        process.stdout.write(opts.json ? JSON.stringify(r) + '\n' : `dns ${r.changed ? 'changed' : 'unchanged'}: ${r.mode} ${(r.upstream as string[] | undefined)?.join(' ') ?? ''}\n`);
+        return r.ok ? 0 : 1;
+      } catch (err) {
+        // No daemon: nothing holds a mapping to update; the daemon learns DNS when it starts.
+        process.stderr.write(`${(err as Error).message}\n`);
+        return err instanceof NoDaemonError ? 0 : 1;
+      }
+    }
+    case 'status': {
+      // Its stdout is the report (JSON with --json): library chatter stays out of it.
+      setQubesDBLogger(createLogger('qubesdb-client', 'warn'));
+      let s: StatusReport;
+      try {
+        s = (await viaDaemon(opts, { op: 'status' })) as unknown as StatusReport;
+      } catch (err) {
+        if (!(err instanceof NoDaemonError)) throw err;
+        s = await statusWithoutDaemon(opts);
+      }
+      process.stdout.write(opts.json ? JSON.stringify(s) + '\n' : formatStatus(s));
+      return 0;
+    }
+    case 'reconcile': {
+      const r = await viaDaemon(opts, { op: 'reconcile' });
+      process.stdout.write(JSON.stringify(r) + '\n');
+      return r.ok ? 0 : 1;
+    }
+    default:
+      process.stderr.write(`unknown command ${JSON.stringify(command)}\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err) => {
+    process.stderr.write(`qubes-net-driver: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);
