@@ -37,7 +37,8 @@ export async function nftListJson(what: readonly string[], opts: NftOptions = {}
 
 /** Whether this kernel supports nftables flowtables (it may not: then forward without them). */
 export async function nftSupportsFlowtables(opts: NftOptions = {}): Promise<boolean> {
-  const probe = 'table inet qubes-net-probe { flowtable f { hook ingress priority filter; devices = { lo }; } }\n';
+  // nft 1.0.6 rejects the one-line form of a flowtable block, hence one statement per line.
+  const probe = 'table inet qubes-net-probe {\n  flowtable f {\n    hook ingress priority filter\n    devices = { lo }\n  }\n}\n';
   const res = await nftCheck(probe, opts);
   return res.ok;
 }

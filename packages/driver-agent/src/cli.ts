@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // qubes-net-driver: see USAGE in options.ts.
-import { createLogger, requireRootOrExit } from '@qubes-net/common';
+import { createLogger, packageVersion, requireRootOrExit } from '@qubes-net/common';
 import { parseOptions, USAGE, type CommonOptions } from './options.js';
 import { runDaemon } from './daemon.js';
 import { hotplug } from './hotplug.js';
@@ -31,6 +31,10 @@ async function main(argv: string[]): Promise<number> {
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(USAGE);
     return command ? 0 : 2;
+  }
+  if (command === '--version') {
+    process.stdout.write(`qubes-net-driver ${packageVersion(import.meta.url)}\n`);
+    return 0;
   }
   let opts: CommonOptions;
   try {

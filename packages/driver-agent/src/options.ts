@@ -27,6 +27,8 @@ commands:
   status [--json]           vifs, DNS mapping, and whether the kernel matches
   reconcile                 compare the kernel with the desired state and correct it
 options:
+  --version                 print the version
+  -h, --help                this text
   --control-socket PATH     (${DEFAULT_SOCKET})
   --resolv-conf PATH        (/etc/resolv.conf)
   --no-resolved             never ask systemd-resolved
