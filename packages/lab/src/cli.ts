@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { requireRootOrExit } from '@qubes-net/common';
+import { packageVersion, requireRootOrExit } from '@qubes-net/common';
 import { cleanupStale } from '@qubes-net/netns';
 import { DEFAULT_TOPOLOGY_FILE, loadTopologyFile } from './topology/load.js';
 import { TopologyError } from './topology/validate.js';
@@ -45,6 +45,7 @@ Commands:
   validate [FILE]           check a topology file and exit
 
 Options:
+  --version                 print the version
   --lab NAME                which lab (default: the only one running, or the topology's name)
 
 Environment:
@@ -71,7 +72,7 @@ interface Parsed {
   rest: string[];
 }
 
-const KNOWN_FLAGS = new Set(['--keep', '--json', '--no-probe', '--unset', '--reset', '--help', '-h']);
+const KNOWN_FLAGS = new Set(['--keep', '--json', '--no-probe', '--unset', '--reset', '--help', '-h', '--version']);
 
 function parse(argv: string[]): Parsed {
   const args: string[] = [];
@@ -94,7 +95,7 @@ function parse(argv: string[]): Parsed {
     } else args.push(a);
   }
   if (lab !== undefined && !/^[a-z][a-z0-9-]{0,11}$/.test(lab)) throw new UsageError(`invalid lab name ${JSON.stringify(lab)}`);
-  const command = flags.has('--help') || flags.has('-h') ? 'help' : args.shift() ?? 'help';
+  const command = flags.has('--help') || flags.has('-h') ? 'help' : flags.has('--version') ? 'version' : args.shift() ?? 'help';
   return { ...(lab ? { lab } : {}), command, args, flags, rest };
 }
 
@@ -225,6 +226,10 @@ function execInQube(lab: string, qube: string, cmd: string[]): number {
 
 async function main(argv: string[]): Promise<number> {
   const p = parse(argv);
+  if (p.command === 'version') {
+    process.stdout.write(`qubes-net-lab ${packageVersion(import.meta.url)}\n`);
+    return 0;
+  }
   if (p.command === 'help') {
     process.stdout.write(HELP);
     return 0;
