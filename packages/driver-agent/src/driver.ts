@@ -337,6 +337,18 @@ export class Driver {
     this.provider = config;
   }
 
+  /**
+   * A vif can arrive before the watch event of the gateway key dom0 has just written (react to
+   * state, not to the order of events): with no valid gateway in hand, read that key once more
+   * before refusing the vif. Only the gateway is taken here; the rest of the provider's
+   * settings follow their watch as usual.
+   */
+  private async refreshGatewayIfMissing(events: readonly PlanEvent[]): Promise<void> {
+    if (this.provider.gateway || !events.some((e) => e.ok && e.op === 'online')) return;
+    const { config } = parseProviderConfig(await this.readProviderKeys());
+    if (config.gateway) this.provider = { ...this.provider, gateway: config.gateway };
+  }
+
   private async providerChanged(): Promise<void> {
     // A restarted QubesDB daemon starts empty (like upstream's) and our client reports every
     // watched key once: put our feedback back if it is gone.
@@ -533,6 +545,7 @@ export class Driver {
     if (events.length === 0) return [];
     const t0 = performance.now();
     const generation = this.generation++;
+    await this.refreshGatewayIfMissing(events);
     const ctx = { provider: this.provider, facts: vifFacts, generation, flowtable: this.flowtables };
     const plan = planBatch(this.state, events, ctx);
     // Sysctls first (proxy_arp before the link comes up; in-kernel writes, no process).
