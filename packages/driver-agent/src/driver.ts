@@ -15,7 +15,10 @@ import { computeDnsMapping, dnsChainStatements, describeDnsRules, sameMapping, t
 import { baseRulesetScript, connectedStatements, OWN_CHAINS, type Family } from './model/ruleset.js';
 import { flowtableBaseStatements, flowtableDeviceStatements, flowtableDevicesFromJson, ACCEL_FLOWTABLE } from './model/flowtable.js';
 import { nftListJsonFast } from './kernel/process.js';
-import { vifKernelState, removalIpLines, removalSysctls } from './model/vif-state.js';
+import { vifKernelState, removalIpLines, removalSysctls, type VifFacts } from './model/vif-state.js';
+import { parseFakeIp, mappedAddress, mappedKeys, fakeIpBaseStatements, type FakeIp, type MappedRaw } from './model/fake-ip.js';
+import type { VifSpec } from './model/vif-event.js';
+import { InputError } from './model/input-error.js';
 import { reconcile } from './model/reconcile.js';
 import { baseDifferences, type LoadedTables } from './model/base-check.js';
 import { parseStoredVifs, recordEntries, VIF_PREFIX, DNS_UPSTREAM_KEY, vifKey } from './model/feedback.js';
@@ -147,7 +150,7 @@ export class Driver {
           continue;
         }
         if (s.state === 'online' && this.provider.gateway) {
-          this.state.setRecord(vif, { spec: s.spec, state: 'online', detail: s.detail, generation: s.generation, applied: vifKernelState(s.spec, this.provider, facts) });
+          this.state.setRecord(vif, { spec: s.spec, state: 'online', detail: s.detail, generation: s.generation, applied: await this.storedKernelState(s.spec, facts) });
         } else {
           this.state.setRecord(vif, { spec: s.spec, state: s.state === 'online' ? 'error' : s.state, detail: s.state === 'online' ? 'no valid /qubes-netvm-gateway at start' : s.detail, generation: s.generation });
         }
@@ -173,7 +176,7 @@ export class Driver {
         connected6: this.provider.connected6,
         dns: this.dns!.mapping,
         ...(skeleton ? { firewallSkeleton: skeleton } : {}),
-        extra: [...fix.nft, ...extra],
+        extra: [...fix.nft, ...extra, ...fakeIpBaseStatements(this.state.online().flatMap((r) => (r.applied?.fakeIp ? [{ vif: r.spec.vif, fakeIp: r.applied.fakeIp }] : [])))],
       });
       await applyNft([script]);
       this.firewallLoaded = !!skeleton;
@@ -230,7 +233,7 @@ export class Driver {
       for (const [vif, s] of stored.vifs) {
         const facts = vifFacts(vif);
         if (s.state === 'online' && facts.exists && this.provider.gateway) {
-          this.state.setRecord(vif, { spec: s.spec, state: 'online', detail: s.detail, generation: s.generation, applied: vifKernelState(s.spec, this.provider, facts) });
+          this.state.setRecord(vif, { spec: s.spec, state: 'online', detail: s.detail, generation: s.generation, applied: await this.storedKernelState(s.spec, facts) });
         } else if (facts.exists) {
           this.state.setRecord(vif, { spec: s.spec, state: s.state, detail: s.detail, generation: s.generation });
         }
@@ -287,7 +290,7 @@ export class Driver {
       this.generation = stored.maxGeneration + 1;
       for (const [vif, s] of stored.vifs) {
         const facts = vifFacts(vif);
-        const applied = s.state === 'online' && this.provider.gateway ? vifKernelState(s.spec, this.provider, facts) : undefined;
+        const applied = s.state === 'online' && this.provider.gateway ? await this.storedKernelState(s.spec, facts) : undefined;
         this.state.setRecord(vif, { spec: s.spec, state: s.state, detail: s.detail, generation: s.generation, ...(applied ? { applied } : {}) });
       }
       await this.computeDns(await ownAddresses(), 'status');
@@ -546,7 +549,8 @@ export class Driver {
     const t0 = performance.now();
     const generation = this.generation++;
     await this.refreshGatewayIfMissing(events);
-    const ctx = { provider: this.provider, facts: vifFacts, generation, flowtable: this.flowtables };
+    const mapped = await this.readMapped(events.flatMap((e) => (e.ok && e.op === 'online' ? [e.spec] : [])));
+    const ctx = { provider: this.provider, facts: vifFacts, generation, flowtable: this.flowtables, mapped: (ip: string) => mapped.get(ip) };
     const plan = planBatch(this.state, events, ctx);
     // Sysctls first (proxy_arp before the link comes up; in-kernel writes, no process).
     const failed = new Map<string, string>();
@@ -619,6 +623,36 @@ export class Driver {
     this.logResults(finalPlan, events);
     this.log.debug({ events: events.length, nft: plan.nft.length, ip: plan.ip.length, purged: purged.length, ms: Math.round((performance.now() - t0) * 10) / 10 }, 'batch applied');
     return finalPlan.results;
+  }
+
+  /** The provider's `/mapped-ip/<real ip>/…` values for these vifs (fake IP), by real address. */
+  private async readMapped(specs: readonly VifSpec[]): Promise<Map<string, MappedRaw>> {
+    const out = new Map<string, MappedRaw>();
+    await Promise.all(specs.map(async (spec) => {
+      const real = mappedAddress(spec);
+      if (!real || out.has(real)) return;
+      const keys = mappedKeys(real);
+      const read = (k: string) => this.qdb.read(k).catch((err) => {
+        // Unreadable: no translation, so a client with a fake IP stays blocked (fail closed).
+        this.log.error({ vif: spec.vif, key: k, err: String(err) }, 'qubesdb read failed');
+        return undefined;
+      });
+      const [visibleIp, visibleGateway] = await Promise.all([read(keys.visibleIp), read(keys.visibleGateway)]);
+      out.set(real, { visibleIp, visibleGateway });
+    }));
+    return out;
+  }
+
+  /** A stored online vif's kernel state, with its fake-IP translation read again from QubesDB. */
+  private async storedKernelState(spec: VifSpec, facts: VifFacts): Promise<ReturnType<typeof vifKernelState>> {
+    const real = mappedAddress(spec);
+    let fake: FakeIp | undefined;
+    if (real) {
+      const r = parseFakeIp(spec, (await this.readMapped([spec])).get(real), this.provider);
+      if (r instanceof InputError) this.log.error({ vif: spec.vif, ...r.logFields() }, 'invalid fake-IP mapping: vif kept without translation');
+      else fake = r;
+    }
+    return vifKernelState(spec, this.provider, facts, fake);
   }
 
   private trySysctl(s: { path: string; value: string }, vif: string): boolean {

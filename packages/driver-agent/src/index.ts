@@ -15,6 +15,7 @@ export * from './model/provider-config.js';
 export * from './model/dns.js';
 export * from './model/ruleset.js';
 export * from './model/flowtable.js';
+export * from './model/fake-ip.js';
 export * from './model/vif-state.js';
 export * from './model/planner.js';
 export * from './model/reconcile.js';

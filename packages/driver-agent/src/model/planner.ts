@@ -16,6 +16,7 @@ import { vifKernelState, transitionIpLines, removalIpLines, removalSysctls, type
 import { allowedElement, elementStatements, type SetChange } from './ruleset.js';
 import { flowtableDeviceStatements } from './flowtable.js';
 import { InputError } from './input-error.js';
+import { parseFakeIp, mappedAddress, fakeIpTransition, type MappedRaw } from './fake-ip.js';
 
 export type VifStatus = 'online' | 'offline' | 'error';
 
@@ -121,6 +122,8 @@ export interface PlanContext {
   generation: number;
   /** Flowtable device changes are planned only where the kernel has flowtables. */
   flowtable: boolean;
+  /** The provider's `/mapped-ip/<real ip>/…` values (read beforehand); none = no fake IPs. */
+  mapped?: (realIp: string) => MappedRaw | undefined;
 }
 
 /** A vif that failed for another reason than its input (the kernel refused a change). */
@@ -202,7 +205,13 @@ export function planBatch(state: DriverState, events: readonly PlanEvent[], ctx:
       fail(vif, spec, `interface ${vif} does not exist`);
       continue;
     }
-    const k = vifKernelState(spec, ctx.provider, facts);
+    const real = mappedAddress(spec);
+    const fake = parseFakeIp(spec, real ? ctx.mapped?.(real) : undefined, ctx.provider);
+    if (fake instanceof InputError) {
+      fail(vif, spec, fake.message, fake);
+      continue;
+    }
+    const k = vifKernelState(spec, ctx.provider, facts, fake);
     const prev = old?.applied;
     for (const s of k.sysctls) plan.sysctls.push({ ...s, vif, tolerant: false });
     const { remove, apply } = transitionIpLines(prev, k);
@@ -210,7 +219,10 @@ export function planBatch(state: DriverState, events: readonly PlanEvent[], ctx:
     for (const line of apply) plan.ip.push({ line, vif, tolerant: false });
     const addrs = specAddresses(spec);
     plan.hooks.push({ command: 'online', vif, type: spec.type, addrs });
-    const detail = k.skipped6.length ? `online; IPv6 is off on ${vif}: no route for ${k.skipped6.join(' ')}` : 'online';
+    const notes: string[] = [];
+    if (k.skipped6.length) notes.push(`IPv6 is off on ${vif}: no route for ${k.skipped6.join(' ')}`);
+    if (fake) notes.push(`fake IP ${fake.fake} gateway ${fake.fakeGateway}${spec.ipv6.length ? `; IPv6 dropped: ${spec.ipv6.join(' ')}` : ''}`);
+    const detail = notes.length ? `online; ${notes.join('; ')}` : 'online';
     const rec: VifRecord = { spec, state: 'online', detail, generation: ctx.generation, applied: k };
     next.setRecord(vif, rec);
     plan.records.set(vif, rec);
@@ -228,9 +240,11 @@ export function planBatch(state: DriverState, events: readonly PlanEvent[], ctx:
   const [allowed4, allowed6, down4, down6] = changes as [SetChange, SetChange, SetChange, SetChange];
   const ftAdd: string[] = [];
   const ftRemove: string[] = [];
+  const fakeStatements: string[] = [];
   for (const vif of touched) {
     const before = state.vifs.get(vif)?.applied;
     const after = next.vifs.get(vif)?.applied;
+    fakeStatements.push(...fakeIpTransition(vif, before?.fakeIp, after?.fakeIp));
     const b4 = new Set(before?.allowed4 ?? []), a4 = new Set(after?.allowed4 ?? []);
     const b6 = new Set(before?.allowed6 ?? []), a6 = new Set(after?.allowed6 ?? []);
     for (const a of b4) if (!a4.has(a)) allowed4.remove.push(allowedElement(vif, a));
@@ -254,6 +268,6 @@ export function planBatch(state: DriverState, events: readonly PlanEvent[], ctx:
     (has ? target.add : target.remove).push(a);
     plan.purge.push(a);
   }
-  plan.nft = [...elementStatements(changes), ...flowtableDeviceStatements(ftAdd, ftRemove)];
+  plan.nft = [...elementStatements(changes), ...fakeStatements, ...flowtableDeviceStatements(ftAdd, ftRemove)];
   return plan;
 }

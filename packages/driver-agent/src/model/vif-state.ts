@@ -3,6 +3,7 @@
 // turns the difference between two of these into ip-batch lines and nft statements.
 import type { VifSpec } from './vif-event.js';
 import { gateway6OnVifs, type ProviderConfig } from './provider-config.js';
+import type { FakeIp } from './fake-ip.js';
 
 /** What the driver knows about a vif in the kernel before planning (cheap /proc reads). */
 export interface VifFacts {
@@ -33,6 +34,8 @@ export interface VifKernelState {
   gatewayAddrs: string[];
   /** IPv6 addresses that only got anti-spoofing elements because IPv6 is off on the vif. */
   skipped6: string[];
+  /** The fake-IP translation on this vif (model/fake-ip.ts); no IPv6 at all then. */
+  fakeIp?: FakeIp;
 }
 
 export const METRIC_BASE = 32752;
@@ -44,10 +47,12 @@ const HARDEN6: Array<[string, string]> = [
   ['accept_source_route', '-1'], ['accept_redirects', '0'], ['accept_ra', '0'], ['accept_dad', '0'], ['autoconf', '0'], ['drop_unicast_in_l2_multicast', '1'],
 ];
 
-export function vifKernelState(spec: VifSpec, provider: ProviderConfig, facts: VifFacts): VifKernelState {
+export function vifKernelState(spec: VifSpec, provider: ProviderConfig, facts: VifFacts, fakeIp?: FakeIp): VifKernelState {
   const v = spec.vif;
   const sysctls: Sysctl[] = [{ path: `net/ipv4/conf/${v}/proxy_arp`, value: '1' }];
-  const ipv6 = facts.ipv6;
+  // A fake-IP vif carries no IPv6 (dropped both ways on the vif, like upstream): none of its
+  // IPv6 addresses is configured or allowed.
+  const ipv6 = facts.ipv6 && !fakeIp;
   const gw6 = ipv6 && gateway6OnVifs(provider);
   if (gw6) sysctls.push({ path: `net/ipv6/conf/${v}/proxy_ndp`, value: '1' });
   if (provider.hardenInterfaces) {
@@ -65,11 +70,12 @@ export function vifKernelState(spec: VifSpec, provider: ProviderConfig, facts: V
     metric: METRIC_BASE - spec.domid,
     sysctls,
     allowed4: [...spec.ipv4],
-    allowed6: [...spec.ipv6],
+    allowed6: fakeIp ? [] : [...spec.ipv6],
     neighbours,
     routes: [...spec.ipv4, ...usable6],
     gatewayAddrs,
-    skipped6: ipv6 ? [] : [...spec.ipv6],
+    skipped6: ipv6 || fakeIp ? [] : [...spec.ipv6],
+    ...(fakeIp ? { fakeIp } : {}),
   };
 }
 
