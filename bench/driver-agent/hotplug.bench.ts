@@ -123,7 +123,7 @@ async function outer(samples: number, burst: number): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'qn-drv-bench-'));
   const libDir = join(repoRoot, 'native-bindings', 'build');
   const qdbRead = join(tmp, 'qdb-read');
-  const cc = spawnSync('cc', ['-O2', '-Wall', '-I', join(repoRoot, 'native-bindings', 'include'), '-o', qdbRead, join(SRC, 'qdb-read.c'), '-L', libDir, '-lqubesdb', `-Wl,-rpath,${libDir}`], { encoding: 'utf8' });
+  const cc = spawnSync('cc', ['-O2', '-Wall', '-I', join(repoRoot, 'native-bindings', 'include'), '-o', qdbRead, join(repoRoot, 'bench', 'common', 'qdb-read.c'), '-L', libDir, '-lqubesdb', `-Wl,-rpath,${libDir}`], { encoding: 'utf8' });
   if (cc.status !== 0) throw new Error(`building qdb-read failed: ${cc.stderr}`);
 
   const session = await NetnsSession.create('drv-bench');

@@ -29,6 +29,7 @@ import { ipBatch, ipJson } from '@qubes-net/common';
 import { NetnsSession, type Qube } from '@qubes-net/netns';
 import { openQubesDB, type QubesDB, type QubesDBWatch } from '@qubes-net/qubesdb';
 import type { startQubesDB as StartQubesDB } from '../../test/helpers/qubesdb.js';
+import type { APPENDIX_A as AppendixA } from '../../test/helpers/appendix-a.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, '..', '..', '..');
@@ -64,16 +65,10 @@ const FLAG_VARIANTS: { name: string; flags: string[]; nodeOptions: string }[] = 
   { name: 'NODE_OPTIONS + node --lite-mode', flags: ['--lite-mode'], nodeOptions: UNIT_NODE_OPTIONS },
 ];
 
-const KEYS: Record<string, string> = {
-  '/qubes-mac': '00:16:3e:5e:6c:00',
-  '/qubes-ip': '10.137.0.7',
-  '/qubes-netmask': '255.255.255.255',
-  '/qubes-gateway': '10.137.0.3',
-  '/qubes-primary-dns': '10.139.1.1',
-  '/qubes-secondary-dns': '10.139.1.2',
-  '/qubes-ip6': 'fd09:24ef:4179::a89:7',
-  '/qubes-gateway6': 'fd09:24ef:4179::a89:3',
-};
+// Appendix A's client keys (test/helpers, compiled to test/dist like qubesdb.js above), less
+// /qubes-vm-type, which neither the agent nor the baseline script reads.
+const { APPENDIX_A } = (await import(join(repoRoot, 'test', 'dist', 'helpers', 'appendix-a.js'))) as { APPENDIX_A: typeof AppendixA };
+const { '/qubes-vm-type': _vmType, ...KEYS }: Record<string, string> = APPENDIX_A;
 
 const round2 = (v: number): number => Math.round(v * 100) / 100;
 function pct(values: number[], p: number): number {
@@ -256,7 +251,7 @@ async function main(): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'qn-guest-bench-'));
   const qdbRead = join(tmp, 'qdb-read');
   const libDir = join(repoRoot, 'native-bindings', 'build');
-  const cc = spawnSync('cc', ['-O2', '-Wall', '-I', join(repoRoot, 'native-bindings', 'include'), '-o', qdbRead, join(SRC, 'qdb-read.c'), '-L', libDir, '-lqubesdb', `-Wl,-rpath,${libDir}`], { encoding: 'utf8' });
+  const cc = spawnSync('cc', ['-O2', '-Wall', '-I', join(repoRoot, 'native-bindings', 'include'), '-o', qdbRead, join(repoRoot, 'bench', 'common', 'qdb-read.c'), '-L', libDir, '-lqubesdb', `-Wl,-rpath,${libDir}`], { encoding: 'utf8' });
   if (cc.status !== 0) throw new Error(`building qdb-read failed: ${cc.stderr}`);
   const baselineScript = join(SRC, 'upstream-setup-ip.sh');
   // What qubes-net-uplink execs without a daemon: the CLI, as an executable (the package's

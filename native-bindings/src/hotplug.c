@@ -41,16 +41,8 @@
 
 static const char *prog = "qubes-net-hotplug";
 
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logmsg(const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "%s: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
+#define CTL_CLIENT_LOG
+#include "ctl-client.h"
 
 /* A growable text buffer; on overflow it marks itself full and stops growing. */
 struct buf {
@@ -212,93 +204,10 @@ static void fail(const char *command, const char *xenbus, const char *msg)
 
 static void exec_cli(const char *command, const char *xenbus)
 {
-	const char *cli = getenv("QUBES_NET_DRIVER_CLI");
-	if (!cli || !*cli)
-		cli = DEFAULT_CLI;
-	char *argv[] = { (char *)cli, "hotplug", (char *)command, NULL };
-	execv(cli, argv);
+	const char *cli = ctl_exec_cli("QUBES_NET_DRIVER_CLI", DEFAULT_CLI, "hotplug", command);
 	char msg[600];
 	snprintf(msg, sizeof(msg), "no driver daemon, and cannot run %s: %s", cli, strerror(errno));
 	fail(command, xenbus, msg);
-}
-
-/* Connects to the daemon; returns the fd, or -1 with errno set. */
-static int connect_daemon(const char *path)
-{
-	struct sockaddr_un addr;
-	if (strlen(path) >= sizeof(addr.sun_path)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	memset(&addr, 0, sizeof(addr));
-	addr.sun_family = AF_UNIX;
-	strcpy(addr.sun_path, path);
-	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		int e = errno;
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	return fd;
-}
-
-static int write_all(int fd, const char *data, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		data += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Reads one reply line within `timeout_ms`; returns its length or -1. */
-static ssize_t read_line(int fd, char *out, size_t cap, int timeout_ms)
-{
-	size_t len = 0;
-	struct timespec start, now;
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	for (;;) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-		if (elapsed >= timeout_ms) {
-			errno = ETIMEDOUT;
-			return -1;
-		}
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int r = poll(&p, 1, (int)(timeout_ms - elapsed));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			errno = r == 0 ? ETIMEDOUT : errno;
-			return -1;
-		}
-		ssize_t n = read(fd, out + len, cap - 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			errno = n == 0 ? ECONNRESET : errno;
-			return -1;
-		}
-		len += (size_t)n;
-		out[len] = '\0';
-		char *nl = memchr(out, '\n', len);
-		if (nl) {
-			*nl = '\0';
-			return nl - out;
-		}
-		if (len >= cap - 1) {
-			errno = EMSGSIZE;
-			return -1;
-		}
-	}
 }
 
 /* Copies the JSON string value of "error" from the reply (escapes kept simple). */
@@ -349,10 +258,8 @@ int main(int argc, char **argv)
 		fail(command, NULL, "environment variable XENBUS_PATH is missing");
 
 	/* The daemon first: without one, the CLI does everything (including xenstore). */
-	const char *sock_path = getenv("QUBES_NET_DRIVER_SOCKET");
-	if (!sock_path || !*sock_path)
-		sock_path = DEFAULT_SOCKET;
-	int fd = connect_daemon(sock_path);
+	const char *sock_path = ctl_env_or("QUBES_NET_DRIVER_SOCKET", DEFAULT_SOCKET);
+	int fd = ctl_connect(sock_path);
 	if (fd < 0) {
 		if (errno == ENOENT || errno == ECONNREFUSED)
 			exec_cli(command, xenbus);
@@ -436,7 +343,7 @@ int main(int argc, char **argv)
 	if (req.overflow)
 		fail(command, xenbus, "request too large");
 
-	if (write_all(fd, req.data, req.len) < 0) {
+	if (ctl_send_all(fd, req.data, req.len) < 0) {
 		char msg[600];
 		snprintf(msg, sizeof(msg), "cannot send to %s: %s", sock_path, strerror(errno));
 		fail(command, xenbus, msg);
@@ -446,7 +353,11 @@ int main(int argc, char **argv)
 	if (t && atoi(t) > 0)
 		timeout_s = atoi(t);
 	static char reply[MAX_REPLY];
-	if (read_line(fd, reply, sizeof(reply), timeout_s * 1000) < 0) {
+	ssize_t got = ctl_read_line(fd, reply, sizeof(reply), timeout_s * 1000L);
+	if (got <= 0) {
+		/* 0: closed (or reset) without a reply, which for the driver is a failure too. */
+		if (got == 0)
+			errno = ECONNRESET;
 		char msg[600];
 		snprintf(msg, sizeof(msg), "no reply from %s: %s", sock_path, strerror(errno));
 		fail(command, xenbus, msg);

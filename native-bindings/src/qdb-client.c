@@ -23,6 +23,7 @@
 #include <sys/un.h>
 
 #include <qubesdb-client.h>
+#include "ctl-client.h"
 
 /* Directory override, read once per qdb_open (our extension, used by tests and the lab). */
 #define RUN_DIR_ENV "QUBESDB_RUN_DIR"
@@ -169,26 +170,10 @@ static void mark_disconnected(qdb_handle_t h)
     h->connected = 0;
 }
 
+/* Paths fit sun_path: qdb_open builds them into buffers of its size. */
 static int connect_one(const char *path)
 {
-    struct sockaddr_un addr;
-    int fd, saved;
-
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    memset(&addr, 0, sizeof(addr));
-    addr.sun_family = AF_UNIX;
-    memcpy(addr.sun_path, path, strlen(path) + 1);
-    while (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-        if (errno == EINTR)
-            continue;
-        saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
-    }
-    return fd;
+    return ctl_connect(path);
 }
 
 /* Opens a fresh connection (read-write socket, else read-only), replacing any old one. */

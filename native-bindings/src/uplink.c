@@ -45,16 +45,8 @@
 
 static const char *prog = "qubes-net-uplink";
 
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logmsg(const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "%s: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
+#define CTL_CLIENT_LOG
+#include "ctl-client.h"
 
 /* The daemon's rule for interface names: [A-Za-z0-9_][A-Za-z0-9_.@-]{0,14}. */
 static int valid_ifname(const char *s)
@@ -71,118 +63,12 @@ static int valid_ifname(const char *s)
 	return 1;
 }
 
-static const char *env_or(const char *name, const char *fallback)
-{
-	const char *v = getenv(name);
-	return v && *v ? v : fallback;
-}
-
 /* No daemon: the CLI does the same work in its own process. Returns only on failure. */
 static int exec_cli(const char *op, const char *iface)
 {
-	const char *cli = env_or("QUBES_NET_GUEST_CLI", DEFAULT_CLI);
-	char *argv[] = { (char *)cli, (char *)op, (char *)iface, NULL };
-	execv(cli, argv);
+	const char *cli = ctl_exec_cli("QUBES_NET_GUEST_CLI", DEFAULT_CLI, op, iface);
 	logmsg("%s %s: no guest daemon, and cannot run %s: %s", op, iface, cli, strerror(errno));
 	return EXIT_FAILED;
-}
-
-/* Connects to the daemon; returns the fd, or -1 with errno set. */
-static int connect_daemon(const char *path)
-{
-	struct sockaddr_un addr;
-	if (strlen(path) >= sizeof(addr.sun_path)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	memset(&addr, 0, sizeof(addr));
-	addr.sun_family = AF_UNIX;
-	memcpy(addr.sun_path, path, strlen(path) + 1);
-	while (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		if (errno == EINTR)
-			continue;
-		int e = errno;
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	return fd;
-}
-
-static int send_all(int fd, const char *data, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		data += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static long elapsed_ms(const struct timespec *start)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (now.tv_sec - start->tv_sec) * 1000L + (now.tv_nsec - start->tv_nsec) / 1000000L;
-}
-
-/*
- * Reads one reply line into out (NUL-terminated, without the newline). Returns its length;
- * 0 when the daemon closed the connection before sending anything; -1 with errno set on a
- * timeout (ETIMEDOUT), an over-long reply (EMSGSIZE), a reply cut short, or a read error.
- */
-static ssize_t read_reply(int fd, char *out, size_t cap, long timeout_ms)
-{
-	size_t len = 0;
-	struct timespec start;
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	for (;;) {
-		long left = timeout_ms - elapsed_ms(&start);
-		if (left <= 0) {
-			errno = ETIMEDOUT;
-			return -1;
-		}
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -1;
-		if (r == 0)
-			continue; /* the deadline check above ends the wait */
-		ssize_t n = read(fd, out + len, cap - 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			if (errno == ECONNRESET && len == 0)
-				return 0;
-			return -1;
-		}
-		if (n == 0) {
-			if (len == 0)
-				return 0;
-			errno = EPROTO; /* a partial line: the daemon died while answering */
-			return -1;
-		}
-		len += (size_t)n;
-		out[len] = '\0';
-		char *nl = memchr(out, '\n', len);
-		if (nl) {
-			*nl = '\0';
-			return nl - out;
-		}
-		if (len >= cap - 1) {
-			errno = EMSGSIZE;
-			return -1;
-		}
-	}
 }
 
 /*
@@ -357,8 +243,8 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 
-	const char *sock_path = env_or("QUBES_NET_GUEST_SOCKET", DEFAULT_SOCKET);
-	int fd = connect_daemon(sock_path);
+	const char *sock_path = ctl_env_or("QUBES_NET_GUEST_SOCKET", DEFAULT_SOCKET);
+	int fd = ctl_connect(sock_path);
 	if (fd < 0) {
 		if (errno == ENOENT || errno == ECONNREFUSED)
 			return exec_cli(op, iface);
@@ -369,7 +255,7 @@ int main(int argc, char **argv)
 	/* iface passed the check above: no character in it needs escaping. */
 	char request[64];
 	int len = snprintf(request, sizeof(request), "{\"op\":\"%s\",\"iface\":\"%s\"}\n", op, iface);
-	if (len < 0 || (size_t)len >= sizeof(request) || send_all(fd, request, (size_t)len) < 0) {
+	if (len < 0 || (size_t)len >= sizeof(request) || ctl_send_all(fd, request, (size_t)len) < 0) {
 		int e = errno;
 		close(fd);
 		if (e == EPIPE || e == ECONNRESET)
@@ -379,7 +265,7 @@ int main(int argc, char **argv)
 	}
 
 	static char text[MAX_REPLY];
-	ssize_t n = read_reply(fd, text, sizeof(text), timeout_ms());
+	ssize_t n = ctl_read_line(fd, text, sizeof(text), timeout_ms());
 	int read_errno = errno;
 	close(fd);
 	if (n == 0)

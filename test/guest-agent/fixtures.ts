@@ -1,20 +1,8 @@
 // `ip -j -batch` output (STATE_READ_COMMANDS) captured from a real kernel in a throwaway
 // namespace: eth0 (00:16:3e:5e:6c:00) veth-paired with vif12.0, in three states; and the
-// QubesDB keys of the reference's Appendix A.
+// QubesDB keys of the reference's Appendix A (shared with the lab tests and the benches).
 
-/** The client side of the reference's Appendix A (qube "work"). */
-export const APPENDIX_A: Record<string, string> = {
-  '/qubes-vm-type': 'AppVM',
-  '/qubes-mac': '00:16:3e:5e:6c:00',
-  '/qubes-ip': '10.137.0.7',
-  '/qubes-netmask': '255.255.255.255',
-  '/qubes-gateway': '10.137.0.3',
-  '/qubes-primary-dns': '10.139.1.1',
-  '/qubes-secondary-dns': '10.139.1.2',
-  '/qubes-ip6': 'fd09:24ef:4179::a89:7',
-  '/qubes-gateway6': 'fd09:24ef:4179::a89:3',
-};
-
+export { APPENDIX_A } from '../helpers/appendix-a.js';
 
 /** A new link, down, no addresses. */
 export const FRESH = `[{"ifindex":1,"ifname":"lo","flags":["LOOPBACK"],"mtu":65536,"qdisc":"noop","operstate":"DOWN","group":"default","txqlen":1000,"link_type":"loopback","address":"00:00:00:00:00:00","broadcast":"00:00:00:00:00:00","addr_info":[]},{"ifindex":2,"link":"eth0","ifname":"vif12.0","flags":["NO-CARRIER","BROADCAST","MULTICAST","UP","M-DOWN"],"mtu":1500,"qdisc":"noqueue","operstate":"LOWERLAYERDOWN","group":"default","txqlen":1000,"link_type":"ether","address":"fe:ff:ff:ff:ff:ff","broadcast":"ff:ff:ff:ff:ff:ff","addr_info":[]},{"ifindex":3,"link":"vif12.0","ifname":"eth0","flags":["BROADCAST","MULTICAST"],"mtu":1500,"qdisc":"noop","operstate":"DOWN","group":"default","txqlen":1000,"link_type":"ether","address":"00:16:3e:5e:6c:00","broadcast":"ff:ff:ff:ff:ff:ff","addr_info":[]}]

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { APPENDIX_A } from '../helpers/appendix-a.js';
 import { parseTopology, ownEntries, ownEntriesOps, providerPreAttachOps, firewallOps, vifBackendEntries, connectedIps, forgetAddressOps, type LabModel } from '@qubes-net/lab';
 
 // Appendix A: sys-net qid 2 → sys-firewall qid 3 → work qid 7, ipv6 on sys-net.
@@ -16,17 +17,7 @@ const pick = (m: Map<string, string>, keys: string[]) => Object.fromEntries(keys
 
 test('Appendix A: work\'s QubesDB', () => {
   const e = ownEntries(appendixA(), 'work');
-  assert.deepEqual(pick(e, [...e.keys()].filter((k) => k.startsWith('/qubes-') && !k.startsWith('/qubes-service') && k !== '/qubes-vm-updateable')), {
-    '/qubes-vm-type': 'AppVM',
-    '/qubes-mac': '00:16:3e:5e:6c:00',
-    '/qubes-ip': '10.137.0.7',
-    '/qubes-netmask': '255.255.255.255',
-    '/qubes-gateway': '10.137.0.3',
-    '/qubes-primary-dns': '10.139.1.1',
-    '/qubes-secondary-dns': '10.139.1.2',
-    '/qubes-ip6': 'fd09:24ef:4179::a89:7',
-    '/qubes-gateway6': 'fd09:24ef:4179::a89:3',
-  });
+  assert.deepEqual(pick(e, [...e.keys()].filter((k) => k.startsWith('/qubes-') && !k.startsWith('/qubes-service') && k !== '/qubes-vm-updateable')), APPENDIX_A);
   assert.equal(e.get('/name'), 'work');
   assert.equal(e.get('/type'), 'AppVM');
   assert.equal(e.get('/qubes-service/meminfo-writer'), '1');

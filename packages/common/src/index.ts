@@ -6,3 +6,4 @@ export * from './nft.js';
 export * from './sd-notify.js';
 export * from './root.js';
 export * from './version.js';
+export * from './jsonl-server.js';

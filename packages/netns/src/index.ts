@@ -7,6 +7,7 @@ export { cleanupStale, findStaleSessions, type StaleSession } from './stale.js';
 export { BIN_DIR, RUN_DIR, XENSTORE_DIR, mapQubePath } from './paths.js';
 export { SESSION_PREFIX, isQubeName, isSessionId, sanitizeLabel } from './names.js';
 export { xenstoreKeyParts } from './xenstore.js';
+export { pollUntil } from './poll.js';
 export { mountPoints } from './mounts.js';
 export { FakeInternet, startFakeInternet, type FakeInternetOptions, type ServiceConnection } from './internet.js';
 export { INTERNET, DEFAULT_HOSTS, DEFAULT_CNAMES, LONG_NAME, ROOT_BODY, dnsServers, hostsFile, dnsmasqArgs, parseQueryLog, type HostEntry, type DnsLogEntry } from './internet-plan.js';

@@ -1,11 +1,13 @@
 /*
- * The bench baseline's stand-in for upstream's `qubesdb-read`: one small C process per key,
- * linked against our libqubesdb, so the baseline pays what upstream's script pays per key.
+ * The bench baselines' stand-in for upstream's `qubesdb-read`: one small C process per key,
+ * linked against our libqubesdb, so a baseline pays what upstream's scripts (setup-ip,
+ * vif-route-qubes) pay per key. Shared by the guest-agent and driver-agent benches, which
+ * compile it themselves.
  *
  *   qdb-read [-q] [--default VALUE] PATH
  *
- * Prints the value and a newline. Exit 0 when read, 2 when the key is missing (and no
- * default was given), 1 on any other failure.
+ * Prints the value and a newline. Exit 0 when read (or defaulted), 2 when the key is missing
+ * (and no default was given), 1 on any other failure.
  */
 #include <errno.h>
 #include <stdio.h>
