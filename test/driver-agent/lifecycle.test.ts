@@ -240,6 +240,7 @@ test('a restarted QubesDB daemon gets the vif entries and the DNS upstream back'
   // dom0 rewrites its keys into the fresh database; that (and the client's re-report) wakes the driver.
   await lab.writeKeys(provider());
   await lab.waitEntry(c1.vif, 'online');
-  assert.equal(await lab.db.read('/qubes-dns-upstream'), '198.51.100.53 198.51.100.54');
+  // The DNS feedback is written just after the vif entries: wait for it rather than race it.
+  await waitFor('/qubes-dns-upstream written again', async () => (await lab.db.read('/qubes-dns-upstream')) === '198.51.100.53 198.51.100.54');
   assert.ok(await ping(c1.qube, INTERNET.web4));
 });
