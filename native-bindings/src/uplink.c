@@ -11,7 +11,9 @@
  * 2 invalid QubesDB value, 3 interface missing or the kernel refused, 4 QubesDB unreachable,
  * 64 usage). When the socket is absent or nobody listens on it (no daemon), or the daemon
  * closes the connection without replying (it is stopping), it execs the Node CLI with the same
- * arguments, so the result is the same with or without a daemon.
+ * arguments plus --no-daemon, so the result is the same with or without a daemon. (The CLI's
+ * apply/remove would otherwise ask the daemon first themselves; --no-daemon makes it do the
+ * work in its own process, since this client already found that no daemon answers: no loop.)
  *
  * No shell is involved anywhere: the CLI is started with execv and an argument array.
  *
@@ -63,10 +65,15 @@ static int valid_ifname(const char *s)
 	return 1;
 }
 
-/* No daemon: the CLI does the same work in its own process. Returns only on failure. */
+/*
+ * No daemon: the CLI does the same work in its own process (--no-daemon: it does not ask the
+ * daemon again). Returns only on failure.
+ */
 static int exec_cli(const char *op, const char *iface)
 {
-	const char *cli = ctl_exec_cli("QUBES_NET_GUEST_CLI", DEFAULT_CLI, op, iface);
+	const char *cli = ctl_env_or("QUBES_NET_GUEST_CLI", DEFAULT_CLI);
+	char *argv[] = { (char *)cli, (char *)op, (char *)iface, (char *)"--no-daemon", NULL };
+	execv(cli, argv);
 	logmsg("%s %s: no guest daemon, and cannot run %s: %s", op, iface, cli, strerror(errno));
 	return EXIT_FAILED;
 }

@@ -208,6 +208,46 @@ test('daemon up: bad requests get an error reply and the daemon keeps running', 
   assert.equal((await lab.uplink(['apply', 'eth0'], cli)).code, 0, 'still serving');
 });
 
+test('daemon up: the Node CLI\'s apply and remove are served by the daemon, unless --no-daemon', async (t) => {
+  if (!needRoot(t)) return;
+  const servedCount = () => agent!.logs.filter((x) => x.msg === 'control request served').length;
+  const viaDaemon = async (args: string[]) => {
+    const before = servedCount();
+    const passes = (await request('{"op":"status"}')).passes as number;
+    const res = await lab.cli(args);
+    await waitFor('the daemon logs the request', () => servedCount() > before);
+    if (args[0] === 'apply') assert.ok(((await request('{"op":"status"}')).passes as number) > passes, 'the daemon ran a pass');
+    assert.ok(res.logs.some((l) => l.msg === 'served by the guest daemon'), JSON.stringify(res.logs));
+    assert.ok(!res.logs.some((l) => /^uplink /.test(l.msg) || l.msg === 'qubesdb feedback write failed'), 'not in-process');
+    return res;
+  };
+  await unconfigure();
+  assert.equal((await viaDaemon(['apply', 'eth0'])).code, 0);
+  assert.deepEqual(await lab.eth0(), APPENDIX_A_STATE, 'configured by the daemon, despite its long debounce');
+  assert.equal((await viaDaemon(['apply'])).code, 0);
+  assert.equal((await viaDaemon(['apply', 'eth5'])).code, 3, 'same exit code as in-process');
+  assert.equal((await viaDaemon(['remove', 'eth0'])).code, 0);
+  assert.equal((await lab.eth0()).up, false);
+  assert.deepEqual((await request('{"op":"status"}')).removed, ['eth0'], 'the daemon knows it removed eth0');
+  await lab.writeKeys({ '/qubes-gateway': '10.137.0.3;reboot' });
+  assert.equal((await viaDaemon(['apply', 'eth0'])).code, 2);
+  await lab.writeAppendixA();
+  assert.equal((await viaDaemon(['apply', 'eth0'])).code, 0);
+  assert.deepEqual(await lab.eth0(), APPENDIX_A_STATE);
+
+  // --no-daemon: this process does it; the daemon hears nothing.
+  await unconfigure();
+  const before = servedCount();
+  const own = await lab.cli(['apply', 'eth0', '--no-daemon']);
+  assert.equal(own.code, 0);
+  assert.ok(!own.logs.some((l) => l.msg === 'served by the guest daemon'));
+  assert.ok(own.logs.some((l) => l.msg === 'uplink configured'), 'configured in-process');
+  assert.deepEqual(await lab.eth0(), APPENDIX_A_STATE);
+  assert.equal(servedCount(), before, 'the daemon served nothing');
+  assert.equal((await lab.cli(['apply', 'eth5', '--no-daemon'])).code, 3);
+  assert.equal(agent!.child.exitCode, null);
+});
+
 test('daemon up, in a qube that provides network: the reply comes after the ip-change hook and the driver notice', async (t) => {
   if (!needRoot(t)) return;
   const hookDir = lab.client.hostPath('/rw/config');
@@ -265,8 +305,24 @@ test('daemon down: the client falls back to the Node CLI, with the same results 
   const runsBefore = (await cliRuns()).length;
   const withoutDaemon = await scenario();
   assert.equal((await cliRuns()).length - runsBefore, Object.keys(withoutDaemon).length, 'one CLI run per event');
-  assert.deepEqual((await cliRuns()).slice(runsBefore)[0], ['apply', 'eth0']);
+  assert.deepEqual((await cliRuns()).slice(runsBefore)[0], ['apply', 'eth0', '--no-daemon']);
   assert.deepEqual(withoutDaemon, withDaemon);
+});
+
+test('daemon down: the Node CLI applies and removes in its own process', async (t) => {
+  if (!needRoot(t)) return;
+  await assert.rejects(stat(lab.client.hostPath(SOCKET)), 'no daemon');
+  await unconfigure();
+  const a = await lab.cli(['apply', 'eth0']);
+  assert.equal(a.code, 0);
+  assert.ok(!a.logs.some((l) => l.msg === 'served by the guest daemon'));
+  assert.ok(a.logs.some((l) => l.msg === 'no guest daemon, working in this process'), JSON.stringify(a.logs.map((l) => l.msg)));
+  assert.deepEqual(await lab.eth0(), APPENDIX_A_STATE);
+  assert.equal((await lab.cli(['apply', 'eth5'])).code, 3);
+  assert.equal((await lab.cli(['remove', 'eth0'])).code, 0);
+  assert.equal((await lab.eth0()).up, false);
+  assert.equal((await lab.cli(['apply', 'eth0'])).code, 0);
+  assert.deepEqual(await lab.eth0(), APPENDIX_A_STATE);
 });
 
 test('a stale socket file (daemon killed) is replaced by the next daemon; meanwhile the client falls back', async (t) => {
@@ -276,6 +332,11 @@ test('a stale socket file (daemon killed) is replaced by the next daemon; meanwh
   await agent!.exited;
   agent = undefined;
   assert.ok((await stat(lab.client.hostPath(SOCKET))).isSocket(), 'a killed daemon leaves its socket file');
+  await unconfigure();
+  const own = await lab.cli(['apply', 'eth0']);
+  assert.equal(own.code, 0, 'nobody listening: the Node CLI does it itself');
+  assert.ok(!own.logs.some((l) => l.msg === 'served by the guest daemon'));
+  assert.deepEqual(await lab.eth0(), APPENDIX_A_STATE);
   const runsBefore = (await cliRuns()).length;
   await unconfigure();
   assert.equal((await lab.uplink(['apply', 'eth0'], cli)).code, 0);

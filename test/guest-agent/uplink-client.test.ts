@@ -107,10 +107,10 @@ test('refusals and unreadable replies are failures (64 or 3), never a silent suc
 test('falls back to the CLI when no daemon answers, or the daemon closes without a reply', async () => {
   const missing = await runUplink(['apply', 'eth0'], { QUBES_NET_GUEST_SOCKET: join(dir, 'absent.sock') });
   assert.equal(missing.code, 42);
-  assert.deepEqual(JSON.parse(await readFile(cliArgsFile, 'utf8')), ['apply', 'eth0']);
+  assert.deepEqual(JSON.parse(await readFile(cliArgsFile, 'utf8')), ['apply', 'eth0', '--no-daemon']);
   const closed = await withDaemon((_l, sock) => sock.destroy(), ['remove', 'eth3']);
   assert.equal(closed.code, 42);
-  assert.deepEqual(closed.cliArgs, ['remove', 'eth3']);
+  assert.deepEqual(closed.cliArgs, ['remove', 'eth3', '--no-daemon']);
   const noCli = await runUplink(['apply', 'eth0'], { QUBES_NET_GUEST_SOCKET: join(dir, 'absent.sock'), QUBES_NET_GUEST_CLI: join(dir, 'no-such-cli') });
   assert.equal(noCli.code, 3);
   assert.match(noCli.stderr, /no guest daemon, and cannot run/);

@@ -19,6 +19,9 @@ resolv.conf. Only what this agent added is ever removed.
 Commands:
   apply [IFACE]          configure once and exit (for the udev-started uplink unit)
   remove IFACE           take the link down and remove what this agent configured on it
+                         (apply and remove: while a daemon (run) answers on the control
+                         socket, it does the work and this exits with its exit code;
+                         with no daemon, this process does it)
   run [IFACE]            stay up: apply now, then on every relevant QubesDB change and
                          whenever the uplink appears or reappears
   status [IFACE] [--json]
@@ -29,8 +32,12 @@ Options:
   --qubesdb-run-dir DIR  directory of the QubesDB sockets (default /var/run/qubes)
   --state-dir DIR        record of the addresses we added (default /run/qubes-net)
   --driver-socket PATH   driver agent control socket (default /run/qubes-net/driver.sock)
-  --control-socket PATH  run: this daemon's control socket (default /run/qubes-net/guest.sock),
-                         where qubes-net-uplink sends apply/remove requests (JSON lines)
+  --control-socket PATH  the guest daemon's control socket (default /run/qubes-net/guest.sock):
+                         run listens there; apply and remove send their request there first
+                         (as qubes-net-uplink does), so the uplink never has two writers
+  --no-daemon            apply, remove: do the work in this process, without asking a
+                         daemon (qubes-net-uplink passes it when it runs this CLI because
+                         no daemon answered)
   --debounce-ms N        run: quiet time after an event before applying (default 10)
   --json                 status: print JSON
   --version              print the version
@@ -49,7 +56,7 @@ run exits 3 when another daemon answers on the control socket.
 
 While run is up, qubes-net-uplink apply|remove IFACE (the udev-started uplink unit) has the
 daemon do the work and exits with the code above, without starting Node; with no daemon it
-runs this CLI.
+runs this CLI (with --no-daemon).
 
 Logs: pino JSON lines on stdout (QUBES_NET_LOG_LEVEL=debug for more).
 `;
@@ -61,6 +68,7 @@ interface Args {
   runDir?: string;
   debounceMs?: number;
   controlSocket: string;
+  noDaemon: boolean;
   paths: AgentPaths;
 }
 
@@ -73,6 +81,7 @@ function parseArgs(argv: string[]): Args {
   const paths: AgentPaths = { ...DEFAULT_PATHS };
   const positional: string[] = [];
   let json = false;
+  let noDaemon = false;
   let runDir: string | undefined;
   let debounceMs: number | undefined;
   let controlSocket = DEFAULT_CONTROL_SOCKET;
@@ -89,6 +98,7 @@ function parseArgs(argv: string[]): Args {
       case '--version': process.stdout.write(`qubes-net-guest ${packageVersion(import.meta.url)}\n`); process.exit(0);
       // eslint-disable-next-line no-fallthrough
       case '--json': json = true; break;
+      case '--no-daemon': noDaemon = true; break;
       case '--resolv-conf': paths.resolvConf = value(); break;
       case '--qubesdb-run-dir': runDir = value(); break;
       case '--state-dir': paths.stateDir = value(); break;
@@ -111,7 +121,8 @@ function parseArgs(argv: string[]): Args {
   if (extra.length) usage(`unexpected argument ${JSON.stringify(extra[0])}`);
   if (iface !== undefined && !parseIfname(iface)) usage(`not an interface name: ${JSON.stringify(iface.slice(0, 40))}`);
   if (command === 'remove' && iface === undefined) usage('remove needs the interface');
-  const args: Args = { command, json, paths, controlSocket };
+  if (noDaemon && command !== 'apply' && command !== 'remove') usage('--no-daemon is for apply and remove');
+  const args: Args = { command, json, paths, controlSocket, noDaemon };
   if (iface !== undefined) args.iface = iface;
   if (runDir !== undefined) args.runDir = runDir;
   if (debounceMs !== undefined) args.debounceMs = debounceMs;
@@ -141,8 +152,41 @@ async function withQubeName(db: QubesDB, log: Logger): Promise<Logger> {
   return name !== undefined && /^[A-Za-z][A-Za-z0-9_.-]{0,31}$/.test(name) ? log.child({ qube: name }) : log;
 }
 
+/**
+ * apply/remove started directly: a running daemon does the work (one writer per uplink), as for
+ * qubes-net-uplink. The exit code of its reply, or undefined when no daemon answers (or
+ * --no-daemon): then this process does the work. Without a daemon this costs one connect().
+ * The daemon itself never comes here (run serves requests in-process).
+ */
+async function viaDaemon(args: Args, logP: Promise<Logger>): Promise<number | undefined> {
+  if (args.noDaemon) return undefined;
+  const { askDaemon } = await import('./control/client.js');
+  const req = args.command === 'remove'
+    ? { op: 'remove' as const, iface: args.iface! }
+    : { op: 'apply' as const, ...(args.iface ? { iface: args.iface } : {}) };
+  const out = await askDaemon(args.controlSocket, req);
+  if (out.kind === 'no-daemon') {
+    // Not waited for: the cold path goes on (its kernel read overlaps the logger load).
+    void logP.then((log) => log.debug({ socket: args.controlSocket, reason: out.reason }, 'no guest daemon, working in this process'));
+    return undefined;
+  }
+  const log = await logP;
+  if (out.kind === 'failed') {
+    log.error({ op: req.op, socket: args.controlSocket, error: out.error }, 'guest daemon did not answer the request');
+    return EXIT.kernel;
+  }
+  const { ok, exitCode, ...rest } = out.reply;
+  const fields = { op: req.op, socket: args.controlSocket, ...rest, exitCode };
+  if (!ok) log.error(fields, 'the guest daemon refused the request');
+  else if (exitCode !== EXIT.ok) log.error(fields, 'served by the guest daemon');
+  else log.info(fields, 'served by the guest daemon');
+  return exitCode;
+}
+
 async function apply(args: Args): Promise<number> {
   const logP = logger();
+  const served = await viaDaemon(args, logP);
+  if (served !== undefined) return served;
   // The kernel read runs in `ip` while this process loads the logger and the FFI client.
   const { readKernelState } = await import('./kernel/ip.js');
   const stateP = readKernelState();
@@ -160,7 +204,10 @@ async function apply(args: Args): Promise<number> {
 }
 
 async function remove(args: Args): Promise<number> {
-  const log = await logger();
+  const logP = logger();
+  const served = await viaDaemon(args, logP);
+  if (served !== undefined) return served;
+  const log = await logP;
   const { removeUplink } = await import('./remove.js');
   const res = await removeUplink(args.iface!, args.paths, log);
   // Best effort feedback: at shutdown QubesDB may already be gone.
