@@ -7,39 +7,18 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fakeDaemon, replyWith } from './fake-daemon.js';
 import { CLI, parseLogLines, type LogLine } from './harness.js';
 
 let dir: string;
-let n = 0;
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'qn-cli-daemon-'));
 });
 after(() => rm(dir, { recursive: true, force: true }));
-
-async function fakeDaemon(answer: (line: string, sock: Socket) => void): Promise<{ path: string; requests: string[]; server: Server }> {
-  const path = join(dir, `d${++n}.sock`);
-  const requests: string[] = [];
-  const server = createServer((sock) => {
-    let buf = '';
-    sock.setEncoding('utf8');
-    sock.on('error', () => undefined);
-    sock.on('data', (d: string) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      const line = buf.slice(0, nl);
-      buf = '';
-      requests.push(line);
-      answer(line, sock);
-    });
-  });
-  await new Promise<void>((r) => server.listen(path, r));
-  return { path, requests, server };
-}
 
 function runCli(args: string[], socket: string): Promise<{ code: number | null; logs: LogLine[] }> {
   return new Promise((resolve) => {
@@ -54,7 +33,7 @@ function runCli(args: string[], socket: string): Promise<{ code: number | null; 
 }
 
 async function withDaemon(answer: (line: string, sock: Socket) => void, args: string[]) {
-  const d = await fakeDaemon(answer);
+  const d = await fakeDaemon(dir, answer);
   try {
     const res = await runCli(args, d.path);
     return { ...res, requests: d.requests };
@@ -63,7 +42,6 @@ async function withDaemon(answer: (line: string, sock: Socket) => void, args: st
   }
 }
 
-const replyWith = (text: string) => (_line: string, sock: Socket) => sock.end(text);
 const served = (logs: LogLine[]) => logs.filter((l) => l.msg === 'served by the guest daemon');
 
 test('apply and remove are handed to a daemon that answers, with its exit code', async () => {

@@ -6,15 +6,15 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fakeDaemon, replyWith } from './fake-daemon.js';
 import { UPLINK } from './harness.js';
 
 let dir: string;
 let fakeCli: string;
 let cliArgsFile: string;
-let n = 0;
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'qn-uplink-'));
@@ -24,28 +24,6 @@ before(async () => {
   await chmod(fakeCli, 0o755);
 });
 after(() => rm(dir, { recursive: true, force: true }));
-
-/** A stand-in daemon: `answer` decides what to do with each connection's first line. */
-async function fakeDaemon(answer: (line: string, sock: Socket) => void): Promise<{ path: string; requests: string[]; server: Server }> {
-  const path = join(dir, `d${++n}.sock`);
-  const requests: string[] = [];
-  const server = createServer((sock) => {
-    let buf = '';
-    sock.setEncoding('utf8');
-    sock.on('error', () => undefined);
-    sock.on('data', (d: string) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      const line = buf.slice(0, nl);
-      buf = '';
-      requests.push(line);
-      answer(line, sock);
-    });
-  });
-  await new Promise<void>((r) => server.listen(path, r));
-  return { path, requests, server };
-}
 
 function runUplink(args: string[], env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
@@ -57,7 +35,7 @@ function runUplink(args: string[], env: Record<string, string>): Promise<{ code:
 }
 
 async function withDaemon(reply: (line: string, sock: Socket) => void, args: string[], env: Record<string, string> = {}) {
-  const d = await fakeDaemon(reply);
+  const d = await fakeDaemon(dir, reply);
   try {
     await rm(cliArgsFile, { force: true });
     const res = await runUplink(args, { QUBES_NET_GUEST_SOCKET: d.path, ...env });
@@ -68,7 +46,6 @@ async function withDaemon(reply: (line: string, sock: Socket) => void, args: str
   }
 }
 
-const replyWith = (text: string) => (_line: string, sock: Socket) => sock.end(text);
 
 test('sends one request line and exits with the reply\'s exitCode', async () => {
   const r = await withDaemon(replyWith('{"ok":true,"ifname":"eth0","result":"ok","detail":"eth0 10.137.0.7/32","exitCode":0}\n'), ['apply', 'eth0']);
