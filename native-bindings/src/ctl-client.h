@@ -148,13 +148,13 @@ static inline ssize_t ctl_read_line(int fd, char *out, size_t cap, long timeout_
 
 /*
  * No daemon: replaces this process with the Node CLI named by environment variable `env`
- * (default `fallback`), argv = { cli, a1, a2 }; execv with an argument array, never a shell.
+ * (default `fallback`), argv = { cli, a1, a2[, a3] }; execv with an argument array, never a shell.
  * Returns only on failure, with errno set, giving the CLI path it tried.
  */
-static inline const char *ctl_exec_cli(const char *env, const char *fallback, const char *a1, const char *a2)
+static inline const char *ctl_exec_cli(const char *env, const char *fallback, const char *a1, const char *a2, const char *a3)
 {
 	const char *cli = ctl_env_or(env, fallback);
-	char *argv[] = { (char *)cli, (char *)a1, (char *)a2, NULL };
+	char *argv[] = { (char *)cli, (char *)a1, (char *)a2, (char *)a3, NULL }; /* a3 may be NULL */
 	execv(cli, argv);
 	return cli;
 }

@@ -204,7 +204,7 @@ static void fail(const char *command, const char *xenbus, const char *msg)
 
 static void exec_cli(const char *command, const char *xenbus)
 {
-	const char *cli = ctl_exec_cli("QUBES_NET_DRIVER_CLI", DEFAULT_CLI, "hotplug", command);
+	const char *cli = ctl_exec_cli("QUBES_NET_DRIVER_CLI", DEFAULT_CLI, "hotplug", command, NULL);
 	char msg[600];
 	snprintf(msg, sizeof(msg), "no driver daemon, and cannot run %s: %s", cli, strerror(errno));
 	fail(command, xenbus, msg);

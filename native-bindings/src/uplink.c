@@ -71,9 +71,7 @@ static int valid_ifname(const char *s)
  */
 static int exec_cli(const char *op, const char *iface)
 {
-	const char *cli = ctl_env_or("QUBES_NET_GUEST_CLI", DEFAULT_CLI);
-	char *argv[] = { (char *)cli, (char *)op, (char *)iface, (char *)"--no-daemon", NULL };
-	execv(cli, argv);
+	const char *cli = ctl_exec_cli("QUBES_NET_GUEST_CLI", DEFAULT_CLI, op, iface, "--no-daemon");
 	logmsg("%s %s: no guest daemon, and cannot run %s: %s", op, iface, cli, strerror(errno));
 	return EXIT_FAILED;
 }
