@@ -2,17 +2,16 @@
 // it, the real driver daemon (qubes-net-driver run) inside it, and client qubes on vifs whose
 // own eth0 is configured by the real guest agent. Vif events go through the real C hotplug
 // client with the fake xenstore tools, like xl devd would run vif-route-qubes.
-import type { ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ipJson, nftListJson } from '@qubes-net/common';
 import { openQubesDB, type QubesDB } from '@qubes-net/qubesdb';
 import { NetnsSession, startFakeInternet, configureUplink, INTERNET, type Qube, type FakeInternet } from '@qubes-net/netns';
 import { startQubesDB, type RunningQubesDB } from '../helpers/qubesdb.js';
 import { waitFor } from '../helpers/wait.js';
+import { spawnAgent, type AgentProcess, type LogLine } from '../helpers/agent-process.js';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const DRIVER_CLI = join(repoRoot, 'packages', 'driver-agent', 'dist', 'cli.js');
@@ -28,11 +27,7 @@ export const RESOLV = '/run/qn-drv/resolv.conf';
 /** Inside the netvm: a wrapper standing in for the installed /usr/bin/qubes-net-driver. */
 export const CLI_WRAPPER = '/run/qn-drv/qubes-net-driver';
 
-export interface LogLine {
-  level: number;
-  msg: string;
-  [k: string]: unknown;
-}
+export type { LogLine };
 
 export interface Client {
   name: string;
@@ -45,11 +40,7 @@ export interface Client {
   db: QubesDB;
 }
 
-export interface Daemon {
-  child: ChildProcess;
-  logs: LogLine[];
-  exited: Promise<number | null>;
-}
+export type Daemon = AgentProcess;
 
 export function provider(over: Record<string, string | undefined> = {}): Record<string, string | undefined> {
   return {
@@ -129,20 +120,7 @@ export class DriverLab {
   }
 
   startDaemon(args: string[] = []): Daemon {
-    const child = this.netvm.spawn(process.execPath, [DRIVER_CLI, 'run', '--resolv-conf', RESOLV, ...args], { env: { QUBES_NET_LOG_LEVEL: 'debug' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const logs: LogLine[] = [];
-    createInterface({ input: child.stdout! }).on('line', (l) => {
-      if (l.startsWith('{')) {
-        try {
-          logs.push(JSON.parse(l) as LogLine);
-        } catch {
-          // a partial line at exit
-        }
-      }
-    });
-    child.stderr!.resume();
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    this.daemon = { child, logs, exited };
+    this.daemon = spawnAgent(this.netvm, [DRIVER_CLI, 'run', '--resolv-conf', RESOLV, ...args]);
     return this.daemon;
   }
 

@@ -81,7 +81,7 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     assert.equal(await lab.tcp(c1, WEB, 1234), true);
     assert.equal(await lab.http(c1, WEB), false);
     assert.deepEqual(await lab.db.list(`/dns/${C1}/`), []);
-    assert.ok(lab.firewall!.lines.some((l) => l.msg === 'dns feedback skipped: path too long' && l.ip === C1));
+    assert.ok(lab.firewall!.logs.some((l) => l.msg === 'dns feedback skipped: path too long' && l.ip === C1));
     // An unresolvable name in an accept rule: that rule alone is left out, and reported.
     const partial = await lab.setRules(C1, { policy: 'drop', '0000': 'action=accept dsthost=nowhere.example.test', '0001': 'action=accept proto=icmp' });
     assert.match(partial, /^\d+ partial rule 0000 left out: dsthost nowhere.example.test did not resolve/);
@@ -108,13 +108,13 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     const cut = lab.hold(c1, WEB, 4321);
     t.after(() => { kept.child.kill('SIGKILL'); cut.child.kill('SIGKILL'); });
     await waitFor('both flows echoing', () => kept.echoes() > 3 && cut.echoes() > 3);
-    const logFrom = lab.firewall!.lines.length;
+    const logFrom = lab.firewall!.logs.length;
     await lab.setRules(C1, { policy: 'accept', '0000': 'action=drop proto=tcp dstports=4000-5000' });
     await waitFor('the 4321 flow broken', () => cut.broken());
     const mark = kept.echoes();
     await waitFor('the 1234 flow still echoing', () => kept.echoes() > mark + 5);
     assert.equal(kept.broken(), false);
-    const cuts = lab.firewall!.lines.slice(logFrom).filter((l) => l.msg === 'connection cut');
+    const cuts = lab.firewall!.logs.slice(logFrom).filter((l) => l.msg === 'connection cut');
     assert.ok(cuts.some((l) => l.ip === C1 && l.dport === 4321));
     assert.ok(!cuts.some((l) => l.dport === 1234));
   });
@@ -143,7 +143,7 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     assert.equal(await lab.http(c2, WEB), false);
     assert.equal(await lab.http(c1, WEB), true);
     assert.equal(lab.firewall!.child.exitCode, null, 'the daemon keeps running');
-    assert.ok(lab.firewall!.lines.some((l) => l.msg === 'invalid rules: blocking the qube' && l.ip === C2));
+    assert.ok(lab.firewall!.logs.some((l) => l.msg === 'invalid rules: blocking the qube' && l.ip === C2));
     await lab.setRules(C2, ACCEPT_ALL);
     assert.equal(await lab.http(c2, WEB), true);
   });
@@ -204,7 +204,7 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     assert.equal(await lab.http(c2, WEB), true, 'allowed traffic still allowed after stop');
     // Restarted with the nft binary instead of libnftables: the same kernel state results.
     await lab.startFirewall(['--no-hooks', '--nft-binary']);
-    assert.ok(lab.firewall!.lines.some((l) => l.applier === 'nft'));
+    assert.ok(lab.firewall!.logs.some((l) => l.applier === 'nft'));
     const mark = flow.echoes();
     await waitFor('flow still echoing after restart', () => flow.echoes() > mark + 5);
     assert.equal(flow.broken(), false);
@@ -229,7 +229,7 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     assert.match(await lab.nft(['list', 'chain', 'ip', 'qubes-firewall', 'custom-user']), /counter/);
     const before = await lab.generation(C2);
     lab.firewall!.child.kill('SIGHUP');
-    await waitFor('reload done', () => lab.firewall!.lines.some((l) => l.msg === 'reload done'));
+    await waitFor('reload done', () => lab.firewall!.logs.some((l) => l.msg === 'reload done'));
     assert.ok((await lab.generation(C2)) > before, 'every qube re-applied');
     await lab.setRules(C2, ACCEPT_ALL);
     assert.match(await lab.nft(['list', 'chain', 'ip', 'qubes-firewall', 'custom-user']), /counter/);
@@ -302,7 +302,7 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     const qubes = [];
     for (const i of probes) qubes.push(await lab.addClient(`p${i}`, addr(i)));
     await lab.startFirewall();
-    const ready = lab.firewall!.lines.find((l) => l.msg === 'firewall ready');
+    const ready = lab.firewall!.logs.find((l) => l.msg === 'firewall ready');
     assert.ok(ready && ready.qubes >= 1002, JSON.stringify(ready));
     assert.equal(await lab.db.read(`/qubes-firewall-applied/${addr(999)}`), '1 ok 1 rules');
     const dispatch = JSON.parse(await lab.nft(['-j', 'list', 'map', 'ip', 'qubes-firewall', 'dispatch'])).nftables.find((x: any) => x.map).map;

@@ -3,7 +3,6 @@
 // forwarding) and `qubes-net-firewall run`; client qubes behind it on vifs brought up through
 // the driver's hotplug path; the fake internet (@qubes-net/netns) on its uplink. Clients
 // configure their own side by hand (address, routes): what they send is the point here.
-import type { ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +10,7 @@ import { NetnsSession, startFakeInternet, configureUplink, type Qube, type FakeI
 import { openQubesDB, type QubesDB } from '@qubes-net/qubesdb';
 import { startQubesDB, type RunningQubesDB } from '../helpers/qubesdb.js';
 import { waitFor } from '../helpers/wait.js';
+import { spawnAgent, type AgentProcess, type LogLine } from '../helpers/agent-process.js';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const FIREWALL_CLI = join(repoRoot, 'packages', 'firewall', 'dist', 'cli.js');
@@ -31,36 +31,12 @@ export const WEB6 = '2001:db8:80::80';
 export const DNS1 = '198.51.100.53';
 export const DNS2 = '198.51.100.54';
 
-export interface Process {
-  child: ChildProcess;
-  lines: Record<string, any>[];
-  exited: Promise<number | null>;
-}
+export type Process = AgentProcess;
 
-function follow(q: Qube, child: ChildProcess): Process {
-  const lines: Record<string, any>[] = [];
-  let buf = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        lines.push(JSON.parse(line));
-      } catch {
-        lines.push({ msg: 'unparsed', line });
-      }
-    }
-  });
-  void q;
-  return { child, lines, exited: new Promise((r) => child.once('exit', (code) => r(code))) };
-}
-
-async function waitLog(what: string, q: Qube, p: Process, msg: string, timeoutMs = 60_000): Promise<Record<string, any>> {
+async function waitLog(what: string, q: Qube, p: Process, msg: string, timeoutMs = 60_000): Promise<LogLine> {
   return waitFor(what, () => {
-    if (p.child.exitCode !== null) throw new Error(`${what}: process exited ${p.child.exitCode}: ${q.outputOf(p.child).stderr} ${JSON.stringify(p.lines.slice(-5))}`);
-    return p.lines.find((l) => l.msg === msg);
+    if (p.child.exitCode !== null) throw new Error(`${what}: process exited ${p.child.exitCode}: ${q.outputOf(p.child).stderr} ${JSON.stringify(p.logs.slice(-5))}`);
+    return p.logs.find((l) => l.msg === msg);
   }, { timeoutMs });
 }
 
@@ -107,7 +83,7 @@ export class FirewallLab {
   }
 
   async startDriver(): Promise<void> {
-    const p = follow(this.netvm, this.netvm.spawn(process.execPath, [DRIVER_CLI, 'run']));
+    const p = spawnAgent(this.netvm, [DRIVER_CLI, 'run'], { QUBES_NET_LOG_LEVEL: 'info' });
     this.driver = p;
     await waitLog('driver ready', this.netvm, p, 'driver ready');
   }
@@ -144,8 +120,7 @@ export class FirewallLab {
 
   /** Starts `qubes-net-firewall run` in the netvm and waits for READY. */
   async startFirewall(extra: string[] = ['--no-hooks'], env: Record<string, string> = {}): Promise<Process> {
-    const child = this.netvm.spawn(process.execPath, [FIREWALL_CLI, 'run', '--min-refresh-s', '1', '--retry-refresh-s', '1', ...extra], { env: { QUBES_NET_LOG_LEVEL: 'debug', ...env } });
-    const p = follow(this.netvm, child);
+    const p = spawnAgent(this.netvm, [FIREWALL_CLI, 'run', '--min-refresh-s', '1', '--retry-refresh-s', '1', ...extra], env);
     this.firewall = p;
     await waitLog('firewall ready', this.netvm, p, 'firewall ready');
     return p;

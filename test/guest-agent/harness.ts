@@ -1,16 +1,15 @@
 // A client qube and a netvm qube joined by a veth pair (client eth0 ↔ netvm vif12.0), the
 // real QubesDB daemon inside the client, an FFI client for the test to write keys as dom0
 // would, and the real `qubes-net-guest` CLI run inside the client.
-import type { ChildProcess } from 'node:child_process';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ipBatch, ipJson } from '@qubes-net/common';
 import { openQubesDB, type QubesDB } from '@qubes-net/qubesdb';
 import { NetnsSession, type Qube } from '@qubes-net/netns';
 import { startQubesDB, type RunningQubesDB } from '../helpers/qubesdb.js';
 import { waitFor } from '../helpers/wait.js';
+import { spawnAgent, type AgentProcess, type LogLine } from '../helpers/agent-process.js';
 import { APPENDIX_A } from './fixtures.js';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -38,21 +37,13 @@ export async function writeCliWrapper(path: string, marker: string): Promise<voi
 export const CLIENT_MAC = '00:16:3e:5e:6c:00';
 export const VIF = 'vif12.0';
 
-export interface LogLine {
-  level: number;
-  msg: string;
-  [k: string]: unknown;
-}
+export type { LogLine };
 
 export function parseLogLines(stdout: string): LogLine[] {
   return stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
 }
 
-export interface Agent {
-  child: ChildProcess;
-  logs: LogLine[];
-  /** Resolves with the exit code. */
-  exited: Promise<number | null>;
+export interface Agent extends AgentProcess {
   stop(): Promise<number | null>;
 }
 
@@ -130,13 +121,7 @@ export class GuestLab {
 
   /** Starts `qubes-net-guest run` inside the client, collecting its log lines. */
   startAgent(args: string[] = []): Agent {
-    const child = this.client.spawn(process.execPath, [CLI, 'run', ...args], { env: { QUBES_NET_LOG_LEVEL: 'debug' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const logs: LogLine[] = [];
-    createInterface({ input: child.stdout! }).on('line', (l) => {
-      if (l.startsWith('{')) logs.push(JSON.parse(l) as LogLine);
-    });
-    child.stderr!.resume();
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const { child, logs, exited } = spawnAgent(this.client, [CLI, 'run', ...args]);
     return {
       child,
       logs,
