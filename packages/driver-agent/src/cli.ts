@@ -7,15 +7,15 @@ import { hotplug } from './hotplug.js';
 import { request, NoDaemonError } from './control-client.js';
 import { formatStatus } from './status.js';
 import { Driver, type StatusReport } from './driver.js';
-import { openQubesDBClient } from './qubesdb-open.js';
-import { setQubesDBLogger } from '@qubes-net/qubesdb';
+import { openDriverQubesDB } from './qubesdb-open.js';
+import { setQubesDBLogger } from '@qubes-net/qubesdb/library';
 
 async function viaDaemon(opts: CommonOptions, req: Record<string, unknown>): Promise<Record<string, unknown> & { ok: boolean }> {
   return request(opts.controlSocket, req);
 }
 
 async function statusWithoutDaemon(opts: CommonOptions): Promise<StatusReport> {
-  const qdb = await openQubesDBClient(opts.qubesdbRunDir ? { runDir: opts.qubesdbRunDir } : {});
+  const qdb = openDriverQubesDB(opts);
   const driver = new Driver({ qdb, log: createLogger('driver-status', 'warn'), resolvConf: opts.resolvConf, resolved: opts.resolved, hooksDir: opts.hooksDir, firewall: opts.firewall, firewallPidFile: opts.firewallPidFile });
   try {
     await driver.startReadOnly();
@@ -49,7 +49,7 @@ async function main(argv: string[]): Promise<number> {
       await runDaemon(opts);
       return -1; // keeps running
     case 'base-ruleset': {
-      const qdb = await openQubesDBClient(opts.qubesdbRunDir ? { runDir: opts.qubesdbRunDir } : {});
+      const qdb = openDriverQubesDB(opts);
       const driver = new Driver({ qdb, log: createLogger('driver'), resolvConf: opts.resolvConf, resolved: opts.resolved, hooksDir: opts.hooksDir, firewall: opts.firewall, firewallPidFile: opts.firewallPidFile });
       try {
         await driver.loadBaseOnly();

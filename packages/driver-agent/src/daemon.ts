@@ -4,7 +4,7 @@
 import { createLogger, sdNotify, type Logger } from '@qubes-net/common';
 import { Driver } from './driver.js';
 import { ControlServer } from './control-server.js';
-import { openQubesDBClient } from './qubesdb-open.js';
+import { openDriverQubesDB } from './qubesdb-open.js';
 import type { CommonOptions } from './options.js';
 import type { Request } from './protocol.js';
 
@@ -32,7 +32,7 @@ export function controlHandler(driver: Driver): (req: Request) => Promise<{ ok: 
 }
 
 export async function runDaemon(opts: CommonOptions, log: Logger = createLogger('driver')): Promise<void> {
-  const qdb = await openQubesDBClient(opts.qubesdbRunDir ? { runDir: opts.qubesdbRunDir } : {});
+  const qdb = openDriverQubesDB(opts);
   const driver = new Driver({ qdb, log, resolvConf: opts.resolvConf, resolved: opts.resolved, ...(opts.resolvedRunDir ? { resolvedRunDir: opts.resolvedRunDir } : {}), hooksDir: opts.hooksDir, firewall: opts.firewall, firewallPidFile: opts.firewallPidFile, batchWindowMs: opts.batchWindowMs, persistentTools: true });
   const server = new ControlServer(opts.controlSocket, controlHandler(driver), log);
   await server.listen();

@@ -8,7 +8,7 @@ import { createLogger, forLog, type Logger } from '@qubes-net/common';
 import { runProcess as run } from './kernel/process.js';
 import { Driver } from './driver.js';
 import { request, NoDaemonError } from './control-client.js';
-import { openQubesDBClient } from './qubesdb-open.js';
+import { openDriverQubesDB } from './qubesdb-open.js';
 import type { CommonOptions } from './options.js';
 import type { EventResult } from './model/planner.js';
 
@@ -67,7 +67,7 @@ export async function hotplug(input: HotplugInput, opts: CommonOptions, log: Log
 }
 
 async function inProcess(ev: Record<string, unknown>, opts: CommonOptions, log: Logger): Promise<EventResult> {
-  const qdb = await openQubesDBClient(opts.qubesdbRunDir ? { runDir: opts.qubesdbRunDir } : {});
+  const qdb = openDriverQubesDB(opts);
   const driver = new Driver({ qdb, log, resolvConf: opts.resolvConf, resolved: opts.resolved, hooksDir: opts.hooksDir, firewall: opts.firewall, firewallPidFile: opts.firewallPidFile });
   try {
     await driver.startOneShot();

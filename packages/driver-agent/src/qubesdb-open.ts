@@ -1,6 +1,9 @@
-// Opens QubesDB through @qubes-net/qubesdb's FFI client (libqubesdb through koffi).
-import { openQubesDB, type QubesDB, type OpenOptions } from '@qubes-net/qubesdb';
+// Opens this qube's QubesDB through the FFI client (libqubesdb through koffi), at the sockets
+// the options name, else the library's default. Only the client module is loaded: the package
+// index also brings the daemon and the codec, which the driver never uses.
+import { openQubesDB } from '@qubes-net/qubesdb/client';
+import type { QubesDB } from '@qubes-net/qubesdb/api';
 
-export async function openQubesDBClient(opts: OpenOptions = {}): Promise<QubesDB> {
-  return openQubesDB(opts);
+export function openDriverQubesDB(opts: { qubesdbRunDir?: string | undefined }): QubesDB {
+  return openQubesDB(opts.qubesdbRunDir ? { runDir: opts.qubesdbRunDir } : {});
 }
