@@ -11,7 +11,8 @@ import { forbiddenConnections, type Connection } from './model/conntrack-match.j
 import { refreshDelayMs, DEFAULT_REFRESH, type RefreshBounds } from './model/refresh.js';
 import { addStaleRemoval } from './model/reconcile.js';
 import { sameServers, type DnsServers } from './model/resolv-conf.js';
-import { addFirewallSkeleton, type Family } from './model/skeleton.js';
+import type { Family } from './model/skeleton.js';
+import { ensureFirewallTables, firewallTablesTransaction } from './kernel/tables.js';
 import { readFamilyState } from './kernel/nft.js';
 import type { ParsedQube, Rule } from './model/rules.js';
 import { NameCache } from './name-cache.js';
@@ -166,6 +167,11 @@ export class FirewallEngine {
 
   /** The initial load: this VM's DNS servers into dns-addr, then every qube's rules. */
   async start(): Promise<void> {
+    // Where the daemon did not do it before the hooks (the network agent), `forward`'s rules
+    // are added now, at its top; a table that holds them already is left as it is.
+    const tables = await ensureFirewallTables(this.kernel).catch((e): ApplyResult & { built: Family[] } => ({ ok: false, code: 'failed', error: String((e as Error)?.message ?? e), built: [] }));
+    if (!tables.ok) this.log.error({ error: forLog(tables.error, 500) }, 'cannot complete the firewall tables');
+    else if (tables.built.length) this.log.info({ families: tables.built }, 'forward chain rules added');
     await this.loadDnsServers(true);
     await this.readConnected();
     this.requestSync('start');
@@ -594,7 +600,8 @@ export class FirewallEngine {
     for (const family of [4, 6] as const) if (!(await readFamilyState(family, this.kernel)).present) missing.push(family);
     if (missing.length === 0) return res;
     this.log.error({ families: missing }, 'firewall table missing: restoring it');
-    const skel = await this.kernel.apply(addDnsSet(addDnsSet(addFirewallSkeleton(new NftTransaction()), 4, dns.v4), 6, dns.v6));
+    const { tx: tables } = await firewallTablesTransaction(this.kernel);
+    const skel = await this.kernel.apply(addDnsSet(addDnsSet(tables, 4, dns.v4), 6, dns.v6));
     if (!skel.ok) return skel;
     // Every qube's chain went with the table: rebuild them all after this pass.
     this.requestSync('table restored');

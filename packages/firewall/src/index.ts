@@ -1,5 +1,8 @@
 // @qubes-net/firewall: dom0's per-qube firewall rules in nftables.
-export { firewallSkeleton, addFirewallSkeleton, addFamilySkeleton, firewallTable, qubeChainName, FIREWALL_TABLE, DISPATCH_MAP, DNS_SET, FORWARD_CHAIN, FORWARD_PRIORITY, nftFamily } from './model/skeleton.js';
+export {
+  firewallSkeleton, addFirewallSkeleton, addFamilySkeleton, addForwardRules, forwardRulesPresent, forwardRuleExprs, firewallTable, qubeChainName, nftFamily,
+  FIREWALL_TABLE, DISPATCH_MAP, DNS_SET, FORWARD_CHAIN, FORWARD_PRIORITY, USER_FORWARD_CHAIN, PREROUTING_CHAIN, POSTROUTING_CHAIN, EDGE_PRIORITY, FORWARD_RULE_COMMENT,
+} from './model/skeleton.js';
 export type { Family } from './model/skeleton.js';
 export * from './model/rules.js';
 export { parseRule, parseQubeEntries, parseTarget, parseCidr, parseHostname, markerTarget, describeErrors, FIREWALL_PREFIX, type Target } from './model/parse.js';
@@ -14,6 +17,7 @@ export { runHooks, listHooks, DEFAULT_HOOK_PATHS, DEFAULT_HOOK_WAIT_MS, type Hoo
 export { resolveHost, readResolvConf } from './kernel/dns.js';
 export { realKernel } from './kernel/port.js';
 export { readFamilyState, firewallNftWriter } from './kernel/nft.js';
+export { ensureFirewallTables, firewallTablesTransaction } from './kernel/tables.js';
 export { renderQube } from './render.js';
 export { collectStatus, formatStatus } from './status.js';
 export { runDaemon, defaultDaemonOptions, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';
