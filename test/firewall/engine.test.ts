@@ -203,8 +203,10 @@ test('names: one lookup per name for many qubes, partial/blocked outcomes, /dns 
   assert.equal(s.lookups.filter((l) => l === '4 web.test').length, 1);
   assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.7'))!, /^1 partial rule 0001 left out: dsthost gone.test did not resolve \(no such name\)$/);
   assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.9'))!, /^1 blocked rule 0000: dsthost gone.test did not resolve/);
-  assert.equal(await s.db.read('/dns/10.137.0.7/web.test'), '203.0.113.80');
+  // Upstream's format: the Python set text of the resolved networks.
+  assert.equal(await s.db.read('/dns/10.137.0.7/web.test'), "{'203.0.113.80/32'}");
   assert.deepEqual(await s.db.list('/dns/10.137.0.7/'), ['/dns/10.137.0.7/web.test']);
+  assert.deepEqual(await s.db.list('/dns/10.137.0.9/'), [], 'a blocked qube has no /dns entries');
   assert.ok(s.logs.some((l) => l.msg === 'dns feedback skipped: path too long' && l.ip === '10.137.0.7'));
   assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7')!.slice(0, 2), ['ip daddr 203.0.113.80 accept comment "0000"', 'ip daddr 203.0.113.81 accept comment "0002"']);
   await s.engine.stop();
@@ -221,7 +223,7 @@ test('names are re-resolved when their TTL runs out; an unchanged answer costs n
   assert.equal(applied(), 1, 'same answer: nothing applied');
   s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.99'], ttlSeconds: 3600 });
   await waitFor('the new address applied', () => s.kernel.chain(4, 'qbs-10-137-0-7')?.[0] === 'ip daddr 203.0.113.99 accept comment "0000"');
-  await waitFor('feedback', async () => (await s.db.read('/dns/10.137.0.7/web.test')) === '203.0.113.99');
+  await waitFor('feedback', async () => (await s.db.read('/dns/10.137.0.7/web.test')) === "{'203.0.113.99/32'}");
   assert.equal(await s.db.read('/qubes-firewall-applied/10.137.0.7'), '2 ok 2 rules');
   await s.engine.stop();
 });

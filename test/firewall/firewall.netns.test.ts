@@ -74,7 +74,7 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     assert.equal(await lab.http(c1, OTHER), false);
     assert.equal(await lab.tcp(c1, WEB, 1234), false);
     assert.equal(await lab.ping(c1, WEB), false);
-    assert.equal(await lab.db.read(`/dns/${C1}/www.example.test`), WEB);
+    assert.equal(await lab.db.read(`/dns/${C1}/www.example.test`), `{'${WEB}/32'}`);
     // A name too long for a QubesDB path still works; only its /dns key is skipped, with a log line.
     const long = `${'a'.repeat(63)}.${'b'.repeat(63)}.example.test`;
     assert.match(await lab.setRules(C1, { policy: 'drop', '0000': `action=accept dsthost=${long} proto=tcp dstports=1234-1234` }), /^\d+ ok 2 rules$/);
@@ -156,7 +156,7 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     assert.equal(await lab.http(c1, WEB), true);
     assert.equal(await lab.http(c1, OTHER), false);
     await lab.internet.setHosts([{ name: 'moving.example.test', addresses: [OTHER] }]);
-    await waitFor('the new address applied', async () => (await lab.db.read(`/dns/${C1}/moving.example.test`)) === OTHER);
+    await waitFor('the new address applied', async () => (await lab.db.read(`/dns/${C1}/moving.example.test`)) === `{'${OTHER}/32'}`);
     assert.equal(await lab.http(c1, OTHER), true);
     assert.equal(await lab.http(c1, WEB), false);
   });

@@ -658,7 +658,10 @@ export class FirewallEngine {
     const fields = { ip: addr, outcome: compiled.outcome, rules: compiled.rules.length, generation, cause: prep.mode };
     if (compiled.outcome === 'ok') this.log.info(fields, 'rules applied');
     else this.log.warn({ ...fields, reasons: compiled.reasons.join('; ').slice(0, 1000) }, 'rules applied');
-    await this.safeFeedback(addr, () => writeApplyFeedback(this.db, this.log, { addr, generation: generation!, summary: outcomeSummary(compiled), hosts: compiled.hosts }));
+    // A blocked qube's chain holds no name: like upstream (which applies a drop-only rule set),
+    // its /dns/<ip>/ entries go.
+    const hosts = compiled.outcome === 'blocked' ? new Map<string, string[]>() : compiled.hosts;
+    await this.safeFeedback(addr, () => writeApplyFeedback(this.db, this.log, { addr, family: prep.target.family, generation: generation!, summary: outcomeSummary(compiled), hosts }));
   }
 
   private scheduleRefresh(addr: string, resolutions: HostResolution[]): void {

@@ -12,7 +12,7 @@ export { parseResolvConf, type DnsServers } from './model/resolv-conf.js';
 export { refreshDelayMs, DEFAULT_REFRESH, type RefreshBounds } from './model/refresh.js';
 export { staleObjectsScript, addStaleRemoval } from './model/reconcile.js';
 export { FirewallEngine, WATCH_PATHS, type KernelPort, type EngineOptions, type EngineStatus } from './engine.js';
-export { HANDLED_PREFIX, APPLIED_PREFIX, DNS_PREFIX } from './feedback.js';
+export { HANDLED_PREFIX, APPLIED_PREFIX, DNS_PREFIX, MAX_PATH, dnsFeedbackValue, writeApplyFeedback } from './feedback.js';
 export { runHooks, listHooks, DEFAULT_HOOK_PATHS, DEFAULT_HOOK_WAIT_MS, type HookPaths } from './hooks.js';
 export { resolveHost, readResolvConf } from './kernel/dns.js';
 export { realKernel } from './kernel/port.js';
