@@ -16,6 +16,7 @@ import { ensureFirewallTables, firewallTablesTransaction } from './kernel/tables
 import { readFamilyState } from './kernel/nft.js';
 import type { ParsedQube, Rule } from './model/rules.js';
 import { NameCache } from './name-cache.js';
+import { createDesktopNotifier, type Alert, type AlertSink } from './notify.js';
 import { clearFeedback, readHandledCounter, writeApplyFeedback } from './feedback.js';
 
 export type ApplyResult = NftApplyResult;
@@ -47,6 +48,12 @@ export interface EngineOptions {
   now?: () => number;
   /** Called whenever a round of work has finished (the daemon refreshes its status file). */
   onSettled?: () => void;
+  /**
+   * Where alerts about rules not in force go (blocked or partial qubes). Default: a desktop
+   * notification to QubesDB's /default-user, as upstream (createDesktopNotifier; it does
+   * nothing where notify-send is not installed). false: the log only.
+   */
+  notify?: AlertSink | false;
   /**
    * How long a qube stays "being rewritten" (rule keys changed, marker not yet written)
    * before the engine stops waiting for its marker and applies what QubesDB holds: a marker
@@ -99,6 +106,12 @@ interface Prepared {
   target: Target;
   parsed: ParsedQube;
   mode: Mode;
+  /**
+   * Rules not in force are announced on the desktop when dom0 wrote them (a marker), at start
+   * and on reload, as upstream does each time it handles a qube; a resync for another cause
+   * (watch reconnect, after a failure) or a TTL refresh announces only a changed outcome.
+   */
+  announce?: boolean;
 }
 
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
@@ -131,6 +144,7 @@ export class FirewallEngine {
   private readonly names: NameCache;
   private readonly readDnsServers: () => Promise<DnsServers>;
   private readonly onSettled: (() => void) | undefined;
+  private readonly alert: AlertSink | undefined;
   private dns: DnsServers = { v4: [], v6: [] };
 
   private readonly qubes = new Map<string, QubeState>();
@@ -159,6 +173,7 @@ export class FirewallEngine {
     this.readDnsServers = opts.readDnsServers;
     this.onSettled = opts.onSettled;
     this.writingTimeoutMs = opts.writingTimeoutMs ?? 10_000;
+    this.alert = opts.notify === false ? undefined : (opts.notify ?? createDesktopNotifier({ db: opts.db, log: opts.log.child({ part: 'alert' }) }));
     // Any of this VM's resolvers answers for both record types (A and AAAA).
     this.names = new NameCache((host, family) => opts.resolve(host, family, [...this.dns.v4, ...this.dns.v6]), this.bounds, this.now);
   }
@@ -426,7 +441,7 @@ export class FirewallEngine {
     await this.removeStale(keep);
     const preps: Prepared[] = wanted
       .filter((t) => !this.writing.has(t.addr))
-      .map((target) => ({ target, parsed: parseQubeEntries(target, perTarget.get(target.addr) ?? new Map()), mode: 'marker' as const }));
+      .map((target) => ({ target, parsed: parseQubeEntries(target, perTarget.get(target.addr) ?? new Map()), mode: 'marker' as const, announce: reason === 'start' || reason === 'reload' }));
     this.log.info({ reason, qubes: preps.length }, 'loading all rules');
     await this.applyPrepared(preps);
     this.lastSync = this.now();
@@ -490,7 +505,7 @@ export class FirewallEngine {
           this.log.info({ ip: target.addr }, 'rules changed while being read: waiting for the next marker');
           continue;
         }
-        preps.push({ target, parsed: parseQubeEntries(target, entries), mode });
+        preps.push({ target, parsed: parseQubeEntries(target, entries), mode, announce: true });
       } catch (e) {
         // QubesDB unavailable: keep the current rules; the watch reconnect triggers a resync.
         this.log.error({ ip: target.addr, err: forLog((e as Error).message) }, 'cannot read rules; keeping the current ones');
@@ -655,6 +670,10 @@ export class FirewallEngine {
     if (previous) clearTimeout(previous.timer);
     this.qubes.set(addr, q);
     this.scheduleRefresh(addr, resolutions);
+    if (compiled.outcome !== 'ok') {
+      const changed = previous?.compiled.outcome !== compiled.outcome || previous.compiled.reasons.join('\n') !== compiled.reasons.join('\n');
+      if (prep.announce || changed) this.raiseAlert({ ip: addr, outcome: compiled.outcome, reason: compiled.reasons[0] ?? compiled.outcome });
+    }
     const fields = { ip: addr, outcome: compiled.outcome, rules: compiled.rules.length, generation, cause: prep.mode };
     if (compiled.outcome === 'ok') this.log.info(fields, 'rules applied');
     else this.log.warn({ ...fields, reasons: compiled.reasons.join('; ').slice(0, 1000) }, 'rules applied');
@@ -662,6 +681,15 @@ export class FirewallEngine {
     // its /dns/<ip>/ entries go.
     const hosts = compiled.outcome === 'blocked' ? new Map<string, string[]>() : compiled.hosts;
     await this.safeFeedback(addr, () => writeApplyFeedback(this.db, this.log, { addr, family: prep.target.family, generation: generation!, summary: outcomeSummary(compiled), hosts }));
+  }
+
+  /** Hands an alert over without waiting: the firewall never blocks on the desktop. */
+  private raiseAlert(alert: Alert): void {
+    try {
+      this.alert?.(alert);
+    } catch (e) {
+      this.log.error({ ip: alert.ip, err: forLog((e as Error)?.message ?? e) }, 'alert failed');
+    }
   }
 
   private scheduleRefresh(addr: string, resolutions: HostResolution[]): void {

@@ -22,3 +22,4 @@ export { renderQube } from './render.js';
 export { collectStatus, formatStatus } from './status.js';
 export { runDaemon, defaultDaemonOptions, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';
 export { openOffLoopQubesDB } from './qubesdb-offloop.js';
+export { createDesktopNotifier, alertText, DEFAULT_USER_KEY, type Alert, type AlertSink, type DesktopNotifier, type DesktopNotifierOptions } from './notify.js';
