@@ -14,7 +14,7 @@ export { staleObjectsScript, addStaleRemoval } from './model/reconcile.js';
 export { FirewallEngine, WATCH_PATHS, type KernelPort, type EngineOptions, type EngineStatus } from './engine.js';
 export { HANDLED_PREFIX, APPLIED_PREFIX, DNS_PREFIX, MAX_PATH, dnsFeedbackValue, writeApplyFeedback } from './feedback.js';
 export { runHooks, listHooks, DEFAULT_HOOK_PATHS, DEFAULT_HOOK_WAIT_MS, type HookPaths } from './hooks.js';
-export { resolveHost, readResolvConf } from './kernel/dns.js';
+export { resolveHost, readResolvConf, DEFAULT_RESOLVE, type ResolveOptions } from './kernel/dns.js';
 export { realKernel } from './kernel/port.js';
 export { readFamilyState, firewallNftWriter } from './kernel/nft.js';
 export { ensureFirewallTables, firewallTablesTransaction } from './kernel/tables.js';
