@@ -331,6 +331,8 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     assert.equal(report.daemon.running, true);
     assert.equal(report.daemon.ready, true);
     assert.equal(report.kernel.ipv4.forwardPolicy, 'drop');
+    assert.equal(report.kernel.ipv4.forwardRules, true);
+    assert.equal(report.kernel.ipv6.forwardRules, true);
     const q = report.qubes.find((x: any) => x.ip === C1);
     assert.equal(q.outcome, 'ok');
     assert.equal(q.inKernel, true);

@@ -49,6 +49,7 @@ test('the skeleton is idempotent and leaves qube chains, elements, sets and user
   assert.equal(await ruleset(ns), full);
   const st = await readFamilyState(4, { netns: ns });
   assert.equal(st.forwardPolicy, 'drop');
+  assert.equal(st.forwardRules, false);
   assert.equal(st.dispatch.get('10.137.0.7'), 'qbs-10-137-0-7');
   assert.equal(st.chains.get('qbs-10-137-0-7')?.rules, 2);
   assert.equal(st.chains.get('forward')?.rules, 0, 'the skeleton holds no rule; the firewall adds forward\'s once');
@@ -147,5 +148,6 @@ test("16.2: forward's rules are added once, at the top, in a real kernel; user r
   assert.deepEqual(await apply(addQubeRemoval(new NftTransaction(), '10.137.0.7', 4), ns), { ok: true });
   res = await ensureFirewallTables(writer);
   assert.deepEqual(res.built, []);
+  assert.equal((await readFamilyState(6, { netns: ns })).forwardRules, true);
   assert.equal(await ruleset(ns), before);
 });
