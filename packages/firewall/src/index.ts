@@ -20,6 +20,6 @@ export { readFamilyState, firewallNftWriter } from './kernel/nft.js';
 export { ensureFirewallTables, firewallTablesTransaction } from './kernel/tables.js';
 export { renderQube } from './render.js';
 export { collectStatus, formatStatus } from './status.js';
-export { runDaemon, defaultDaemonOptions, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';
+export { runDaemon, defaultDaemonOptions, watchResolvConf, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';
 export { openOffLoopQubesDB } from './qubesdb-offloop.js';
 export { createDesktopNotifier, alertText, DEFAULT_USER_KEY, type Alert, type AlertSink, type DesktopNotifier, type DesktopNotifierOptions } from './notify.js';
