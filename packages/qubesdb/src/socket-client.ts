@@ -175,16 +175,24 @@ export class SocketQubesDB implements QubesDB {
     return new QubesDBError(op, path, errno, `qubesdb ${op} ${path} failed (reply type ${r.type})`);
   }
 
-  async read(path: string): Promise<string | undefined> {
+  /** The value's bytes (the qdb CLI prints values that are not UTF-8). */
+  async readBytes(path: string): Promise<Buffer | undefined> {
     if (!isValidKey(path)) throw new QubesDBError('read', path.slice(0, 80), 22);
     const [r] = await this.request('read', MessageType.Read, path, undefined, SocketQubesDB.single);
-    if (r!.type === MessageType.RespRead) return r!.data.toString('utf8');
+    if (r!.type === MessageType.RespRead) return r!.data;
     if (r!.type === MessageType.RespErrorNoent) return undefined;
     throw this.error('read', path, r!);
   }
 
+  async read(path: string): Promise<string | undefined> {
+    return (await this.readBytes(path))?.toString('utf8');
+  }
+
   async write(path: string, value: string): Promise<void> {
-    const data = Buffer.from(value, 'utf8');
+    await this.writeBytes(path, Buffer.from(value, 'utf8'));
+  }
+
+  async writeBytes(path: string, data: Buffer): Promise<void> {
     if (!isValidKey(path) || !isValidValue(data)) throw new QubesDBError('write', path.slice(0, 80), 22);
     const [r] = await this.request('write', MessageType.Write, path, data, SocketQubesDB.single);
     if (r!.type !== MessageType.RespOk) throw this.error('write', path, r!);
@@ -212,6 +220,10 @@ export class SocketQubesDB implements QubesDB {
 
   async multiread(prefix: string): Promise<Map<string, string>> {
     return new Map((await this.stream('multiread', prefix)).map((r) => [r.path, r.data.toString('utf8')]));
+  }
+
+  async multireadBytes(prefix: string): Promise<Map<string, Buffer>> {
+    return new Map((await this.stream('multiread', prefix)).map((r) => [r.path, r.data]));
   }
 
   watch(paths: readonly string[]): QubesDBWatch {
