@@ -3,7 +3,7 @@ export { DriverLoop, DriverLoop as Driver, type DriverOptions, type DriverReques
 export { Turn, type TurnOutcome, type TurnSysctl } from './managers/turn.js';
 export { toolWriter, type KernelWriter } from './kernel/writer.js';
 export { readXenVifs, parseXenstoreLs, type XenVif } from './kernel/xen-vifs.js';
-export { loadBaseRuleset } from './base.js';
+export { loadBaseRuleset, renderBaseFiles } from './base.js';
 export * from './model/base-check.js';
 export { runDaemon, controlHandler, driverOptions } from './daemon.js';
 export { hotplug, type HotplugInput } from './hotplug.js';
