@@ -11,12 +11,11 @@ import type { Logger } from '@qubes-net/common';
 import type { QubesDB } from '@qubes-net/qubesdb';
 import type { RawVifEvent } from './model/vif-event.js';
 import type { EventResult } from './model/planner.js';
-import { renderBaseRuleset, connectedStatements } from './model/ruleset.js';
-import { dnsChainStatements } from './model/dns.js';
-import { fakeIpBaseStatements } from './model/fake-ip.js';
+import { addBase, addConnected } from './model/ruleset.js';
+import { addDnsChain } from './model/dns.js';
+import { addFakeIpBase } from './model/fake-ip.js';
 import { reconcile } from './model/reconcile.js';
 import { baseDifferences } from './model/base-check.js';
-import { kernelHasFlowtables } from './kernel/nft-writer.js';
 import { observe } from './kernel/observe.js';
 import { readSysctl, writeSysctl, kernelHasIPv6 } from './kernel/procfs.js';
 import { readXenVifs, xenstoreDirFromEnv } from './kernel/xen-vifs.js';
@@ -135,11 +134,6 @@ export class DriverLoop {
   async start(o: { apply?: boolean; follow?: boolean } = {}): Promise<void> {
     const apply = o.apply !== false;
     this.ipv6Kernel = kernelHasIPv6();
-    if (apply) {
-      this.flowtables = await kernelHasFlowtables();
-      this.uplink.flowtables = this.flowtables;
-      this.log.info({ flowtables: this.flowtables, ipv6: this.ipv6Kernel }, this.flowtables ? 'flowtables available' : 'no flowtables in this kernel: forwarding without flow offload');
-    }
     if (o.follow) await this.follow();
     if (!apply) {
       await this.exclusive(async () => {
@@ -371,14 +365,15 @@ export class DriverLoop {
     const base = starting ? [] : baseDifferences(obs.tables, this.ipv6Kernel, dnsState.mapping);
     const withSkeleton = skeleton && (starting || !this.provider.firewallLoaded || base.length > 0) ? skeleton : undefined;
     if (starting || base.length) {
-      turn.nft.push(renderBaseRuleset({ ipv6: this.ipv6Kernel, connected4: config.connected4, connected6: config.connected6, dns: dnsState.mapping, ...(withSkeleton ? { firewallSkeleton: withSkeleton } : {}) }).trimEnd());
+      addBase(turn.tx, { ipv6: this.ipv6Kernel, connected4: config.connected4, connected6: config.connected6, dns: dnsState.mapping });
     } else {
-      turn.nft.push(...connectedStatements('ip', config.connected4), ...(this.ipv6Kernel ? connectedStatements('ip6', config.connected6) : []), ...dnsChainStatements(dnsState.mapping));
-      if (withSkeleton) turn.nft.push(withSkeleton.trimEnd());
+      addConnected(turn.tx, 'ip', config.connected4);
+      if (this.ipv6Kernel) addConnected(turn.tx, 'ip6', config.connected6);
+      addDnsChain(turn.tx, dnsState.mapping);
     }
-    if (starting) turn.nft.push(...fakeIpBaseStatements(state.online().flatMap((r) => (r.applied?.fakeIp ? [{ vif: r.spec.vif, fakeIp: r.applied.fakeIp }] : []))));
-    turn.nft.push(...fix.nft);
-    if (starting) await this.uplink.planFull(turn, state.online().map((r) => r.spec.vif));
+    if (withSkeleton) turn.raw.push(withSkeleton.trimEnd());
+    if (starting) addFakeIpBase(turn.tx, state.online().flatMap((r) => (r.applied?.fakeIp ? [{ vif: r.spec.vif, fakeIp: r.applied.fakeIp }] : [])));
+    turn.tx.append(fix.tx);
     for (const s of fix.sysctls) turn.sysctls.push({ ...s, tolerant: true });
     turn.ip.push(...fix.ip);
     await this.provider.plan(turn, { config, skeleton: withSkeleton });
@@ -419,7 +414,7 @@ export class DriverLoop {
       }
     }
     if (view.gatewayChanged) this.log.info({ gateway: config.gateway, gateway6: config.gateway6 }, 'gateway changed: reconfiguring every vif');
-    const uplinkChanged = await this.uplink.plan(turn);
+    const uplinkChanged = this.uplink.plan(turn);
     await this.dns.plan(turn, config, { inputsChanged: view.dnsInputsChanged || uplinkChanged, reason: uplinkChanged ? 'uplink changed' : view.dnsInputsChanged ? 'provider settings changed' : 'dns source changed' });
     await this.vifs.plan(turn, config, { gatewayChanged: view.gatewayChanged, flowtables: this.flowtables });
   }
@@ -435,9 +430,9 @@ export class DriverLoop {
       }
     }
     try {
-      await this.writer.nft(turn.nft);
+      await this.writer.nft(turn.tx, turn.raw);
     } catch (err) {
-      this.log.error({ full: turn.full, statements: turn.nft.length, err: String(err).slice(0, 500) }, 'transaction refused by nft: nothing of this turn is applied');
+      this.log.error({ full: turn.full, statements: turn.tx.size, err: String(err).slice(0, 500) }, 'transaction refused by nft: nothing of this turn is applied');
       turn.reject(err as Error);
       this.fullSyncFailed('nft refused a transaction');
       return;

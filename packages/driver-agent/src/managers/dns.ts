@@ -4,7 +4,7 @@
 // mapping differs. After a change the DNATed flows are purged (they would keep going to the
 // old server), the upstream list is fed back and the firewall is told.
 import type { Logger } from '@qubes-net/common';
-import { computeDnsMapping, dnsChainStatements, describeDnsRules, sameMapping, type DnsMapping } from '../model/dns.js';
+import { computeDnsMapping, addDnsChain, describeDnsRules, sameMapping, type DnsMapping } from '../model/dns.js';
 import type { ProviderConfig } from '../model/provider-config.js';
 import { DnsSource } from '../kernel/dns-source.js';
 import { ownAddresses } from '../kernel/observe.js';
@@ -58,7 +58,7 @@ export class DnsManager {
         turn.onCommit(() => (this.state = same));
         next = undefined;
       } else {
-        turn.nft.push(...dnsChainStatements(next.mapping));
+        addDnsChain(turn.tx, next.mapping);
       }
     }
     this.dirty = false;

@@ -5,7 +5,7 @@
 import type { Logger } from '@qubes-net/common';
 import type { QubesDB } from '@qubes-net/qubesdb';
 import { parseProviderConfig, PROVIDER_KEYS, type ProviderConfig } from '../model/provider-config.js';
-import { connectedStatements } from '../model/ruleset.js';
+import { addConnected } from '../model/ruleset.js';
 import { readSysctl, writeSysctl } from '../kernel/procfs.js';
 import { loadFirewallSkeleton } from '../firewall-skeleton.js';
 import type { Turn } from './turn.js';
@@ -74,11 +74,11 @@ export class ProviderManager {
       skeleton = full.skeleton;
     } else if (this.dirty) {
       config = await this.read();
-      if (before.connected4.join(' ') !== config.connected4.join(' ')) turn.nft.push(...connectedStatements('ip', config.connected4));
-      if (this.deps.ipv6Kernel() && before.connected6.join(' ') !== config.connected6.join(' ')) turn.nft.push(...connectedStatements('ip6', config.connected6));
+      if (before.connected4.join(' ') !== config.connected4.join(' ')) addConnected(turn.tx, 'ip', config.connected4);
+      if (this.deps.ipv6Kernel() && before.connected6.join(' ') !== config.connected6.join(' ')) addConnected(turn.tx, 'ip6', config.connected6);
       if (config.firewallService && !this.firewallLoaded) {
         skeleton = await this.skeleton(config);
-        if (skeleton) turn.nft.push(skeleton.trimEnd());
+        if (skeleton) turn.raw.push(skeleton.trimEnd());
       }
     }
     const wasDirty = this.dirty;

@@ -186,7 +186,7 @@ export class VifManager {
     const generation = this.generation;
     const plan = planBatch(this.state, events, { provider, facts: (v) => this.facts(v), generation, flowtable: opts.flowtables, mapped: (ip) => mapped.get(ip) });
     for (const s of plan.sysctls) turn.sysctls.push(s);
-    turn.nft.push(...plan.nft);
+    turn.tx.append(plan.tx);
     turn.ip.push(...plan.ip);
     turn.onCommit(() => {
       this.state = plan.next;
@@ -222,7 +222,7 @@ export class VifManager {
       this.queue.unshift(...rollback);
       this.logResults(plan, events, failed);
       for (const [vif, rec] of plan.records) if (!failed.has(vif)) this.deps.feedback.record(vif, rec);
-      this.deps.log.debug({ events: events.length, nft: plan.nft.length, ip: plan.ip.length, purged: plan.purge.length, ms: Math.round((performance.now() - t0) * 10) / 10 }, 'burst applied');
+      this.deps.log.debug({ events: events.length, nft: plan.tx.size, ip: plan.ip.length, purged: plan.purge.length, ms: Math.round((performance.now() - t0) * 10) / 10 }, 'burst applied');
     });
   }
 
