@@ -6,7 +6,7 @@ import type { Logger } from '@qubes-net/common';
 import type { QubesDB } from '@qubes-net/qubesdb';
 import { parseProviderConfig, PROVIDER_KEYS, type ProviderConfig } from '../model/provider-config.js';
 import { addConnected } from '../model/ruleset.js';
-import { readSysctl, writeSysctl } from '../kernel/procfs.js';
+import type { HostAccess } from '../kernel/host.js';
 import { loadFirewallSkeleton } from '../firewall-skeleton.js';
 import type { Turn } from './turn.js';
 
@@ -29,7 +29,7 @@ export class ProviderManager {
   /** A watched key changed: re-read on the next turn. */
   dirty = false;
 
-  constructor(private readonly deps: { qdb: QubesDB; log: Logger; firewall: 'auto' | 'on' | 'off'; ipv6Kernel: () => boolean }) {}
+  constructor(private readonly deps: { qdb: QubesDB; log: Logger; firewall: 'auto' | 'on' | 'off'; ipv6Kernel: () => boolean; host: Pick<HostAccess, 'readSysctl' | 'writeSysctl'> }) {}
 
   /**
    * Reads and validates the keys; a rejected gateway keeps the last valid one. `quietGateway`:
@@ -107,6 +107,7 @@ export class ProviderManager {
 
   /** IPv4 forwarding once the base (and, if wanted, the firewall's drop policy) is in place. */
   setForwarding(): void {
+    const { readSysctl, writeSysctl } = this.deps.host;
     const c = this.config;
     const allowed = !c.firewallService || this.firewallLoaded;
     const ipv6 = this.deps.ipv6Kernel();
