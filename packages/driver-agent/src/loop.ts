@@ -234,7 +234,8 @@ export class DriverLoop {
         dns: d ? { mode: d.mapping.mode, pairs: d.mapping.pairs, upstream: d.mapping.upstream, source: d.source, rejected: d.rejected } : undefined,
         forwarding: { ...this.provider.forwarding },
         flowtables: this.flowtables,
-        firewall: this.provider.firewallLoaded,
+        // From the kernel, not from the service flag (13.5).
+        firewall: obs.tables.firewallSkeleton,
         antispoofDrops: obs.tables.antispoofDrops,
         kernel: { inSync: differences.length === 0, differences },
         memory: (({ rss, heapUsed, heapTotal, external, arrayBuffers }) => ({ rss, heapUsed, heapTotal, external, arrayBuffers }))(process.memoryUsage()),
