@@ -7,11 +7,13 @@
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { existsSync, watch as fsWatch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { run, sdNotify, forLog, type Logger } from '@qubes-net/common';
-import { openQubesDB, type QubesDB, type OpenOptions } from '@qubes-net/qubesdb';
+import { sdNotify, forLog, type Logger } from '@qubes-net/common';
+import { NftTransaction, runProcess } from '@qubes-net/common/kernel';
+import type { QubesDB, OpenOptions } from '@qubes-net/qubesdb';
+import { openOffLoopQubesDB } from './qubesdb-offloop.js';
 import { FirewallEngine, WATCH_PATHS, type EngineStatus } from './engine.js';
-import { firewallSkeleton } from './model/skeleton.js';
-import { applyScript } from './kernel/nft.js';
+import { addFirewallSkeleton } from './model/skeleton.js';
+import { firewallNftWriter } from './kernel/nft.js';
 import { readResolvConf, resolveHost, type ResolveOptions, DEFAULT_RESOLVE } from './kernel/dns.js';
 import { realKernel } from './kernel/port.js';
 import { runHooks, DEFAULT_HOOK_PATHS, type HookPaths } from './hooks.js';
@@ -37,6 +39,10 @@ export interface DaemonOptions {
   refresh: RefreshBounds;
   /** Spawn `nft -f` for every change instead of using libnftables in-process. */
   nftBinary?: boolean;
+  /** How long each user hook may run before its process group is killed. */
+  hookWaitMs?: number;
+  /** See EngineOptions.writingTimeoutMs. */
+  writingTimeoutMs?: number;
   /** For tests: an already open QubesDB instead of openQubesDB(qubesdb). */
   db?: QubesDB;
 }
@@ -130,13 +136,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<number> {
   const startedAt = new Date();
   let statusTimer: NodeJS.Timeout | undefined;
 
-  const nft = await run('nft', ['--version'], { allowFailure: true }).catch(() => undefined);
+  const nft = await runProcess(['nft', '--version'], { allowFailure: true, timeoutMs: 10_000 }).catch(() => undefined);
   if (!nft || nft.exitCode !== 0) {
     log.fatal('nft not found: the firewall needs nftables');
     return 1;
   }
   // Fail closed before anything else: the forward policy drop exists from here on.
-  const skel = await applyScript(firewallSkeleton());
+  const skel = await firewallNftWriter(opts.nftBinary ? { noLibrary: true } : {}).apply(addFirewallSkeleton(new NftTransaction()));
   if (!skel.ok) {
     log.fatal({ error: forLog(skel.error, 1000) }, 'cannot create the firewall tables');
     return 1;
@@ -146,8 +152,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<number> {
   await mkdir(dirname(opts.pidfile), { recursive: true });
   await writeFile(opts.pidfile, `${process.pid}\n`);
 
-  const db = opts.db ?? openQubesDB(opts.qubesdb);
-  if (opts.hooks) await runHooks(opts.hooks, await customPersistEnabled(db, opts.customPersistFile, log), log);
+  // Calls on a worker thread: a QubesDB daemon that stops answering must not freeze the loop.
+  const db = opts.db ?? (await openOffLoopQubesDB(opts.qubesdb));
+  if (opts.hooks) await runHooks(opts.hooks, await customPersistEnabled(db, opts.customPersistFile, log), log, opts.hookWaitMs);
 
   const kernel = realKernel(opts.nftBinary ? { nftBinary: true } : {});
   log.info({ applier: kernel.applier }, 'nft transactions via ' + kernel.applier);
@@ -162,6 +169,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<number> {
       return r.servers;
     },
     refresh: opts.refresh,
+    ...(opts.writingTimeoutMs !== undefined ? { writingTimeoutMs: opts.writingTimeoutMs } : {}),
     onSettled: () => statusSoon(),
   });
 
