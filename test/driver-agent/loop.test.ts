@@ -192,3 +192,15 @@ test('xenstore-ls -f output: the vif backends below our own domain, other keys i
   const vifs = parseXenstoreLs(text, base);
   assert.deepEqual(vifs.map((v) => [v.vif, v.ip, v.hotplugStatus]), [['vif5.0', '10.137.0.5 fd09:24ef:4179::a89:5', 'connected'], ['vif7.1', '10.137.0.7\\"; reboot', '']]);
 });
+
+test('a host running the firewall in process is told of DNS changes by a call', async () => {
+  const r = rig();
+  const told: string[][] = [];
+  const loop = new DriverLoop({ ...(r.loop as any).opts, onDnsChanged: (d: { mapping: { upstream: string[] } }) => told.push(d.mapping.upstream) });
+  await loop.start();
+  writeFileSync((r.loop as any).opts.resolvConf, 'nameserver 198.51.100.54\n');
+  await loop.handle({ op: 'sync', reason: 'test' });
+  assert.deepEqual(told, [['198.51.100.54']], 'the change after the start, once');
+  await loop.stop();
+  await r.loop.stop();
+});
