@@ -385,7 +385,7 @@ export class DriverLoop {
         if (obs.kernel.vifLinks.size) this.log.error({ err: String(err), vifs: obs.kernel.vifLinks.size }, 'cannot read the vif backends from xenstore: every vif stays blocked until its next hotplug event');
         else this.log.info({ err: String(err) }, 'no vif backends readable in xenstore, and no vif in the kernel');
       }
-      rebuilt = await this.vifs.rebuild(config, xen, obs.kernel.vifLinks.keys());
+      rebuilt = await this.vifs.rebuild(config, xen, obs.kernel.vifLinks.keys(), obs.kernel.allowed.ip);
     }
     const state = rebuilt ?? this.vifs.state;
     const fix = reconcile(state, obs.kernel);

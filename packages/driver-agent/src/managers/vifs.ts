@@ -113,7 +113,7 @@ export class VifManager {
    * addresses Xen gives. Vifs in the kernel without a connected backend stay unconfigured
    * (blocked) until their hotplug event.
    */
-  async rebuild(provider: ProviderConfig, xen: readonly XenVif[], kernelVifs: Iterable<string>): Promise<DriverState> {
+  async rebuild(provider: ProviderConfig, xen: readonly XenVif[], kernelVifs: Iterable<string>, kernelAllowed: ReadonlySet<string> = new Set()): Promise<DriverState> {
     const next = new DriverState();
     const raw = await this.deps.qdb.multiread(VIF_PREFIX).catch(() => new Map<string, string>());
     const stored = parseStoredVifs(raw);
@@ -124,11 +124,15 @@ export class VifManager {
       known.add(x.vif);
       const facts = this.facts(x.vif);
       if (!facts.exists) continue;
-      if (x.hotplugStatus !== 'connected') {
+      const check = validateVifEvent({ op: 'online', vif: x.vif, ips: x.ip, mac: x.mac, type: x.type });
+      // Not marked connected yet: an online may be in flight right now (a one-shot fallback
+      // configured it and has not written hotplug-status). The kernel already holding Xen's
+      // addresses for it says so; taking it as online keeps the start from undoing it.
+      const inFlight = check.ok && check.spec.ipv4.length > 0 && check.spec.ipv4.every((a) => kernelAllowed.has(`${x.vif} ${a}`));
+      if (x.hotplugStatus !== 'connected' && !inFlight) {
         this.deps.log.info({ vif: x.vif, hotplugStatus: x.hotplugStatus }, 'vif not connected yet: waiting for its hotplug event');
         continue;
       }
-      const check = validateVifEvent({ op: 'online', vif: x.vif, ips: x.ip, mac: x.mac, type: x.type });
       if (!check.ok) {
         this.deps.log.error({ vif: x.vif, ...check.error.logFields(), source: 'xenstore', key: check.error.key.replace('$XENBUS_PATH', x.path) }, 'invalid vif backend entry: vif left blocked');
         continue;
