@@ -240,3 +240,19 @@ test('start while a one-shot online is in flight: a vif Xen has not marked conne
   assert.ok(st.kernel.differences.includes('ip allowed: element vif16.0 10.137.0.16 missing'), 'and its element is wanted');
   await r.loop.stop();
 });
+
+test('full turns that keep failing back off, while vif events still go through', async () => {
+  const r = rig();
+  await r.loop.start();
+  r.links.add('vif18.0');
+  // Every transaction that flushes the base chains (a full turn's) is refused from now on.
+  r.refuse.when = (text) => text.includes('flush chain ip qubes dnat-dns');
+  const before = r.transactions;
+  await r.loop.handle({ op: 'reconcile' });
+  await new Promise((res) => setTimeout(res, 400));
+  assert.equal(r.transactions - before, 2, 'the request\'s full turn, one retry at once, then a back-off (1 s)');
+  const on = await r.loop.handle({ op: 'online', vif: 'vif18.0', ips: '10.137.0.18', mac: '00:16:3e:5e:6c:00' });
+  assert.equal(on.ok, true, 'a vif still comes online during the back-off');
+  assert.deepEqual(allowed(r), ['"vif18.0" . 10.137.0.18']);
+  await r.loop.stop();
+});

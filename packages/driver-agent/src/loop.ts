@@ -509,10 +509,13 @@ export class DriverLoop {
   private fullSyncFailed(why: string, full: boolean): void {
     this.needFullSync = true;
     this.fullReason = why;
-    if (!full) return;
-    const delay = this.fullSyncFailures === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.fullSyncFailures - 1));
-    this.fullSyncFailures++;
-    this.fullSyncNotBefore = Date.now() + delay;
-    if (delay > 0) this.later(delay, () => this.kick());
+    let delay = 0;
+    if (full) {
+      delay = this.fullSyncFailures === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.fullSyncFailures - 1));
+      this.fullSyncFailures++;
+      this.fullSyncNotBefore = Date.now() + delay;
+    }
+    // Also when the failed turn was not the loop's own (start, sync, reconcile requests).
+    this.later(delay, () => this.kick());
   }
 }
