@@ -133,6 +133,7 @@ export class DriverLoop {
     this.dns.onChanged = (s) => this.feedback.dnsUpstream(s.mapping.upstream);
     this.uplink = new UplinkManager({ log: opts.log, onChange: () => this.kick(), onVifGone: (vif) => this.vifGone(vif) });
     this.vifs = new VifManager({ qdb: opts.qdb, log: opts.log, hooksDir: opts.hooksDir, feedback: this.feedback, facts: (v) => this.host.facts(v) });
+    this.vifs.onHooksDone = () => this.kick();
   }
 
   // ---------------------------------------------------------------- public surface
@@ -223,7 +224,7 @@ export class DriverLoop {
 
   /** Whether anything is queued, scheduled or running. */
   hasWork(): boolean {
-    return this.scheduled || this.flushesInFlight > 0 || this.turnWork();
+    return this.scheduled || this.flushesInFlight > 0 || this.vifs.busy || this.turnWork();
   }
 
   /** Work for a turn (feedback being written is work, but not a turn's). */
@@ -333,7 +334,7 @@ export class DriverLoop {
   private kick(): void {
     if (this.scheduled || !this.ready || this.stopped) return;
     if (!this.turnWork()) {
-      if (this.flushesInFlight > 0) return; // the last flush kicks again
+      if (this.flushesInFlight > 0 || this.vifs.busy) return; // the last flush or hook kicks again
       this.idleGc.touch();
       this.opts.onIdle?.();
       return;
