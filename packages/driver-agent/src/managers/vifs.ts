@@ -179,8 +179,19 @@ export class VifManager {
     return vifKernelState(spec, provider, facts, fake);
   }
 
-  /** A full turn: commit the rebuilt state with the turn, then record every vif. */
-  planFull(turn: Turn, next: DriverState | undefined): void {
+  /**
+   * A full turn: commit the rebuilt state with the turn, then record every vif. `purge`: the
+   * addresses no vif holds any more whose elements the turn removes (a vif that went while
+   * nothing ran): their flows go like those of a vif that goes offline.
+   */
+  planFull(turn: Turn, next: DriverState | undefined, purge: readonly string[] = []): void {
+    if (purge.length) {
+      turn.after(() => {
+        this.background(purgeConntrack(purge).then((r) => {
+          for (const e of r.errors) this.deps.log.error({ err: e }, 'conntrack purge failed');
+        }));
+      });
+    }
     if (!next) return;
     turn.onCommit(() => (this.state = next));
     turn.after(() => {
