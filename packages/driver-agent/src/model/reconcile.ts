@@ -2,7 +2,8 @@
 // `ip -j` and `nft -j`. Used at start, on demand and by `status` (empty result = in sync).
 // It only corrects what differs: nothing that is still wanted is flushed, so traffic of
 // configured vifs keeps flowing while a restarted driver reconciles.
-import { allowedElement, elementStatements, type SetChange, type Family } from './ruleset.js';
+import { NftTransaction } from '@qubes-net/common/kernel';
+import { allowedElement, addElementChanges, type SetChange, type Family } from './ruleset.js';
 import { transitionIpLines, type VifKernelState, type Sysctl } from './vif-state.js';
 import type { DriverState, IpLine } from './planner.js';
 import { appliedAddresses } from './planner.js';
@@ -24,11 +25,15 @@ export interface ObservedKernel {
 }
 
 export interface Correction {
+  /** Element corrections, typed; `nft` is their text. */
+  tx: NftTransaction;
   nft: string[];
   ip: IpLine[];
   sysctls: Array<Sysctl & { vif: string }>;
   /** Human-readable differences, one per finding (for status and the reconcile log). */
   differences: string[];
+  /** Addresses whose `downstream` element goes (no vif holds them): their flows are purged. */
+  purge: string[];
 }
 
 function routeKey(addr: string, metric: number): string {
@@ -76,7 +81,7 @@ function extras(v: string, want: VifKernelState | undefined, obs: ObservedKernel
 }
 
 export function reconcile(state: DriverState, obs: ObservedKernel): Correction {
-  const c: Correction = { nft: [], ip: [], sysctls: [], differences: [] };
+  const c: Correction = { tx: new NftTransaction(), nft: [], ip: [], sysctls: [], differences: [], purge: [] };
   const wantAllowed: Record<Family, Set<string>> = { ip: new Set(), ip6: new Set() };
   const wantDown: Record<Family, Set<string>> = { ip: new Set(), ip6: new Set() };
   const online = new Map<string, VifKernelState>();
@@ -109,10 +114,13 @@ export function reconcile(state: DriverState, obs: ObservedKernel): Correction {
     for (const a of obs.downstream[f]) if (!wantDown[f].has(a)) {
       c.differences.push(`${f} downstream: extra element ${a}`);
       down.remove.push(a);
+      c.purge.push(a);
     }
     changes.push(allowed, down);
   }
-  c.nft = elementStatements(changes);
+  addElementChanges(c.tx, changes);
+  if (c.tx.error) throw c.tx.error;
+  c.nft = c.tx.render().split('\n').filter((l) => l !== '');
 
   for (const [v, k] of online) {
     if (!obs.vifLinks.has(v)) {

@@ -1,20 +1,20 @@
-// Long-running `nft -i` and `ip -force -batch -` processes for the daemon's per-event
-// changes. Starting nft or ip costs ~2 ms each (more on a loaded machine) against ~0.3 ms
-// for a change sent to a process that is already running, and the per-vif latency budget is
-// a few milliseconds. Semantics stay those of the one-shot tools: each request to nft is one
-// line, which `nft -i` runs as one transaction (all or nothing); ip runs lines one by one.
+// A long-running `ip -force -batch -` for the daemon's per-turn ip lines. Starting ip costs
+// ~2 ms (far more on a loaded machine, and more as the daemon's RSS grows: fork copies its page
+// tables) against ~0.3 ms for lines sent to a process that is already running; a turn's nft
+// part runs in process (libnftables), so this spawn would be most of a vif's latency.
+// Semantics stay those of the one-shot tool: ip runs the lines one by one, its errors are
+// numbered by input line.
 //
 // Knowing when a request is done: after it we send a sentinel command that fails on purpose
-// with a recognisable message on stderr (a table or device named qnsN that does not exist).
-// Both tools write their errors to stderr in order, so everything on stderr before the
-// sentinel's message belongs to the request. Nothing is read from stdout.
+// with a recognisable message on stderr (a device named qnsN that does not exist). Errors
+// come on stderr in order, so everything before the sentinel's message belongs to the
+// request. Nothing is read from stdout.
 //
-// The tools' own caches grow with the vifs they have seen (ip keeps ~20 KB per device), so a
-// process is replaced by a fresh one once its RSS passes a bound, between two requests.
-//
-// Any trouble (the tool exits — ip does on some failing `neigh` changes —, a time-out, a
-// write error) fails the request with SessionBroken; the caller then falls back to the
-// one-shot tools, and the next request starts a fresh process.
+// ip's cache grows with the devices it has seen (~20 KB each), so the process is replaced by
+// a fresh one once its RSS passes a bound, between two requests. Any trouble (ip exits, as
+// it does on some failing `neigh` changes; a time-out; a write error) fails the request with
+// SessionBroken; the caller then falls back to the one-shot tool, and the next request starts
+// a fresh process.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { IpLine } from '../model/planner.js';
@@ -139,33 +139,6 @@ abstract class Session {
     this.child = undefined;
     child?.stdin?.end();
     child?.kill('SIGTERM');
-  }
-}
-
-/** `nft -i`: one transaction per request. */
-export class NftSession extends Session {
-  constructor(timeoutMs?: number) {
-    super('nft', ['-i'], 12 * 1024, timeoutMs);
-  }
-
-  protected sentinel(seq: number): string {
-    return `list table ip qns${seq}`;
-  }
-
-  // nft reports an error as three lines: "Error: …", the command, a line of carets.
-  protected sentinelAt(lines: readonly string[], seq: number): number | undefined {
-    const i = lines.lastIndexOf(this.sentinel(seq));
-    if (i < 1 || lines.length < i + 2) return undefined;
-    return i - 1;
-  }
-
-  /** Applies the statements as one transaction; throws with nft's message when refused. */
-  async apply(statements: readonly string[]): Promise<void> {
-    if (statements.length === 0) return;
-    for (const s of statements) if (s.includes('\n')) throw new Error(`nft statement contains a newline: ${JSON.stringify(s.slice(0, 80))}`);
-    const { stderr } = await this.request([statements.join('; ')]);
-    const text = stderr.join('\n').trim();
-    if (text) throw new Error(`nft refused the transaction: ${text.slice(0, 2000)}`);
   }
 }
 
