@@ -261,8 +261,10 @@ export async function applyOnce(ctx: ApplyContext, preRead?: Promise<KernelState
   const statusKey = `${status} ${detail}`;
   if (changed || ctx.alwaysWriteStatus !== false || ctx.lastStatus !== statusKey) {
     try {
-      ctx.lastStatus = statusKey;
       await db.write(KEY.uplinkStatus, formatUplinkStatus(ctx.generation(), status, detail));
+      // Remembered only once QubesDB took it: a failed write is tried again on the next pass,
+      // even when nothing else changed by then.
+      ctx.lastStatus = statusKey;
     } catch (err) {
       log.warn({ key: KEY.uplinkStatus, error: (err as Error).message }, 'qubesdb feedback write failed');
     }
