@@ -46,11 +46,11 @@ export interface ApplyContext {
   /** The uplink given on the command line; otherwise found by /qubes-mac, else eth0. */
   iface?: string;
   generation: () => string;
-  /** Log an apply that changed nothing at debug level only (the run mode's re-checks). */
+  /** Log an apply that changed nothing at debug level only (the run mode's link-event passes). */
   quietWhenUnchanged?: boolean;
   /**
    * Write the feedback key even when nothing changed and the status is the same as last time
-   * (default true; the run mode's link-event and periodic re-checks pass false).
+   * (default true; the run mode's link-event and retry passes pass false).
    */
   alwaysWriteStatus?: boolean;
   /** The last status written by this context, kept up to date by applyOnce. */
@@ -126,7 +126,7 @@ function describeConfig(outcome: ConfigOutcome & { kind: 'ok' }, ipv6: boolean):
 
 /**
  * Logs what is wrong with QubesDB's values. The run mode re-evaluates on link events and
- * periodically: a problem already reported by this context goes to debug level, so an
+ * retries: a problem already reported by this context goes to debug level, so an
  * unchanged bad value is one error line, not one per pass.
  */
 function logOutcome(log: Logger, ev: Evaluation, ctx: ApplyContext): void {
