@@ -49,6 +49,9 @@ export interface DesiredOptions {
   ipv6: boolean;
 }
 
+/** resolv.conf under the disable-dns-server service: emptied, as upstream does (`echo >`). */
+export const DISABLED_DNS_RESOLV_CONF = '\n';
+
 /** The upstream resolv.conf: one `nameserver` line per server, none for an empty entry. */
 export function resolvConfContent(dns: readonly string[]): string {
   return dns.map((s) => `nameserver ${s}\n`).join('');
@@ -94,8 +97,9 @@ function configured(ifname: string, c: UplinkConfig, opts: DesiredOptions): Desi
     }
   }
 
+  // disable-dns-server: upstream empties the file (one empty line) rather than leaving it.
   const resolvConf: ResolvConfIntent = c.disableDnsServer
-    ? { action: 'leave', reason: 'disable-dns-server service is enabled' }
+    ? { action: 'write', content: DISABLED_DNS_RESOLV_CONF }
     : { action: 'write', content: resolvConfContent(c.dns) };
   return { ifname, link: 'up', addresses, neighbours, routes, resolvConf };
 }
