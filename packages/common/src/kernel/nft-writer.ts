@@ -79,15 +79,10 @@ class DefaultNftWriter implements NftWriter {
 
   async list(what: readonly string[], opts: { netns?: string } = {}): Promise<NftJson | undefined> {
     for (const w of what) if (!LIST_WORD_RE.test(w)) throw new Error(`nft list: invalid word ${JSON.stringify(w)}`);
-    const lib = opts.netns === undefined ? this.library() : undefined;
-    if (lib) {
-      const res = await lib.runJson(`list ${what.join(' ')}`);
-      if (res.rc !== 0) {
-        if (MISSING_RE.test(res.error)) return undefined;
-        throw new Error(`nft list ${what.join(' ')}: ${res.error.trim()}`);
-      }
-      return JSON.parse(res.output) as NftJson;
-    }
+    // Always through `nft`, never in process: listing in libnftables 1.1.3 (Debian 13) crashed
+    // the agent (SIGSEGV inside nft_run_cmd_from_buffer while printing a chain as JSON, with a
+    // fresh context too); a crash of `nft` is only a failed command. Lists are rare (start-up
+    // and checks); the writes, which are per event, stay in process.
     const res = await runProcess(['nft', '-j', '-a', 'list', ...what], { allowFailure: true, timeoutMs: this.opts.timeoutMs ?? 30_000, ...(opts.netns !== undefined ? { netns: opts.netns } : {}) });
     if (res.exitCode !== 0) {
       if (MISSING_RE.test(res.stderr)) return undefined;
