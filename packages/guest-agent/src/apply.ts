@@ -12,7 +12,8 @@ import { planUplink, sameRecord, type OwnedRecord, type UplinkPlan } from './mod
 import { parseUplinkConfig, readUplinkKeys, type ConfigOutcome } from './model/read-config.js';
 import { BACKEND_MAC, chooseUplink, isUplinkCandidate, uplinkDrivers, type UplinkChoice } from './model/uplink.js';
 import { linkDrivers } from './kernel/link-driver.js';
-import { applyIpBatch, ipv6Usable, readKernelState } from './kernel/ip.js';
+import { applyIpBatch, ipv6Usable, readKernelState, readMaxMtu } from './kernel/ip.js';
+import { withMtu } from './model/mtu.js';
 import { DEFAULT_DRIVER_SOCKET, DEFAULT_HOOKS, notifyDriverDnsChanged, runIpChangeHooks } from './kernel/provider-hooks.js';
 import { readRecord, writeRecord, DEFAULT_STATE_DIR } from './kernel/record.js';
 import { DEFAULT_PROTECTED_DIRS, isProtectedFile, writeResolvConf } from './kernel/resolv-conf.js';
@@ -98,12 +99,16 @@ export async function evaluate(db: QubesDB, paths: AgentPaths, iface: string | u
   const choice = chooseUplink(state.links, keys.get(KEY.mac), iface, eligible);
   const link = state.links.find((l) => l.ifname === choice.ifname);
   const notUplink = link && !eligible(link) ? (drivers.get(link.ifname) ?? 'none') : undefined;
-  const outcome = parseUplinkConfig(keys, link?.mac);
-  const wantsIpv6 = outcome.kind === 'ok' && outcome.config.ip6 !== undefined;
-  const [ipv6, owned] = await Promise.all([
+  const parsed = parseUplinkConfig(keys, link?.mac);
+  const wantsIpv6 = parsed.kind === 'ok' && parsed.config.ip6 !== undefined;
+  const mtuRaw = keys.get(KEY.netMtu);
+  const [ipv6, owned, maxMtu] = await Promise.all([
     wantsIpv6 && link ? ipv6Usable(choice.ifname) : Promise.resolve(false),
     readRecord(paths.stateDir, choice.ifname),
+    mtuRaw !== undefined && mtuRaw !== '' && link ? readMaxMtu(choice.ifname) : Promise.resolve(undefined),
   ]);
+  // The MTU's bounds depend on IPv6 being configured and on the link: checked once both are known.
+  const outcome = withMtu(parsed, mtuRaw, { ipv6, maxMtu });
   const desired = desiredUplink(choice.ifname, outcome, { ipv6 });
   const plan = planUplink(state, desired, owned);
   return { choice, outcome, desired, plan, ipv6, owned, state, ...(notUplink !== undefined ? { notUplink } : {}) };
@@ -241,7 +246,7 @@ export async function applyOnce(ctx: ApplyContext, preRead?: Promise<KernelState
       status = resolvError ? 'error' : 'ok';
       detail = resolvError ? `${ifname} resolv.conf: ${resolvError}` : `${ifname} ${describeConfig(outcome, ev.ipv6)}`;
       exitCode = resolvError ? EXIT.kernel : EXIT.ok;
-      const fields = { ifname, ip, ip6: ev.ipv6 ? outcome.config.ip6 : undefined, gateway: outcome.config.gateway, changed, changes };
+      const fields = { ifname, ip, ip6: ev.ipv6 ? outcome.config.ip6 : undefined, gateway: outcome.config.gateway, mtu: outcome.config.mtu, changed, changes };
       if (changed || !ctx.quietWhenUnchanged) log.info(fields, 'uplink configured');
       else log.debug(fields, 'uplink already configured');
     } else if (outcome.kind === 'invalid') {
