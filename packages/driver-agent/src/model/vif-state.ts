@@ -36,6 +36,8 @@ export interface VifKernelState {
   skipped6: string[];
   /** The fake-IP translation on this vif (model/fake-ip.ts); no IPv6 at all then. */
   fakeIp?: FakeIp;
+  /** The MTU from the backend's `mtu` entry; absent = the link's MTU is left alone. */
+  mtu?: number;
 }
 
 export const METRIC_BASE = 32752;
@@ -76,6 +78,7 @@ export function vifKernelState(spec: VifSpec, provider: ProviderConfig, facts: V
     gatewayAddrs,
     skipped6: ipv6 || fakeIp ? [] : [...spec.ipv6],
     ...(fakeIp ? { fakeIp } : {}),
+    ...(spec.mtu !== undefined ? { mtu: spec.mtu } : {}),
   };
 }
 
@@ -92,7 +95,8 @@ export function transitionIpLines(prev: VifKernelState | undefined, next: VifKer
     for (const a of prev.gatewayAddrs) if (!next.gatewayAddrs.includes(a)) remove.push(`address del ${a} dev ${v}`);
   }
   // The link goes up first: IPv4 routes over a down link are refused.
-  const apply = [`link set dev ${v} group 2 up`];
+  // The MTU in the same line (Xen's own vif scripts set the backend's `mtu` on the vif too).
+  const apply = [`link set dev ${v}${next.mtu !== undefined ? ` mtu ${next.mtu}` : ''} group 2 up`];
   for (const a of next.gatewayAddrs) apply.push(a.includes(':') ? `address replace ${a} dev ${v} nodad` : `address replace ${a} dev ${v}`);
   for (const n of next.neighbours) apply.push(`neigh replace ${n.addr} dev ${v} lladdr ${n.mac} nud permanent`);
   for (const r of next.routes) apply.push(`route replace ${r} dev ${v} metric ${next.metric}`);
