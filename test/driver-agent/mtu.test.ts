@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { baseRulesetScript, checkVifMtu, computeDnsMapping, parseXenstoreLs, readVifBackendEntry, transitionIpLines, validateVifEvent, vifKernelState, type VifSpec } from '@qubes-net/driver-agent';
+import { baseRulesetScript, checkVifMtu, computeDnsMapping, parseXenstoreLs, readVifBackendEntry, removalIpLines, transitionIpLines, validateVifEvent, vifKernelState, type VifSpec } from '@qubes-net/driver-agent';
 import { forwardRuleExprs } from '@qubes-net/firewall';
 import { httpGet, INTERNET } from '@qubes-net/netns';
 import { needRoot, isRoot } from '../helpers/root.js';
@@ -55,6 +55,10 @@ test('the vif link line carries the MTU only when the backend gives one', () => 
   const facts = { exists: true, ipv6: false };
   assert.equal(transitionIpLines(undefined, vifKernelState(spec, provider, facts)).apply[0], 'link set dev vif12.0 group 2 up');
   assert.equal(transitionIpLines(undefined, vifKernelState({ ...spec, mtu: 1400 }, provider, facts)).apply[0], 'link set dev vif12.0 mtu 1400 group 2 up');
+  const with1400 = vifKernelState({ ...spec, mtu: 1400 }, provider, facts);
+  assert.equal(transitionIpLines(with1400, vifKernelState(spec, provider, facts)).apply[0], 'link set dev vif12.0 mtu 1500 group 2 up', 'entry removed: back to the default');
+  assert.ok(removalIpLines(with1400).includes('link set dev vif12.0 down group default mtu 1500'));
+  assert.ok(removalIpLines(vifKernelState(spec, provider, facts)).includes('link set dev vif12.0 down group default'));
 });
 
 test('xenstore: the backend mtu is read by the start-up scan and by path (stand-in and xenstore-ls)', async () => {

@@ -41,6 +41,8 @@ export interface VifKernelState {
 }
 
 export const METRIC_BASE = 32752;
+/** A vif's MTU when its backend names none. */
+export const XEN_DEFAULT_MTU = 1500;
 
 const HARDEN4: Array<[string, string]> = [
   ['accept_source_route', '0'], ['accept_redirects', '0'], ['secure_redirects', '0'], ['send_redirects', '0'], ['drop_unicast_in_l2_multicast', '1'],
@@ -95,8 +97,10 @@ export function transitionIpLines(prev: VifKernelState | undefined, next: VifKer
     for (const a of prev.gatewayAddrs) if (!next.gatewayAddrs.includes(a)) remove.push(`address del ${a} dev ${v}`);
   }
   // The link goes up first: IPv4 routes over a down link are refused.
-  // The MTU in the same line (Xen's own vif scripts set the backend's `mtu` on the vif too).
-  const apply = [`link set dev ${v}${next.mtu !== undefined ? ` mtu ${next.mtu}` : ''} group 2 up`];
+  // The MTU in the same line (Xen's own vif scripts set the backend's `mtu` on the vif too);
+  // when the entry went away, back to Xen's default rather than keeping the old value.
+  const mtu = next.mtu ?? (prev?.mtu !== undefined ? XEN_DEFAULT_MTU : undefined);
+  const apply = [`link set dev ${v}${mtu !== undefined ? ` mtu ${mtu}` : ''} group 2 up`];
   for (const a of next.gatewayAddrs) apply.push(a.includes(':') ? `address replace ${a} dev ${v} nodad` : `address replace ${a} dev ${v}`);
   for (const n of next.neighbours) apply.push(`neigh replace ${n.addr} dev ${v} lladdr ${n.mac} nud permanent`);
   for (const r of next.routes) apply.push(`route replace ${r} dev ${v} metric ${next.metric}`);
@@ -110,7 +114,7 @@ export function removalIpLines(prev: VifKernelState): string[] {
     ...prev.routes.map((r) => `route del ${r} dev ${v} metric ${prev.metric}`),
     ...prev.neighbours.map((n) => `neigh del ${n.addr} dev ${v}`),
     ...prev.gatewayAddrs.map((a) => `address del ${a} dev ${v}`),
-    `link set dev ${v} down group default`,
+    `link set dev ${v} down group default${prev.mtu !== undefined ? ` mtu ${XEN_DEFAULT_MTU}` : ''}`,
   ];
 }
 
