@@ -85,11 +85,12 @@ test('vm-config.net-mtu on sys-firewall: the key reaches the qubes below, their 
   assert.equal(r.status, 200, r.error);
   assert.equal(r.body.length, 100_000);
 
-  // Removed: the key goes and the vifs are back at Xen's default.
+  // Removed: the key goes, eth0 gets its own MTU back and the vifs Xen's default.
   await setFeature(L.lab, 'sys-firewall', 'vm-config.net-mtu', undefined).catch(async (err) => {
     throw new Error(`${(err as Error).message}\n${await L.logs()}`);
   });
   assert.equal(await key('c1', '/vm-config/net-mtu'), undefined);
+  assert.equal(await mtuOf('c1', 'eth0'), 1500);
   const vif = vifOf('c1');
   assert.equal(await mtuOf(vif.provider, vif.name), 1500);
 });

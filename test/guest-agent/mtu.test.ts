@@ -2,7 +2,7 @@
 // kernel: the MTU set in the same apply, an invalid value failing closed.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { desiredUplink, mtuLine, parseKernelState, parseMtu, parseUplinkConfig, planUplink, withMtu } from '@qubes-net/guest-agent';
+import { desiredUplink, mtuLine, mtuTarget, parseKernelState, parseMtu, parseMtuRecord, parseUplinkConfig, planUplink, withMtu } from '@qubes-net/guest-agent';
 import { watchArgs } from '@qubes-net/guest-agent/watch-args';
 import { needRoot, isRoot } from '../helpers/root.js';
 import { APPENDIX_A, OURS } from './fixtures.js';
@@ -65,6 +65,19 @@ test('plan: the MTU line comes first, only when the link differs; none without t
   assert.equal(mtuLine('eth0', 1500, undefined), undefined);
 });
 
+test('mtuTarget: the link own MTU is remembered before the first change and put back when the key goes', () => {
+  const link = { ifindex: 3, mtu: 1500 };
+  assert.deepEqual(mtuTarget(1400, undefined, link), { mtu: 1400, record: { op: 'write', value: { ifindex: 3, original: 1500 } } });
+  const rec = { ifindex: 3, original: 1500 };
+  assert.deepEqual(mtuTarget(1300, rec, { ifindex: 3, mtu: 1400 }), { mtu: 1300, record: { op: 'keep' } }, 'the first original stays');
+  assert.deepEqual(mtuTarget(undefined, rec, { ifindex: 3, mtu: 1400 }), { mtu: 1500, record: { op: 'remove' } });
+  assert.deepEqual(mtuTarget(undefined, undefined, link), { record: { op: 'keep' } });
+  assert.deepEqual(mtuTarget(undefined, { ifindex: 9, original: 1500 }, link), { record: { op: 'remove' } }, 'another link: stale');
+  assert.deepEqual(mtuTarget(1500, undefined, link), { mtu: 1500, record: { op: 'keep' } }, 'already so: nothing to remember');
+  assert.deepEqual(parseMtuRecord('{"ifindex":3,"original":1500}'), rec);
+  for (const bad of ['', '{', '{"ifindex":0,"original":1500}', '{"ifindex":3,"original":67}', '{"ifindex":3,"original":"1500"}', 'null']) assert.equal(parseMtuRecord(bad), undefined, bad);
+});
+
 test('the watcher follows /vm-config/net-mtu', () => {
   const args = watchArgs('eth0', { cli: ['qubes-net-guest'] });
   const i = args.indexOf('/vm-config/net-mtu');
@@ -114,5 +127,11 @@ test('real kernel: the MTU is set in the same apply; a bad value takes the link 
   // Above the link's max_mtu (veth: 65535).
   await lab.writeKeys({ '/vm-config/net-mtu': '65536' });
   assert.notEqual((await lab.cli(['apply'])).code, 0);
+  // The key removed: the link's own MTU comes back.
   await lab.db.rm('/vm-config/');
+  const back = await lab.cli(['apply']);
+  assert.equal(back.code, 0, back.stdout);
+  assert.equal(await mtuOf('eth0'), 1500);
+  const again = await lab.cli(['apply']);
+  assert.equal(again.logs.find((l) => l.msg === 'uplink configured')?.changed, false, again.stdout);
 });

@@ -19,4 +19,4 @@ export { parseLinkEventLine, LinkMonitor, type LinkEvent } from './kernel/link-m
 export { writeResolvConf, isProtectedFile } from './kernel/resolv-conf.js';
 export { parseControlRequest, formatReply as formatControlReply, DEFAULT_CONTROL_SOCKET, MAX_REQUEST_BYTES as MAX_CONTROL_REQUEST_BYTES, type ControlRequest } from './control/protocol.js';
 export { ControlServer, socketAnswers, type ControlHandler } from './control/server.js';
-export { parseMtu, withMtu, mtuLine, MIN_MTU_IPV4, MIN_MTU_IPV6, type MtuContext, type MtuVerdict } from './model/mtu.js';
+export { parseMtu, withMtu, mtuLine, mtuTarget, parseMtuRecord, MIN_MTU_IPV4, MIN_MTU_IPV6, type MtuContext, type MtuVerdict, type MtuRecord, type MtuTarget } from './model/mtu.js';

@@ -53,3 +53,40 @@ export function mtuLine(ifname: string, current: number | undefined, wanted: num
   if (wanted === undefined || current === wanted) return undefined;
   return `link set dev ${ifname} mtu ${wanted}`;
 }
+
+/** The link's MTU before this agent first changed it (kept under /run with the other record). */
+export interface MtuRecord {
+  ifindex: number;
+  original: number;
+}
+
+export function parseMtuRecord(text: string): MtuRecord | undefined {
+  try {
+    const o = JSON.parse(text) as Record<string, unknown>;
+    const ok = (v: unknown, min: number): v is number => Number.isInteger(v) && (v as number) >= min && (v as number) <= MAX_MTU_FALLBACK;
+    return ok(o.ifindex, 1) && ok(o.original, 68) ? { ifindex: o.ifindex, original: o.original } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface MtuTarget {
+  /** The MTU the plan sets (undefined: leave the link's). */
+  mtu?: number;
+  /** What to do with the record: write it before the batch, remove it after a good one. */
+  record: { op: 'keep' } | { op: 'write'; value: MtuRecord } | { op: 'remove' };
+}
+
+/**
+ * The MTU to plan: the requested one (remembering the link's own first), or, once the key is
+ * gone, the link's own MTU back. A record of another ifindex (the link was re-created) is stale.
+ */
+export function mtuTarget(wanted: number | undefined, rec: MtuRecord | undefined, link: { ifindex: number; mtu?: number | undefined }): MtuTarget {
+  const mine = rec !== undefined && rec.ifindex === link.ifindex ? rec : undefined;
+  if (wanted !== undefined) {
+    if (!mine && link.mtu !== undefined && link.mtu !== wanted) return { mtu: wanted, record: { op: 'write', value: { ifindex: link.ifindex, original: link.mtu } } };
+    return { mtu: wanted, record: { op: 'keep' } };
+  }
+  if (mine) return { mtu: mine.original, record: { op: 'remove' } };
+  return { record: rec ? { op: 'remove' } : { op: 'keep' } };
+}
