@@ -2,7 +2,7 @@
 export { DriverLoop, DriverLoop as Driver, type DriverOptions, type DriverRequest, type Reply, type StatusReport, type DnsState } from './loop.js';
 export { Turn, type TurnOutcome, type TurnSysctl } from './managers/turn.js';
 export { toolWriter, type KernelWriter } from './kernel/writer.js';
-export { readXenVifs, parseXenstoreLs, type XenVif } from './kernel/xen-vifs.js';
+export { readXenVifs, parseXenstoreLs, readVifBackendEntry, type XenVif } from './kernel/xen-vifs.js';
 export { realHost, type HostAccess } from './kernel/host.js';
 export { parseTable, type Observation, type ObservedTables } from './kernel/observe.js';
 export { loadBaseRuleset, renderBaseFiles } from './base.js';

@@ -131,6 +131,7 @@ export class DriverLoop {
     this.uplink = new UplinkManager({ log: opts.log, onChange: () => this.kick(), onVifGone: (vif) => this.vifGone(vif) });
     this.vifs = new VifManager({ qdb: opts.qdb, log: opts.log, hooksDir: opts.hooksDir, feedback: this.feedback, facts: (v) => this.host.facts(v) });
     this.vifs.onHooksDone = () => this.kick();
+    this.vifs.xenstoreDir = opts.xenstoreDir;
   }
 
   // ---------------------------------------------------------------- public surface

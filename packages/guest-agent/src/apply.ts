@@ -12,9 +12,10 @@ import { planUplink, sameRecord, type OwnedRecord, type UplinkPlan } from './mod
 import { parseUplinkConfig, readUplinkKeys, type ConfigOutcome } from './model/read-config.js';
 import { BACKEND_MAC, chooseUplink, isUplinkCandidate, uplinkDrivers, type UplinkChoice } from './model/uplink.js';
 import { linkDrivers } from './kernel/link-driver.js';
-import { applyIpBatch, ipv6Usable, readKernelState } from './kernel/ip.js';
+import { applyIpBatch, ipv6Usable, readKernelState, readMaxMtu } from './kernel/ip.js';
+import { mtuTarget, withMtu, type MtuTarget } from './model/mtu.js';
 import { DEFAULT_DRIVER_SOCKET, DEFAULT_HOOKS, notifyDriverDnsChanged, runIpChangeHooks } from './kernel/provider-hooks.js';
-import { readRecord, writeRecord, DEFAULT_STATE_DIR } from './kernel/record.js';
+import { readRecord, writeRecord, DEFAULT_STATE_DIR, readMtuRecord, writeMtuRecord, removeMtuRecord } from './kernel/record.js';
 import { DEFAULT_PROTECTED_DIRS, isProtectedFile, writeResolvConf } from './kernel/resolv-conf.js';
 import { DEFAULT_RESOLVED_TOOLS, resolvedInUse, setLinkDns, type ResolvedTools } from './kernel/resolved.js';
 import { DEFAULT_SERVICE_DIR, serviceFlagSet } from './kernel/service-flag.js';
@@ -105,6 +106,8 @@ export interface Evaluation {
   owned: OwnedRecord | undefined;
   /** The chosen link exists but is not a Xen uplink: its driver (left alone). */
   notUplink?: string;
+  /** The MTU planned and its record (only for a valid configuration on an existing link). */
+  mtu?: MtuTarget;
 }
 
 /** Reads QubesDB and the kernel and computes the plan, without changing anything. */
@@ -117,15 +120,23 @@ export async function evaluate(db: QubesDB, paths: AgentPaths, iface: string | u
   const choice = chooseUplink(state.links, keys.get(KEY.mac), iface, eligible);
   const link = state.links.find((l) => l.ifname === choice.ifname);
   const notUplink = link && !eligible(link) ? (drivers.get(link.ifname) ?? 'none') : undefined;
-  const outcome = parseUplinkConfig(keys, link?.mac);
-  const wantsIpv6 = outcome.kind === 'ok' && outcome.config.ip6 !== undefined;
-  const [ipv6, owned] = await Promise.all([
+  const parsed = parseUplinkConfig(keys, link?.mac);
+  const wantsIpv6 = parsed.kind === 'ok' && parsed.config.ip6 !== undefined;
+  const mtuRaw = keys.get(KEY.netMtu);
+  const [ipv6, owned, maxMtu, mtuRecord] = await Promise.all([
     wantsIpv6 && link ? ipv6Usable(choice.ifname) : Promise.resolve(false),
     readRecord(paths.stateDir, choice.ifname),
+    mtuRaw !== undefined && mtuRaw !== '' && link ? readMaxMtu(choice.ifname) : Promise.resolve(undefined),
+    readMtuRecord(paths.stateDir, choice.ifname),
   ]);
+  // The MTU's bounds depend on IPv6 being configured and on the link: checked once both are known.
+  const outcome = withMtu(parsed, mtuRaw, { ipv6, maxMtu });
   const desired = desiredUplink(choice.ifname, outcome, { ipv6 });
+  // The MTU: the requested one, or the link's own back once the key is gone.
+  const mtu = outcome.kind === 'ok' && link ? mtuTarget(outcome.config.mtu, mtuRecord, link) : undefined;
+  if (mtu?.mtu !== undefined) desired.mtu = mtu.mtu;
   const plan = planUplink(state, desired, owned);
-  return { choice, outcome, desired, plan, ipv6, owned, state, ...(notUplink !== undefined ? { notUplink } : {}) };
+  return { choice, outcome, desired, plan, ipv6, owned, state, ...(notUplink !== undefined ? { notUplink } : {}), ...(mtu ? { mtu } : {}) };
 }
 
 /**
@@ -208,6 +219,8 @@ export async function applyOnce(ctx: ApplyContext, preRead?: Promise<KernelState
     let owned = ev.owned;
     let current = plan;
     const allChanges = [...plan.changes];
+    const mtuRec = ev.mtu?.record;
+    if (mtuRec?.op === 'write') await writeMtuRecord(paths.stateDir, ifname, mtuRec.value);
     for (let round = 0; current.lines.length > 0; round++) {
       if (round === MAX_ROUNDS) {
         kernelError = `not converged after ${MAX_ROUNDS} rounds: ${current.lines[0]}`;
@@ -227,6 +240,7 @@ export async function applyOnce(ctx: ApplyContext, preRead?: Promise<KernelState
       allChanges.push(...current.changes);
     }
     if (!changed && !sameRecord(owned, plan.recordAfter)) await writeRecord(paths.stateDir, plan.recordAfter!);
+    if (mtuRec?.op === 'remove' && kernelError === undefined) await removeMtuRecord(paths.stateDir, ifname);
 
     let resolvError: string | undefined;
     if (desired.resolvConf.action === 'write') {
@@ -266,7 +280,7 @@ export async function applyOnce(ctx: ApplyContext, preRead?: Promise<KernelState
       status = resolvError ? 'error' : 'ok';
       detail = resolvError ? `${ifname} resolv.conf: ${resolvError}` : `${ifname} ${describeConfig(outcome, ev.ipv6)}`;
       exitCode = resolvError ? EXIT.kernel : EXIT.ok;
-      const fields = { ifname, ip, ip6: ev.ipv6 ? outcome.config.ip6 : undefined, gateway: outcome.config.gateway, changed, changes };
+      const fields = { ifname, ip, ip6: ev.ipv6 ? outcome.config.ip6 : undefined, gateway: outcome.config.gateway, mtu: outcome.config.mtu, changed, changes };
       if (changed || !ctx.quietWhenUnchanged) log.info(fields, 'uplink configured');
       else log.debug(fields, 'uplink already configured');
     } else if (outcome.kind === 'invalid') {

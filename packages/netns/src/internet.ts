@@ -181,9 +181,9 @@ export class FakeInternet {
    * internet side gets 192.0.2.1/24 and 2001:db8:0:1::1/64; the netvm side gets nothing
    * (configureUplink() or the guest agent under test does that). One uplink per internet.
    */
-  async connectUplink(netvm: Qube, ifname = 'eth0', opts: Pick<LinkOptions, 'bMac'> = {}): Promise<void> {
+  async connectUplink(netvm: Qube, ifname = 'eth0', opts: Pick<LinkOptions, 'bMac' | 'mtu'> = {}): Promise<void> {
     if (this.uplinkPeer) throw new Error(`the fake internet is already connected to ${this.uplinkPeer.qube.name}`);
-    await createVethPair(this.qube.netns, this.uplinkIf, netvm.netns, ifname, { up: true, ...(opts.bMac ? { bMac: opts.bMac } : {}) });
+    await createVethPair(this.qube.netns, this.uplinkIf, netvm.netns, ifname, { up: true, ...(opts.bMac ? { bMac: opts.bMac } : {}), ...(opts.mtu ? { mtu: opts.mtu } : {}) });
     this.uplinkPeer = { qube: netvm, ifname };
     const lines = [`addr add ${INTERNET.uplink4} dev ${this.uplinkIf}`, `addr add ${INTERNET.uplink6} dev ${this.uplinkIf} nodad`];
     for (const prefix of this.routesBack) {

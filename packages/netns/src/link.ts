@@ -8,6 +8,8 @@ export interface LinkOptions {
   bMac?: string;
   /** Bring both ends up (default true; the agents under test may set them up again). */
   up?: boolean;
+  /** MTU of both ends (default the kernel's, 1500): a small-MTU link such as PPPoE. */
+  mtu?: number;
 }
 
 function checkedMac(mac: string | undefined): string | undefined {
@@ -22,7 +24,9 @@ export async function createVethPair(aNetns: string, aIf: string, bNetns: string
   assertIfName(bIf);
   const aMac = checkedMac(opts.aMac);
   const bMac = checkedMac(opts.bMac);
-  const args = ['-n', aNetns, 'link', 'add', aIf, ...(aMac ? ['address', aMac] : []), 'type', 'veth', 'peer', 'name', bIf, ...(bMac ? ['address', bMac] : []), 'netns', bNetns];
+  if (opts.mtu !== undefined && (!Number.isInteger(opts.mtu) || opts.mtu < 68 || opts.mtu > 65535)) throw new Error(`invalid MTU ${JSON.stringify(opts.mtu)}`);
+  const mtu = opts.mtu !== undefined ? ['mtu', String(opts.mtu)] : [];
+  const args = ['-n', aNetns, 'link', 'add', aIf, ...(aMac ? ['address', aMac] : []), ...mtu, 'type', 'veth', 'peer', 'name', bIf, ...(bMac ? ['address', bMac] : []), ...mtu, 'netns', bNetns];
   // Same namespace on both sides (a loop inside one qube) would need no 'netns'; allow it too.
   if (aNetns === bNetns) args.splice(args.length - 2, 2);
   await run('ip', args);

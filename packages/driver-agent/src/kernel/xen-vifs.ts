@@ -21,6 +21,8 @@ export interface XenVif {
   type: string;
   /** 'connected' once a hotplug online succeeded. */
   hotplugStatus: string;
+  /** The backend's `mtu` entry (raw, validated by the caller); absent when not written. */
+  mtu?: string;
 }
 
 export const FAKE_XENSTORE_DIR = '/run/qubes-net-xenstore';
@@ -38,12 +40,13 @@ function fromLeaves(base: string, leaves: Map<string, Map<string, string>>): Xen
   const out: XenVif[] = [];
   for (const [rel, kv] of leaves) {
     const [fe, dev] = rel.split('/') as [string, string];
-    out.push({ vif: `vif${fe}.${dev}`, path: `${base}/${fe}/${dev}`, ip: kv.get('ip') ?? '', mac: kv.get('mac') ?? '', type: kv.get('type') ?? '', hotplugStatus: kv.get('hotplug-status') ?? '' });
+    const mtu = kv.get('mtu');
+    out.push({ vif: `vif${fe}.${dev}`, path: `${base}/${fe}/${dev}`, ip: kv.get('ip') ?? '', mac: kv.get('mac') ?? '', type: kv.get('type') ?? '', hotplugStatus: kv.get('hotplug-status') ?? '', ...(mtu !== undefined ? { mtu } : {}) });
   }
   return out.sort((a, b) => a.vif.localeCompare(b.vif));
 }
 
-const WANTED = new Set(['ip', 'mac', 'type', 'hotplug-status']);
+const WANTED = new Set(['ip', 'mac', 'type', 'hotplug-status', 'mtu']);
 
 /** The stand-in directory: every /local/domain/<d>/backend/vif (the stand-in has no own domid). */
 async function readFakeDir(dir: string): Promise<XenVif[]> {
@@ -103,4 +106,22 @@ async function readTools(): Promise<XenVif[]> {
 /** Every vif backend of this qube. Throws when xenstore cannot be read (the caller fails closed). */
 export function readXenVifs(fakeDir: string | undefined): Promise<XenVif[]> {
   return fakeDir ? readFakeDir(fakeDir) : readTools();
+}
+
+const BACKEND_PATH = /^\/local\/domain\/(0|[1-9]\d{0,4})\/backend\/vif\/(0|[1-9]\d{0,4})\/(0|[1-9]\d{0,4})$/;
+
+/**
+ * One entry of a vif's backend directory (e.g. `mtu`), read when a hotplug event names the
+ * path: from the stand-in directory, else with xenstore-read. Undefined when absent or when the
+ * path is not a vif backend path (the event's XENBUS_PATH is untrusted).
+ */
+export async function readVifBackendEntry(fakeDir: string | undefined, xenbusPath: string, key: 'mtu'): Promise<string | undefined> {
+  if (!BACKEND_PATH.test(xenbusPath)) return undefined;
+  if (fakeDir) {
+    const p = join(fakeDir, xenbusPath, key);
+    const st = await stat(p).catch(() => undefined);
+    return st?.isFile() && st.size <= 4096 ? (await readFile(p, 'utf8')).replace(/\n$/, '') : undefined;
+  }
+  const r = await run('xenstore-read', [`${xenbusPath}/${key}`], { allowFailure: true, timeoutMs: XS_TIMEOUT_MS }).catch(() => undefined);
+  return r && r.exitCode === 0 ? r.stdout.replace(/\n$/, '') : undefined;
 }

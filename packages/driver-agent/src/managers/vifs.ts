@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from '@qubes-net/common';
 import { forLog } from '@qubes-net/common';
 import type { QubesDB } from '@qubes-net/qubesdb';
-import { validateVifEvent, type RawVifEvent, type VifSpec } from '../model/vif-event.js';
+import { checkVifMtu, validateVifEvent, type RawVifEvent, type VifSpec } from '../model/vif-event.js';
 import type { ProviderConfig } from '../model/provider-config.js';
 import { DriverState, planBatch, type EventResult, type Plan, type PlanEvent, type VifRecord } from '../model/planner.js';
 import { vifKernelState, type VifFacts } from '../model/vif-state.js';
@@ -21,7 +21,7 @@ import { parseStoredVifs, VIF_PREFIX } from '../model/feedback.js';
 import { vifFacts } from '../kernel/procfs.js';
 import { purgeConntrack } from '../kernel/conntrack.js';
 import { runHooks, listHooks } from '../kernel/hooks.js';
-import type { XenVif } from '../kernel/xen-vifs.js';
+import { readVifBackendEntry, xenstoreDirFromEnv, type XenVif } from '../kernel/xen-vifs.js';
 import type { FeedbackManager } from './feedback.js';
 import type { Turn } from './turn.js';
 
@@ -45,7 +45,31 @@ export class VifManager {
   /** Called when the last background job finished (the loop's idle signal). */
   onHooksDone: () => void = () => undefined;
 
-  constructor(private readonly deps: { qdb: QubesDB; log: Logger; hooksDir: string; feedback: FeedbackManager; facts?: (vif: string) => VifFacts }) {}
+  constructor(private readonly deps: {
+    qdb: QubesDB; log: Logger; hooksDir: string; feedback: FeedbackManager; facts?: (vif: string) => VifFacts;
+    /** Reads a backend entry (tests); default readVifBackendEntry. */
+    readBackend?: (xenbusPath: string, key: 'mtu') => Promise<string | undefined>;
+  }) {}
+
+  /**
+   * The backend `mtu` of each online event that names its xenstore path and carries none (the
+   * control socket's requests do not): read now, validated like the event's other backend
+   * values; a refused value fails the event (the vif stays blocked, as for a bad address).
+   */
+  private async readBackendMtus(batch: Pending[]): Promise<void> {
+    const read = this.deps.readBackend ?? ((path: string, key: 'mtu') => readVifBackendEntry(xenstoreDirFromEnv(this.xenstoreDir), path, key));
+    await Promise.all(batch.map(async (p) => {
+      const e = p.event;
+      if (!e.ok || e.op !== 'online' || !e.xenbusPath || e.spec.mtu !== undefined) return;
+      const raw = await read(e.xenbusPath, 'mtu').catch(() => undefined);
+      const mtu = checkVifMtu(raw, e.spec);
+      if (typeof mtu === 'string') {
+        p.event = { ok: false, op: 'online', vif: e.spec.vif, error: new InputError('xenstore', `${e.xenbusPath}/mtu`, raw, mtu) };
+      } else if (mtu.mtu !== undefined) {
+        p.event = { ...e, spec: { ...e.spec, mtu: mtu.mtu } };
+      }
+    }));
+  }
 
   private facts(vif: string): VifFacts {
     return (this.deps.facts ?? vifFacts)(vif);
@@ -54,6 +78,9 @@ export class VifManager {
   get hasWork(): boolean {
     return this.queue.length > 0;
   }
+
+  /** The xenstore stand-in directory the loop was given (see xenstoreDirFromEnv). */
+  xenstoreDir: string | undefined;
 
   /** Hooks running in the background: work for the host's idle clock, not for a turn. */
   get busy(): boolean {
@@ -133,7 +160,7 @@ export class VifManager {
       known.add(x.vif);
       const facts = this.facts(x.vif);
       if (!facts.exists) continue;
-      const check = validateVifEvent({ op: 'online', vif: x.vif, ips: x.ip, mac: x.mac, type: x.type });
+      const check = validateVifEvent({ op: 'online', vif: x.vif, ips: x.ip, mac: x.mac, type: x.type, ...(x.mtu !== undefined ? { mtu: x.mtu } : {}) });
       // Not marked connected yet: an online may be in flight right now (a one-shot fallback
       // configured it and has not written hotplug-status). The kernel already holding Xen's
       // addresses for it says so; taking it as online keeps the start from undoing it.
@@ -208,6 +235,7 @@ export class VifManager {
     }
     if (batch.length === 0) return;
     const t0 = performance.now();
+    await this.readBackendMtus(batch);
     const events = batch.map((p) => p.event);
     const mapped = await this.readMapped(events.flatMap((e) => (e.ok && e.op === 'online' ? [e.spec] : [])));
     const generation = this.generation;

@@ -94,7 +94,13 @@ function rules(tx: NftTransaction, f: Family): void {
     r('postrouting', 'oifgroup 2 accept'),
     r('postrouting', 'oif "lo" accept'),
     r('postrouting', 'masquerade'),
+    // MSS clamp first (before anything can accept): a SYN forwarded toward a path with a
+    // smaller MTU (a PPPoE/VPN uplink, issue 14) announces a segment size that fits that
+    // route, so TCP works even when dom0 sets no MTU for the qubes behind it.
+    r('forward', 'tcp flags syn tcp option maxseg size set rt mtu'),
     // Forward: downstream qubes reach out, nothing new reaches in, not even from each other.
+    // ICMP errors about a known flow (fragmentation needed, packet too big) are `related`
+    // and pass back to the sender here and in the firewall's forward chain.
     r('forward', 'jump custom-forward'),
     r('forward', 'ct state invalid counter drop'),
     r('forward', 'ct state established,related accept'),

@@ -19,6 +19,8 @@ export interface VifSpec {
   mac?: string;
   /** Xen's device type (passed to user hooks). */
   type: string;
+  /** The backend's `mtu` entry (issue 14): the vif's MTU; absent = left as the link has it. */
+  mtu?: number;
 }
 
 /** What a caller hands in; every field unknown until validated. */
@@ -29,6 +31,8 @@ export interface RawVifEvent {
   mac?: unknown;
   type?: unknown;
   xenbusPath?: unknown;
+  /** The backend's `mtu` entry, when the caller read it. */
+  mtu?: unknown;
 }
 
 export type VifEventCheck =
@@ -115,7 +119,31 @@ export function validateVifEvent(raw: RawVifEvent): VifEventCheck {
   } else if (spec.ipv4.length + spec.ipv6.length > 0) {
     return fail('mac', raw.mac ?? '', 'missing: the client MAC is needed for its permanent neighbour entry');
   }
+  const mtu = checkVifMtu(raw.mtu, spec);
+  if (typeof mtu === 'string') return fail('mtu', raw.mtu, mtu);
+  if (mtu.mtu !== undefined) spec.mtu = mtu.mtu;
   return { ok: true, op, spec, ...(xenbusPath ? { xenbusPath } : {}) };
+}
+
+/** Bounds of a vif's MTU: IPv4's minimum datagram; IPv6's minimum link MTU when it carries IPv6. */
+export const VIF_MTU_MIN4 = 576;
+export const VIF_MTU_MIN6 = 1280;
+export const VIF_MTU_MAX = 65535;
+
+/**
+ * Validates a backend `mtu` value for `spec` (strict decimal, in bounds); undefined or empty =
+ * no MTU. Returns the reason it is refused as a string.
+ */
+export function checkVifMtu(value: unknown, spec: Pick<VifSpec, 'ipv6'>): { mtu?: number } | string {
+  if (value === undefined || value === null || value === '') return {};
+  if (typeof value !== 'string' && typeof value !== 'number') return 'not a number';
+  const s = String(value);
+  if (!/^[1-9][0-9]{0,5}$/.test(s)) return 'not a decimal number';
+  const mtu = Number(s);
+  const min = spec.ipv6.length > 0 ? VIF_MTU_MIN6 : VIF_MTU_MIN4;
+  if (mtu < min) return `MTU below ${min}${spec.ipv6.length > 0 ? ' (the client has IPv6)' : ''}`;
+  if (mtu > VIF_MTU_MAX) return `MTU above ${VIF_MTU_MAX}`;
+  return { mtu };
 }
 
 export function specAddresses(spec: VifSpec): string[] {

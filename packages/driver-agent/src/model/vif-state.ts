@@ -36,9 +36,13 @@ export interface VifKernelState {
   skipped6: string[];
   /** The fake-IP translation on this vif (model/fake-ip.ts); no IPv6 at all then. */
   fakeIp?: FakeIp;
+  /** The MTU from the backend's `mtu` entry; absent = the link's MTU is left alone. */
+  mtu?: number;
 }
 
 export const METRIC_BASE = 32752;
+/** A vif's MTU when its backend names none. */
+export const XEN_DEFAULT_MTU = 1500;
 
 const HARDEN4: Array<[string, string]> = [
   ['accept_source_route', '0'], ['accept_redirects', '0'], ['secure_redirects', '0'], ['send_redirects', '0'], ['drop_unicast_in_l2_multicast', '1'],
@@ -81,6 +85,7 @@ export function vifKernelState(spec: VifSpec, provider: ProviderConfig, facts: V
     gatewayAddrs,
     skipped6: ipv6 || fakeIp ? [] : [...spec.ipv6],
     ...(fakeIp ? { fakeIp } : {}),
+    ...(spec.mtu !== undefined ? { mtu: spec.mtu } : {}),
   };
 }
 
@@ -97,7 +102,10 @@ export function transitionIpLines(prev: VifKernelState | undefined, next: VifKer
     for (const a of prev.gatewayAddrs) if (!next.gatewayAddrs.includes(a)) remove.push(`address del ${a} dev ${v}`);
   }
   // The link goes up first: IPv4 routes over a down link are refused.
-  const apply = [`link set dev ${v} group 2 up`];
+  // The MTU in the same line (Xen's own vif scripts set the backend's `mtu` on the vif too);
+  // when the entry went away, back to Xen's default rather than keeping the old value.
+  const mtu = next.mtu ?? (prev?.mtu !== undefined ? XEN_DEFAULT_MTU : undefined);
+  const apply = [`link set dev ${v}${mtu !== undefined ? ` mtu ${mtu}` : ''} group 2 up`];
   for (const a of next.gatewayAddrs) apply.push(a.includes(':') ? `address replace ${a} dev ${v} nodad` : `address replace ${a} dev ${v}`);
   for (const n of next.neighbours) apply.push(`neigh replace ${n.addr} dev ${v} lladdr ${n.mac} nud permanent`);
   for (const r of next.routes) apply.push(`route replace ${r} dev ${v} metric ${next.metric}`);
@@ -111,7 +119,7 @@ export function removalIpLines(prev: VifKernelState): string[] {
     ...prev.routes.map((r) => `route del ${r} dev ${v} metric ${prev.metric}`),
     ...prev.neighbours.map((n) => `neigh del ${n.addr} dev ${v}`),
     ...prev.gatewayAddrs.map((a) => `address del ${a} dev ${v}`),
-    `link set dev ${v} down group default`,
+    `link set dev ${v} down group default${prev.mtu !== undefined ? ` mtu ${XEN_DEFAULT_MTU}` : ''}`,
   ];
 }
 

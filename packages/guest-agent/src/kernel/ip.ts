@@ -31,3 +31,18 @@ export async function ipv6Usable(ifname: string): Promise<boolean> {
     return false; // no such file: IPv6 not built, ipv6.disable=1, or the link is gone
   }
 }
+
+/**
+ * The link's max_mtu as the driver states it (`ip -d`; not in sysfs), or undefined when ip
+ * cannot tell (no such link, no limit stated). Read only when an MTU is requested.
+ */
+export async function readMaxMtu(ifname: string): Promise<number | undefined> {
+  const res = await runProgram(IP, ['-j', '-d', 'link', 'show', 'dev', ifname], { timeoutMs: 10_000 });
+  if (res.code !== 0) return undefined;
+  try {
+    const [link] = JSON.parse(res.stdout) as { max_mtu?: unknown }[];
+    return typeof link?.max_mtu === 'number' && link.max_mtu > 0 ? link.max_mtu : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -5,6 +5,7 @@ import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { OwnedRecord } from '../model/plan.js';
 import { parseOwnedRecord } from '../model/record-format.js';
+import { parseMtuRecord, type MtuRecord } from '../model/mtu.js';
 
 export const DEFAULT_STATE_DIR = '/run/qubes-net';
 
@@ -36,4 +37,25 @@ export async function writeRecord(stateDir: string, record: OwnedRecord): Promis
 
 export async function removeRecord(stateDir: string, ifname: string): Promise<void> {
   await unlink(recordPath(stateDir, ifname)).catch(() => undefined);
+}
+
+/** The link's original MTU (model/mtu.ts), beside the address record. */
+export function mtuRecordPath(stateDir: string, ifname: string): string {
+  return join(stateDir, `guest-${ifname}.mtu.json`);
+}
+
+export async function readMtuRecord(stateDir: string, ifname: string): Promise<MtuRecord | undefined> {
+  return parseMtuRecord(await readFile(mtuRecordPath(stateDir, ifname), 'utf8').catch(() => ''));
+}
+
+export async function writeMtuRecord(stateDir: string, ifname: string, rec: MtuRecord): Promise<void> {
+  await mkdir(stateDir, { recursive: true, mode: 0o755 });
+  const path = mtuRecordPath(stateDir, ifname);
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify(rec) + '\n', { mode: 0o644 });
+  await rename(tmp, path);
+}
+
+export async function removeMtuRecord(stateDir: string, ifname: string): Promise<void> {
+  await unlink(mtuRecordPath(stateDir, ifname)).catch(() => undefined);
 }

@@ -42,6 +42,8 @@ export interface DesiredUplink {
   neighbours: DesiredNeighbour[];
   routes: DesiredRoute[];
   resolvConf: ResolvConfIntent;
+  /** The MTU to set (from `/vm-config/net-mtu`); absent = the link's MTU is left alone. */
+  mtu?: number;
 }
 
 export interface DesiredOptions {
@@ -101,7 +103,9 @@ function configured(ifname: string, c: UplinkConfig, opts: DesiredOptions): Desi
   const resolvConf: ResolvConfIntent = c.disableDnsServer
     ? { action: 'write', content: DISABLED_DNS_RESOLV_CONF }
     : { action: 'write', content: resolvConfContent(c.dns) };
-  return { ifname, link: 'up', addresses, neighbours, routes, resolvConf };
+  const desired: DesiredUplink = { ifname, link: 'up', addresses, neighbours, routes, resolvConf };
+  if (c.mtu !== undefined) desired.mtu = c.mtu;
+  return desired;
 }
 
 /** The desired uplink for any outcome: configured, or nothing of ours and the link down. */

@@ -20,6 +20,8 @@ export interface LinkState {
   /** As ip prints it: "default", "1", or a name from /etc/iproute2/group. */
   group: string;
   addresses: AddressState[];
+  /** The link's MTU as the kernel reports it. */
+  mtu?: number;
 }
 
 export interface RouteState {
@@ -89,7 +91,9 @@ export function parseLinks(json: unknown): LinkState[] {
       addresses.push({ family: local.family, local: local.ip, prefixlen: a.prefixlen });
     }
     const mac = str(l.address);
-    links.push({ ifindex, ifname, mac: mac && addr.parseMac(mac), up: flags.includes('UP'), group: str(l.group) ?? 'default', addresses });
+    const link: LinkState = { ifindex, ifname, mac: mac && addr.parseMac(mac), up: flags.includes('UP'), group: str(l.group) ?? 'default', addresses };
+    if (typeof l.mtu === 'number') link.mtu = l.mtu;
+    links.push(link);
   }
   return links;
 }

@@ -15,6 +15,8 @@ export const KEY = {
   netvmNetwork: '/qubes-netvm-network',
   disableDefaultRoute: '/qubes-service/disable-default-route',
   disableDnsServer: '/qubes-service/disable-dns-server',
+  /** dom0's `vm-config.net-mtu` feature: the uplink's MTU (optional, see model/mtu.ts). */
+  netMtu: '/vm-config/net-mtu',
   /** Written by us after every apply: `<generation> ok|error|unconfigured <detail>`. */
   uplinkStatus: '/qubes-uplink-status',
 } as const;
@@ -23,6 +25,7 @@ export const KEY = {
 export const EXACT_KEYS: readonly string[] = [
   KEY.mac, KEY.ip, KEY.netmask, KEY.gateway, KEY.primaryDns, KEY.secondaryDns,
   KEY.ip6, KEY.netmask6, KEY.gateway6, KEY.netvmNetwork, KEY.disableDefaultRoute, KEY.disableDnsServer,
+  KEY.netMtu,
 ];
 
 /** The per-interface layout `/net-config/<MAC>/{ip,netmask,gateway,ip6,netmask6,gateway6,custom}`. */

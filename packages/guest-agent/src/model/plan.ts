@@ -6,6 +6,7 @@
 //    record (OwnedRecord, stored under /run by the caller), valid only for the same ifindex.
 // Nothing else on the link is ever deleted.
 import type { DesiredAddress, DesiredNeighbour, DesiredRoute, DesiredUplink } from './desired.js';
+import { mtuLine } from './mtu.js';
 import type { AddressState, Family, KernelState, LinkState, NeighbourState, RouteState } from './kernel-state.js';
 
 /** Route/neighbour protocol number marking our entries (unassigned in rtnetlink.h). */
@@ -96,6 +97,12 @@ export function planUplink(state: KernelState, desired: DesiredUplink, owned: Ow
     if (desired.neighbours.some((w) => w.family === n.family && w.dst === n.dst)) continue;
     lines.push(`neigh del ${n.dst} ${dev}`);
     changes.push({ op: 'del', what: 'neighbour', detail: n.dst });
+  }
+  // 1b. The MTU before anything is added, so the routes below use it from their first packet.
+  const mtu = mtuLine(ifname, link.mtu, desired.mtu);
+  if (mtu !== undefined) {
+    lines.push(mtu);
+    changes.push({ op: 'set', what: 'link', detail: `mtu ${desired.mtu}` });
   }
   // 2. New addresses before old ones go: removing the last IPv4 address of a link makes the
   //    kernel flush that link's IPv4 routes and neighbours, which would undo the rest.

@@ -25,6 +25,8 @@ export interface UplinkConfig {
   dns: string[];
   disableDefaultRoute: boolean;
   disableDnsServer: boolean;
+  /** From `/vm-config/net-mtu`, validated by model/mtu.ts; absent = leave the link's MTU. */
+  mtu?: number;
 }
 
 /** One rejected value: which key, the raw value (log it only through forLog) and why. */

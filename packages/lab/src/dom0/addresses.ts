@@ -157,3 +157,16 @@ export function descendants(model: LabModel, name: string): string[] {
   }
   return out;
 }
+
+/** dom0's `vm-config.net-mtu` feature (issue 14): the uplink MTU a qube's QubesDB gets. */
+export const NET_MTU_FEATURE = 'vm-config.net-mtu';
+
+/**
+ * The MTU for a networked qube: the first qube up its netvm chain with the feature decides,
+ * as the upstream proposal propagates it; "" or unset = none.
+ */
+export function netMtuOf(model: LabModel, name: string): string | undefined {
+  if (!isNetworked(model, name)) return undefined;
+  const v = featureWithNetvm(model, name, NET_MTU_FEATURE);
+  return v === undefined || v === '' ? undefined : v;
+}

@@ -5,7 +5,7 @@
 // /qubes-ip6; a disconnected client's firewall rules stay in the old provider) we remove them:
 // a stale address or rule set is a risk when IPs are reused, and nothing depends on it.
 import {
-  connectedQubes, dnsOf, gateway6Of, gatewayOf, realIPv4, realIPv6, visibleGateway,
+  connectedQubes, dnsOf, gateway6Of, gatewayOf, netMtuOf, realIPv4, realIPv6, visibleGateway,
   visibleGateway6, visibleIPv4, visibleIPv6, visibleNetmask,
 } from './addresses.js';
 import { firewallEntries } from './firewall-rules.js';
@@ -33,6 +33,8 @@ export const CLIENT_NETWORK_KEYS = [
   '/qubes-mac', '/qubes-ip', '/qubes-netmask', '/qubes-gateway', '/qubes-primary-dns',
   '/qubes-secondary-dns', '/qubes-ip6', '/qubes-gateway6',
 ] as const;
+/** `vm-config.*` features dom0 writes under /vm-config/ (only the network MTU here). */
+export const VM_CONFIG_KEYS = ['/vm-config/net-mtu'] as const;
 export const PROVIDER_NETWORK_KEYS = [
   '/qubes-netvm-network', '/qubes-netvm-gateway', '/qubes-netvm-gateway6', '/qubes-netvm-netmask',
   '/qubes-netvm-primary-dns', '/qubes-netvm-secondary-dns', '/connected-ips', '/connected-ips6',
@@ -83,6 +85,8 @@ export function ownEntries(model: LabModel, name: string): Map<string, string> {
     e.set('/qubes-netvm-secondary-dns', dns[1]!);
     for (const [k, v] of connectedIps(model, name)) e.set(k, v);
   }
+  const mtu = netMtuOf(model, name);
+  if (mtu !== undefined) e.set('/vm-config/net-mtu', mtu);
   return e;
 }
 
@@ -93,7 +97,7 @@ export function ownEntries(model: LabModel, name: string): Map<string, string> {
 export function ownEntriesOps(model: LabModel, name: string, current: ReadonlyMap<string, string> = new Map()): QdbOp[] {
   const want = ownEntries(model, name);
   const ops: QdbOp[] = [];
-  const managed = new Set<string>([...CLIENT_NETWORK_KEYS, ...PROVIDER_NETWORK_KEYS]);
+  const managed = new Set<string>([...CLIENT_NETWORK_KEYS, ...PROVIDER_NETWORK_KEYS, ...VM_CONFIG_KEYS]);
   for (const key of current.keys()) {
     if ((managed.has(key) || key.startsWith('/qubes-service/')) && !want.has(key)) ops.push(rm(key));
   }
@@ -160,10 +164,11 @@ export function realAddresses(model: LabModel, client: string): string[] {
 /** The Xen toolstack's backend entries for the client's vif, in the netvm's xenstore. */
 export function vifBackendEntries(model: LabModel, client: string, backendDomid: number, frontendDomid: number): { path: string; entries: Array<[string, string]> } {
   const q = qube(model, client);
-  return {
-    path: `/local/domain/${backendDomid}/backend/vif/${frontendDomid}/0`,
-    entries: [['ip', realAddresses(model, client).join(' ')], ['mac', q.mac], ['type', 'vif'], ['frontend-id', String(frontendDomid)], ['handle', '0']],
-  };
+  const entries: Array<[string, string]> = [['ip', realAddresses(model, client).join(' ')], ['mac', q.mac], ['type', 'vif'], ['frontend-id', String(frontendDomid)], ['handle', '0']];
+  // The client's MTU, which Xen's vif scripts (and our driver) put on the vif.
+  const mtu = netMtuOf(model, client);
+  if (mtu !== undefined) entries.push(['mtu', mtu]);
+  return { path: `/local/domain/${backendDomid}/backend/vif/${frontendDomid}/0`, entries };
 }
 
 /**

@@ -3,14 +3,15 @@
 // the qubes below it get their own entries rewritten, providers their /connected-ips*, and
 // every plugged vif whose addresses or gateways changed is re-plugged (hotplug offline, new
 // provider entries, hotplug online). Then each rewritten qube's agent must report again.
-import { CLIENT_NETWORK_KEYS, connectedIps, ownEntries } from '../dom0/entries.js';
+import { CLIENT_NETWORK_KEYS, VM_CONFIG_KEYS, connectedIps, ownEntries, vifBackendEntries } from '../dom0/entries.js';
+import { netMtuOf } from '../dom0/addresses.js';
 import { startOrder, type LabModel } from '../topology/model.js';
 import type { Lab } from '../runtime/lab.js';
 
 /** What the guest agent watches: a change there makes it apply and report again. */
 function guestKeys(model: LabModel, name: string): string {
   const e = ownEntries(model, name);
-  return JSON.stringify([...e].filter(([k]) => (CLIENT_NETWORK_KEYS as readonly string[]).includes(k) || k === '/qubes-netvm-network' || k.startsWith('/qubes-service/')));
+  return JSON.stringify([...e].filter(([k]) => (CLIENT_NETWORK_KEYS as readonly string[]).includes(k) || (VM_CONFIG_KEYS as readonly string[]).includes(k) || k === '/qubes-netvm-network' || k.startsWith('/qubes-service/')));
 }
 
 const PROVIDER_GATEWAY_KEYS = ['/qubes-netvm-gateway', '/qubes-netvm-gateway6', '/qubes-netvm-primary-dns', '/qubes-netvm-secondary-dns'];
@@ -41,7 +42,13 @@ export async function propagate(lab: Lab, before: LabModel, affected: readonly s
   for (const n of order) {
     const vif = lab.running.get(n)?.vif;
     if (!vif) continue;
-    if (!lab.vifOutdated(n) && !gatewayChanged.has(vif.provider)) continue;
+    const mtuChanged = netMtuOf(before, n) !== netMtuOf(after, n);
+    if (!lab.vifOutdated(n) && !gatewayChanged.has(vif.provider) && !mtuChanged) continue;
+    if (mtuChanged && netMtuOf(after, n) === undefined) {
+      // The re-plug writes the backend entries that exist; a removed MTU must go from xenstore.
+      const { path } = vifBackendEntries(after, n, vif.backendDomid, lab.running.get(n)!.domid);
+      await lab.running.get(vif.provider)?.ns.xenstoreRm(`${path}/mtu`);
+    }
     const fw = await lab.firewallGenerations(n);
     await lab.replugVif(n);
     replugged.push({ name: n, fw });

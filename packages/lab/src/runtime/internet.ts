@@ -13,7 +13,7 @@ export class LabInternet {
   private plugged: Qube | undefined;
   private dns: string[];
 
-  private constructor(readonly net: FakeInternet, spec: InternetSpec) {
+  private constructor(readonly net: FakeInternet, private readonly spec: InternetSpec) {
     this.dns = spec.dns ?? [...INTERNET.dns4];
   }
 
@@ -37,7 +37,7 @@ export class LabInternet {
   /** Plugs `netvm`'s eth0 into the internet and configures it as DHCP would (v4 and v6). */
   async plug(netvm: Qube): Promise<void> {
     if (this.plugged) throw new Error(`the fake internet is already plugged into ${this.plugged.name}: only one uplink qube`);
-    await this.net.connectUplink(netvm, 'eth0');
+    await this.net.connectUplink(netvm, 'eth0', this.spec.mtu ? { mtu: this.spec.mtu } : {});
     this.plugged = netvm;
     await configureUplink(netvm, 'eth0', { ipv6: INTERNET.netvm6, dns: this.dns });
   }

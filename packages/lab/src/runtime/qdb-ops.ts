@@ -3,7 +3,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { forLog } from '@qubes-net/common';
 import type { QubesDB } from '@qubes-net/qubesdb';
-import { CLIENT_NETWORK_KEYS, PROVIDER_NETWORK_KEYS, type QdbOp } from '../dom0/entries.js';
+import { CLIENT_NETWORK_KEYS, PROVIDER_NETWORK_KEYS, VM_CONFIG_KEYS, type QdbOp } from '../dom0/entries.js';
 
 /** Applies the operations in order (dom0's order matters: the firewall marker comes last). */
 export async function applyOps(db: QubesDB, ops: readonly QdbOp[]): Promise<void> {
@@ -16,7 +16,7 @@ export async function applyOps(db: QubesDB, ops: readonly QdbOp[]): Promise<void
 /** The keys dom0 manages in a qube's own database, as they are now (to diff against). */
 export async function readOwnManaged(db: QubesDB): Promise<Map<string, string>> {
   const out = new Map<string, string>();
-  for (const key of [...CLIENT_NETWORK_KEYS, ...PROVIDER_NETWORK_KEYS]) {
+  for (const key of [...CLIENT_NETWORK_KEYS, ...PROVIDER_NETWORK_KEYS, ...VM_CONFIG_KEYS]) {
     const v = await db.read(key);
     if (v !== undefined) out.set(key, v);
   }

@@ -30,6 +30,8 @@ export interface QubeSpec {
 export interface InternetSpec {
   /** The DNS servers sys-net's resolv.conf lists (served by the fake internet's dnsmasq). */
   dns?: string[];
+  /** The MTU of the link between the fake internet and the uplink qube (both ends). */
+  mtu?: number;
 }
 
 export interface LabModel {

@@ -3,7 +3,7 @@
 // line, so one run of `up` reports all mistakes of a file at once.
 import { parseIPv4, parseMac, parseNetmask4 } from '@qubes-net/common';
 import { FirewallRuleError, defaultFirewall, parseFirewallRule, type FirewallRule } from '../dom0/firewall-rules.js';
-import { DEFAULT_MAC, realIPv4, realIPv6 } from '../dom0/addresses.js';
+import { DEFAULT_MAC, NET_MTU_FEATURE, realIPv4, realIPv6 } from '../dom0/addresses.js';
 import type { LabModel, QubeClass, QubeSpec } from './model.js';
 
 export type FieldPath = ReadonlyArray<string | number>;
@@ -40,6 +40,8 @@ const FEATURE_NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 const SERVICE_NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
 const QUBE_KEYS = new Set(['name', 'qid', 'class', 'dispid', 'netvm', 'provides_network', 'uplink', 'start', 'features', 'services', 'firewall', 'mac', 'ip', 'default_user']);
 const TOP_KEYS = new Set(['name', 'qubes', 'internet']);
+/** Fields of `internet:` (added to by each feature that configures the fake internet). */
+const INTERNET_KEYS: string[] = ['dns', 'mtu'];
 
 class Collector {
   readonly issues: TopologyIssue[] = [];
@@ -72,6 +74,9 @@ export function featureProblem(name: string, value: string): string | undefined 
   } else if (name === 'net.fake-netmask') {
     const prefix = value === '' ? 0 : parseNetmask4(value);
     if (value !== '' && (prefix === undefined || (/^\d+$/.test(value) && prefix > 24))) return `${JSON.stringify(value)} is not a netmask (dotted, or a prefix 0..24)`;
+  } else if (name === NET_MTU_FEATURE) {
+    // Bounds as the guest agent checks them (IPv4 minimum; IPv6 qubes refuse below 1280).
+    if (value !== '' && !(/^[1-9][0-9]{2,4}$/.test(value) && Number(value) >= 576 && Number(value) <= 65535)) return `${JSON.stringify(value)} is not an MTU (576..65535, or "" for none)`;
   } else if (name.startsWith('service.')) {
     const svc = name.slice('service.'.length);
     if (!SERVICE_NAME_RE.test(svc) || svc.length > 48) return `invalid service name ${JSON.stringify(svc)}`;
@@ -195,7 +200,13 @@ export function validateTopology(raw: unknown, source = 'topology', lineOf: Line
   if (raw.internet !== undefined) {
     if (!isMap(raw.internet)) c.add(['internet'], 'must be a mapping');
     else {
-      for (const k of Object.keys(raw.internet)) if (k !== 'dns') c.add(['internet', k], 'unknown field (known: dns)');
+      for (const k of Object.keys(raw.internet)) if (!INTERNET_KEYS.includes(k)) c.add(['internet', k], `unknown field (known: ${INTERNET_KEYS.join(', ')})`);
+      const mtu = raw.internet.mtu;
+      if (mtu !== undefined) {
+        // The uplink carries IPv6 too: at least IPv6's minimum link MTU.
+        if (!Number.isInteger(mtu) || (mtu as number) < 1280 || (mtu as number) > 65535) c.add(['internet', 'mtu'], `must be an integer 1280..65535, got ${JSON.stringify(mtu)}`);
+        else internet.mtu = mtu as number;
+      }
       const dns = raw.internet.dns;
       if (dns !== undefined) {
         if (!Array.isArray(dns) || dns.length === 0) c.add(['internet', 'dns'], 'must be a non-empty list of IPv4 addresses');

@@ -32,7 +32,10 @@ const servers: Server[] = [];
 function http(): Server {
   const srv = createHttpServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]!;
-    const body = path === '/' ? ROOT_BODY : path === '/whoami' ? `${req.socket.remoteAddress}\n` : `${path}\n`;
+    // /bytes/N: N bytes (at most 10 MB), for transfers larger than one packet (MTU tests).
+    const bytes = /^\/bytes\/([1-9][0-9]{0,7})$/.exec(path);
+    const size = bytes ? Math.min(Number(bytes[1]), 10_000_000) : 0;
+    const body = bytes ? 'x'.repeat(size) : path === '/' ? ROOT_BODY : path === '/whoami' ? `${req.socket.remoteAddress}\n` : `${path}\n`;
     res.writeHead(200, { 'content-type': 'text/plain', 'x-served-by': hostPort(req.socket.localAddress, req.socket.localPort) });
     res.end(body);
   });
