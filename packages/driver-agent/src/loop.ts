@@ -14,6 +14,7 @@ import type { RawVifEvent } from './model/vif-event.js';
 import type { EventResult } from './model/planner.js';
 import { reconcile } from './model/reconcile.js';
 import { baseDifferences } from './model/base-check.js';
+import { allUpstream } from './model/dns.js';
 import { realHost, type HostAccess } from './kernel/host.js';
 import { toolWriter, sessionWriter, type KernelWriter } from './kernel/writer.js';
 import type { IpFailure } from './kernel/ip-writer.js';
@@ -127,7 +128,7 @@ export class DriverLoop {
     this.feedback = new FeedbackManager({ qdb: opts.qdb, log: opts.log });
     this.provider = new ProviderManager({ qdb: opts.qdb, log: opts.log, firewall: opts.firewall, ipv6Kernel: () => this.ipv6Kernel, host: this.host });
     this.dns = new DnsManager({ log: opts.log, resolvConf: opts.resolvConf, resolved: opts.resolved, ...(opts.resolvedRunDir ? { resolvedRunDir: opts.resolvedRunDir } : {}), firewallPidFile: opts.firewallPidFile, host: this.host, ...(opts.onDnsChanged ? { tellFirewall: opts.onDnsChanged } : {}) });
-    this.dns.onChanged = (s) => this.feedback.dnsUpstream(s.mapping.upstream);
+    this.dns.onChanged = (s) => this.feedback.dnsUpstream(allUpstream(s.mapping));
     this.uplink = new UplinkManager({ log: opts.log, onChange: () => this.kick(), onVifGone: (vif) => this.vifGone(vif) });
     this.vifs = new VifManager({ qdb: opts.qdb, log: opts.log, hooksDir: opts.hooksDir, feedback: this.feedback, facts: (v) => this.host.facts(v) });
     this.vifs.onHooksDone = () => this.kick();
@@ -388,7 +389,7 @@ export class DriverLoop {
       // A restarted QubesDB daemon starts empty: put our feedback back.
       this.log.warn({}, 'feedback missing from QubesDB (restarted?): writing it again');
       for (const rec of this.vifs.records()) this.feedback.record(rec.spec.vif, rec);
-      if (this.dns.state) this.feedback.dnsUpstream(this.dns.state.mapping.upstream);
+      if (this.dns.state) this.feedback.dnsUpstream(allUpstream(this.dns.state.mapping));
     }
     const view = await this.provider.plan(turn, undefined);
     let config = view.config;

@@ -67,8 +67,8 @@ function declarations(tx: NftTransaction, f: Family): void {
     .addChain(t, 'forward', { type: 'filter', hook: 'forward', priority: PRIORITY.forward, policy: 'accept' })
     .addChain(t, 'egress-guard', { type: 'filter', hook: 'postrouting', priority: PRIORITY.egressGuard, policy: 'accept' })
     .addChain(t, 'postrouting', { type: 'nat', hook: 'postrouting', priority: PRIORITY.postrouting, policy: 'accept' });
-  if (f === 'ip') tx.addChain(t, 'dnat-dns', { type: 'nat', hook: 'prerouting', priority: PRIORITY.dnatDns, policy: 'accept' });
-  else tx.addChain(t, '_icmpv6');
+  tx.addChain(t, 'dnat-dns', { type: 'nat', hook: 'prerouting', priority: PRIORITY.dnatDns, policy: 'accept' });
+  if (f === 'ip6') tx.addChain(t, '_icmpv6');
 }
 
 function rules(tx: NftTransaction, f: Family): void {
@@ -102,6 +102,9 @@ function rules(tx: NftTransaction, f: Family): void {
     r('forward', 'oifname "vif*" counter drop'),
     r('input', 'jump custom-input'),
     r('input', 'ct state invalid counter drop'),
+    // A query our dnat-dns chain sent to a resolver in this qube (loopback or an own address,
+    // issue 16.1). Only DNATed packets: a client cannot reach local port 53 directly.
+    r('input', 'iifgroup 2 meta l4proto { tcp, udp } th dport 53 ct status dnat accept'),
   ];
   if (f === 'ip') {
     out.push(
@@ -146,7 +149,7 @@ export function addBase(tx: NftTransaction, opts: BaseRulesetOptions): void {
   for (const f of families) rules(tx, f);
   addConnected(tx, 'ip', opts.connected4);
   if (opts.ipv6) addConnected(tx, 'ip6', opts.connected6);
-  addDnsChain(tx, opts.dns);
+  addDnsChain(tx, opts.ipv6 ? opts.dns : { ...opts.dns, ipv6: undefined });
 }
 
 /**
