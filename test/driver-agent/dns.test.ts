@@ -143,6 +143,47 @@ test('virtual DNS addresses follow QubesDB', async (t) => {
   assert.equal((await dnsQuery(c.qube, '10.139.1.2', 'example.test')).rcode, 'NOERROR');
 });
 
+test('IPv6 virtual DNS: fd09:24ef:4179::a8b:1/2 DNATed cyclically to the IPv6 servers; with IPv4 servers only they reject at once (ICMPv6)', async (t) => {
+  if (!needRoot(t)) return;
+  const [V1, V2] = ['fd09:24ef:4179::a8b:1', 'fd09:24ef:4179::a8b:2'];
+  const [S1, S2] = INTERNET.dns6;
+  await lab.writeKeys({ '/qubes-netvm-primary-dns6': V1, '/qubes-netvm-secondary-dns6': V2 });
+  try {
+    await lab.setResolv([DNS1, S1, DNS2, S2]);
+    await waitFor('both families mapped', async () => (await upstreamKey()) === `${DNS1} ${DNS2} ${S1} ${S2}`);
+    await lab.internet.clearQueryLog();
+    assert.equal((await dnsQuery(c.qube, V1, 'example.test', 'AAAA')).rcode, 'NOERROR');
+    assert.equal((await dnsQuery(c.qube, V2, 'www.example.test', 'AAAA')).rcode, 'NOERROR');
+    assert.equal((await dnsQuery(c.qube, '10.139.1.1', 'other.example.test')).rcode, 'NOERROR');
+    const log = await lab.internet.queryLog();
+    assert.deepEqual(log.filter((e) => e.name === 'example.test').map((e) => e.server), [S1]);
+    assert.deepEqual(log.filter((e) => e.name === 'www.example.test').map((e) => e.server), [S2]);
+    assert.deepEqual(log.filter((e) => e.name === 'other.example.test').map((e) => e.server), [DNS1]);
+
+    // IPv4 DNS only upstream, IPv6 on: the IPv6 virtual servers answer with ICMPv6 at once.
+    await lab.setResolv([DNS1, DNS2]);
+    await waitFor('IPv6 part rejected', async () => (await upstreamKey()) === `${DNS1} ${DNS2}`);
+    for (const v of [V1, V2]) {
+      const r = await dnsQuery(c.qube, v, 'example.test', 'AAAA', { timeoutMs: 3000 });
+      assert.equal(r.rcode, 'REJECTED', v);
+      assert.equal(r.error, 'ECONNREFUSED', v);
+    }
+    assert.equal((await dnsQuery(c.qube, '10.139.1.1', 'example.test')).rcode, 'NOERROR', 'IPv4 unaffected');
+    assert.match((await lab.netvm.exec('nft', ['list', 'chain', 'ip6', 'qubes', 'dnat-dns'])).stdout, /ip6 daddr fd09:24ef:4179::a8b:1 udp dport 53 counter packets [1-9]\d* bytes \d+ reject/);
+
+    // IPv6 DNS only: the IPv4 virtual servers reject, the IPv6 ones answer.
+    await lab.setResolv([S1]);
+    await waitFor('IPv4 part rejected', async () => (await upstreamKey()) === S1);
+    assert.equal((await dnsQuery(c.qube, '10.139.1.1', 'example.test', 'A', { timeoutMs: 3000 })).rcode, 'REJECTED');
+    assert.equal((await dnsQuery(c.qube, V2, 'example.test', 'A')).rcode, 'NOERROR');
+  } finally {
+    await lab.writeKeys({ '/qubes-netvm-primary-dns6': undefined, '/qubes-netvm-secondary-dns6': undefined });
+    await lab.setResolv([DNS1, DNS2]);
+    await waitFor('back to both IPv4 servers', async () => (await upstreamKey()) === `${DNS1} ${DNS2}`);
+  }
+  assert.equal((await lab.netvm.exec('nft', ['list', 'chain', 'ip6', 'qubes', 'dnat-dns'])).stdout.includes('fd09'), false, 'keys gone: chain empty');
+});
+
 test('a resolver in the netvm itself (127.0.0.1, then an own address) answers the clients (16.1)', async (t) => {
   if (!needRoot(t)) return;
   await writeFile(lab.netvm.hostPath('/run/qn-drv/local-hosts'), '192.0.2.99 local.test\n');
