@@ -30,6 +30,8 @@ export interface QubeSpec {
 export interface InternetSpec {
   /** The DNS servers sys-net's resolv.conf lists (served by the fake internet's dnsmasq). */
   dns?: string[];
+  /** false: an IPv6-only uplink (no IPv4 address or route on sys-net's eth0). Default true. */
+  ipv4?: boolean;
 }
 
 export interface LabModel {
