@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { needRoot } from '../helpers/root.js';
 import { INTERNET, dnsQuery, httpGet } from '@qubes-net/netns';
-import { setUpstreamDns } from '@qubes-net/lab';
+import { setUpstreamDns, setFirewall, parseRuleList } from '@qubes-net/lab';
 import { startLab, chainTopology, type E2ELab } from './fixture.js';
 
 const [V6A, V6B] = ['fd09:24ef:4179::a8b:1', 'fd09:24ef:4179::a8b:2'];
@@ -73,6 +73,20 @@ test('IPv6-only DNS upstream: the IPv4 virtual servers reject at once, names res
   assert.equal((await getent('c1', 'www.example.test')).exitCode, 0, 'glibc moves past the rejecting IPv4 servers');
   assert.notEqual((await dnsQuery(L.ns('c4'), '10.139.1.1', 'www.example.test', 'A', { timeoutMs: 5000 })).rcode, 'NOERROR', 'an IPv4-only client has no IPv6 DNS to fall back to');
   await setUpstreamDns(L.lab, [D4A, D6A, D4B, D6B]);
+});
+
+test('firewall specialtarget=dns covers the IPv6 virtual servers; without it they are blocked', async (t) => {
+  if (!needRoot(t)) return;
+  const set = async (...r: string[]) => {
+    for (const [ip, fb] of await setFirewall(L.lab, 'c1', parseRuleList(r))) assert.equal(fb.state, 'ok', `${ip}: ${fb.state} ${fb.detail}`);
+  };
+  await set('action=accept specialtarget=dns', 'action=drop');
+  for (const server of ['10.139.1.1', V6A, V6B]) assert.equal((await dnsQuery(L.ns('c1'), server, 'www.example.test', 'AAAA')).rcode, 'NOERROR', `${server} allowed`);
+  assert.notEqual((await httpGet(L.ns('c1'), `http://[${INTERNET.web6}]/`, { timeoutMs: 1500 })).status, 200, 'nothing else');
+  await set('action=accept proto=icmp', 'action=drop');
+  assert.equal((await dnsQuery(L.ns('c1'), V6A, 'www.example.test', 'AAAA', { timeoutMs: 1000 })).addresses.length, 0, 'no DNS rule: blocked');
+  await set('action=accept');
+  assert.equal((await dnsQuery(L.ns('c1'), V6A, 'www.example.test', 'AAAA')).rcode, 'NOERROR');
 });
 
 test('IPv6-only uplink (internet.ipv4: false): every client with IPv6 resolves and connects', async (t) => {
