@@ -62,7 +62,7 @@ export interface StatusReport {
   ok: true;
   generation: number;
   vifs: Array<{ vif: string; domid: number; ips: string[]; mac: string; state: string; generation: number; detail: string }>;
-  dns: { mode: string; pairs: Array<{ virtual: string; target?: string }>; upstream: string[]; source: string; rejected: Array<{ server: string; reason: string }> } | undefined;
+  dns: { mode: string; pairs: Array<{ virtual: string; target?: string }>; upstream: string[]; source: string; rejected: Array<{ server: string; reason: string }>; ipv6?: { mode: string; pairs: Array<{ virtual: string; target?: string }>; upstream: string[] } } | undefined;
   forwarding: { ipv4: boolean; ipv6: boolean };
   flowtables: boolean;
   firewall: boolean;
@@ -183,7 +183,7 @@ export class DriverLoop {
         await this.sync(reason);
         const d = this.dns.state;
         const changed = !!d && before !== d.mapping && JSON.stringify(before) !== JSON.stringify(d.mapping);
-        return { ok: true, code: 'ok', message: `dns ${changed ? 'changed' : 'unchanged'}`, details: { changed, mode: d?.mapping.mode, upstream: d?.mapping.upstream ?? [] } };
+        return { ok: true, code: 'ok', message: `dns ${changed ? 'changed' : 'unchanged'}`, details: { changed, mode: d?.mapping.mode, ...(d?.mapping.ipv6 ? { mode6: d.mapping.ipv6.mode } : {}), upstream: d ? allUpstream(d.mapping) : [] } };
       }
       case 'status':
         return { ok: true, code: 'ok', message: 'status', details: { ...(await this.status()) } };
@@ -247,7 +247,7 @@ export class DriverLoop {
         vifs: [...this.vifs.state.vifs.values()].sort((a, b) => a.spec.domid - b.spec.domid || a.spec.devid - b.spec.devid).map((r) => ({
           vif: r.spec.vif, domid: r.spec.domid, ips: [...r.spec.ipv4, ...r.spec.ipv6], mac: r.spec.mac ?? '', state: r.state, generation: r.generation, detail: r.detail,
         })),
-        dns: d ? { mode: d.mapping.mode, pairs: d.mapping.pairs, upstream: d.mapping.upstream, source: d.source, rejected: d.rejected } : undefined,
+        dns: d ? { mode: d.mapping.mode, pairs: d.mapping.pairs, upstream: d.mapping.upstream, source: d.source, rejected: d.rejected, ...(d.mapping.ipv6 ? { ipv6: { mode: d.mapping.ipv6.mode, pairs: d.mapping.ipv6.pairs, upstream: d.mapping.ipv6.upstream } } : {}) } : undefined,
         forwarding: { ...this.provider.forwarding },
         flowtables: this.flowtables,
         // From the kernel, not from the service flag (13.5).
