@@ -253,3 +253,14 @@ test('a DNS change purges the DNATed flows to the old server; a stale firewall p
     await waitFor('back to both servers', async () => (await upstreamKey()) === `${DNS1} ${DNS2}`);
   }
 });
+
+test('a dnat-dns chain deleted by hand is put back by a reconcile', async (t) => {
+  if (!needRoot(t)) return;
+  for (const family of ['ip6', 'ip']) {
+    await lab.netvm.exec('nft', ['delete', 'chain', family, 'qubes', 'dnat-dns']);
+    const r = await lab.cli(['reconcile']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    await waitFor(`${family} dnat-dns back`, async () => (await lab.netvm.exec('nft', ['list', 'chain', family, 'qubes', 'dnat-dns'], { allowFailure: true })).exitCode === 0);
+  }
+  assert.equal((await dnsQuery(c.qube, '10.139.1.1', 'example.test')).rcode, 'NOERROR');
+});

@@ -46,6 +46,8 @@ export function baseDifferences(tables: LoadedTables, ipv6: boolean, dns: DnsMap
       diffs.push(`table ${f} qubes missing`);
       continue;
     }
+    // Not an own chain (its rules are the DNS mapping's), but a flush of it fails when missing.
+    if (!have.has('dnat-dns')) diffs.push(`${f} qubes: chain dnat-dns missing`);
     for (const [chain, n] of expected[f]) {
       if (!have.has(chain)) diffs.push(`${f} qubes: chain ${chain} missing`);
       else if (have.get(chain) !== n) diffs.push(`${f} qubes: chain ${chain} has ${have.get(chain)} rules, want ${n}`);
