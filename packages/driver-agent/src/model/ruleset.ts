@@ -75,7 +75,11 @@ function rules(tx: NftTransaction, f: Family): void {
   const t = qubesTable(f);
   const a = f === 'ip' ? 'ip' : 'ip6';
   const r = (chain: string, rule: string): [string, string] => [chain, rule];
-  const out: Array<[string, string]> = [
+  const out: Array<[string, string]> = [];
+  // route_localnet (set on the vifs when a resolver on 127/8 is a DNS target) must not let a
+  // client address loopback itself: only our DNAT, which comes later, leads there.
+  if (f === 'ip') out.push(r('prerouting', 'iifname "vif*" ip daddr 127.0.0.0/8 counter drop'));
+  out.push(
     // Anti-spoofing before anything else (raw priority, before conntrack): a vif may only
     // send from its own addresses. Vifs not configured yet (no group 2) are vifs all the same
     // and have no element in @allowed, so they send nothing.
@@ -105,7 +109,7 @@ function rules(tx: NftTransaction, f: Family): void {
     // A query our dnat-dns chain sent to a resolver in this qube (loopback or an own address,
     // issue 16.1). Only DNATed packets: a client cannot reach local port 53 directly.
     r('input', 'iifgroup 2 meta l4proto { tcp, udp } th dport 53 ct status dnat accept'),
-  ];
+  );
   if (f === 'ip') {
     out.push(
       r('input', 'iifgroup 2 udp dport 68 counter drop'),
