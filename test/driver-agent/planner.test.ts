@@ -170,6 +170,13 @@ test('flowtable devices change incrementally with vifs', () => {
 test('hardening sysctls when the service is on', () => {
   const p = planBatch(new DriverState(), [online('vif5.0', ['10.137.0.7'])], ctx({ provider: { ...provider, hardenInterfaces: true } }));
   assert.ok(p.sysctls.some((s) => s.path === 'net/ipv4/conf/vif5.0/send_redirects' && s.value === '0'));
+  // The kernel ORs conf/all with the interface's value (send/secure redirects): all is set too.
+  for (const k of ['send_redirects', 'secure_redirects', 'accept_redirects', 'accept_source_route']) {
+    assert.ok(p.sysctls.some((s) => s.path === `net/ipv4/conf/all/${k}` && s.value === '0'), k);
+  }
+  // Off: neither the vif's nor conf/all is touched.
+  const off = planBatch(new DriverState(), [online('vif5.0', ['10.137.0.7'])], ctx({ provider }));
+  assert.ok(!off.sysctls.some((s) => /send_redirects|\/all\//.test(s.path)));
   assert.ok(p.sysctls.some((s) => s.path === 'net/ipv6/conf/vif5.0/accept_ra' && s.value === '0'));
 });
 

@@ -135,7 +135,7 @@ test('status reports a mismatch with exit 1', async (t) => {
   assert.match(res.stdout, /DOES NOT MATCH/);
 });
 
-test('resolv.conf: a protected file and disable-dns-server are left alone; a symlink is replaced', async (t) => {
+test('resolv.conf: a protected file is left alone, disable-dns-server empties it; a symlink is replaced', async (t) => {
   if (!needRoot(t)) return;
   await reset();
   const resolv = lab.client.hostPath('/etc/resolv.conf');
@@ -153,7 +153,7 @@ test('resolv.conf: a protected file and disable-dns-server are left alone; a sym
 
   await lab.writeKeys({ '/qubes-service/disable-dns-server': '1' });
   assert.equal((await lab.cli(['apply'])).code, 0);
-  assert.equal(await lab.resolvConf(), 'nameserver 9.9.9.9\n');
+  assert.equal(await lab.resolvConf(), '\n', 'emptied (one empty line), as upstream does');
 
   await lab.writeKeys({ '/qubes-service/disable-dns-server': '0', '/qubes-primary-dns': undefined, '/qubes-secondary-dns': undefined });
   const res = await lab.cli(['apply']);

@@ -49,9 +49,9 @@ test('disable-default-route: host routes only', () => {
   assert.deepEqual(d.routes.map((r) => r.dst), ['10.137.0.3', 'fd09:24ef:4179::a89:3']);
 });
 
-test('disable-dns-server: resolv.conf left alone', () => {
+test('disable-dns-server: resolv.conf emptied to one empty line, as upstream does', () => {
   const d = desiredUplink('eth0', outcome({ '/qubes-service/disable-dns-server': '1' }), { ipv6: true });
-  assert.equal(d.resolvConf.action, 'leave');
+  assert.deepEqual(d.resolvConf, { action: 'write', content: '\n' });
 });
 
 test('resolv.conf: primary defaults to the gateway, no empty nameserver line', () => {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, lstatSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { formatUplinkStatus, generationCounter, isProtectedFile, parseLinkEventLine, parseUplinkStatus, writeResolvConf } from '@qubes-net/guest-agent';
+import { formatUplinkStatus, generationCounter, isBackupName, isProtectedFile, parseLinkEventLine, parseUplinkStatus, writeResolvConf } from '@qubes-net/guest-agent';
 
 test('ip -o monitor link lines', () => {
   assert.deepEqual(parseLinkEventLine('3: eth0@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP group 1 \\    link/ether 00:16:3e:5e:6c:00 brd ff:ff:ff:ff:ff:ff link-netns x'),
@@ -56,4 +56,29 @@ test('protected files: exact lines in either directory', async (t) => {
   assert.deepEqual(await isProtectedFile('/etc/resolv.conf', [etc, rw, join(dir, 'missing')]), { protected: false });
   writeFileSync(join(rw, 'dns.conf'), '/etc/hosts\n/etc/resolv.conf\n');
   assert.deepEqual(await isProtectedFile('/etc/resolv.conf', [etc, rw]), { protected: true, listedIn: join(rw, 'dns.conf') });
+});
+
+test('protected files: subfolders searched, package-manager and editor backups skipped, inner symlinks not followed', async (t) => {
+  const dir = tmp(t);
+  const etc = join(dir, 'etc-qubes');
+  mkdirSync(join(etc, 'sub', 'deeper'), { recursive: true });
+  // Backups of a list that did protect the file once: not lists any more.
+  for (const name of ['dns.conf.rpmsave', 'dns.conf.rpmnew', 'dns.conf.rpmold', 'dns.conf~', 'dns.conf.dpkg-old', 'dns.conf.dpkg-dist', 'dns.conf.dpkg-new', '.dns.conf.swp']) {
+    writeFileSync(join(etc, name), '/etc/resolv.conf\n');
+  }
+  const outside = join(dir, 'outside.conf');
+  writeFileSync(outside, '/etc/resolv.conf\n');
+  symlinkSync(outside, join(etc, 'linked.conf'));
+  assert.deepEqual(await isProtectedFile('/etc/resolv.conf', [etc]), { protected: false });
+  // A list in a subfolder, without a trailing newline, counts.
+  writeFileSync(join(etc, 'sub', 'deeper', 'network'), '/etc/hosts\n/etc/resolv.conf');
+  assert.deepEqual(await isProtectedFile('/etc/resolv.conf', [etc]), { protected: true, listedIn: join(etc, 'sub', 'deeper', 'network') });
+  // The directory named itself may be a symlink (grep follows what it is given).
+  symlinkSync(etc, join(dir, 'etc-link'));
+  assert.equal((await isProtectedFile('/etc/resolv.conf', [join(dir, 'etc-link')])).protected, true);
+});
+
+test('protected files: which names are backups', () => {
+  for (const n of ['a.rpmsave', 'a.rpmnew', 'a.rpmold', 'a~', 'a.dpkg-old', 'a.dpkg-bak', 'a.dpkg-tmp', '.a.swp', '.a.swo']) assert.equal(isBackupName(n), true, n);
+  for (const n of ['dns.conf', 'rpmnew', 'a.rpm', 'a.dpkg', 'swp', 'a.conf.d']) assert.equal(isBackupName(n), false, n);
 });

@@ -55,3 +55,16 @@ test('apply lock: a second holder waits until the first releases', async () => {
   l2.release();
   await assert.rejects(acquireApplyLock(50, name).then(async (a) => { try { await acquireApplyLock(60, name); } finally { a.release(); } }), /held the lock/);
 });
+
+test('uplink choice: /qubes-mac equal to the backend MAC never selects a downstream vif', () => {
+  const links = [link('vif3.0', 'fe:ff:ff:ff:ff:ff'), link('eth0', '00:16:3e:5e:6c:00'), link('vif4.0', 'fe:ff:ff:ff:ff:ff')];
+  // Even a caller that passes no eligibility rule (every link eligible) gets eth0, and the
+  // value is reported as unusable.
+  for (const mac of ['fe:ff:ff:ff:ff:ff', 'FE:FF:FF:FF:FF:FF']) {
+    const choice = chooseUplink(links, mac);
+    assert.equal(choice.ifname, 'eth0', mac);
+    assert.equal(choice.by, 'fallback');
+    assert.equal(choice.badMac, mac);
+    assert.equal(chooseUplink(links, mac, undefined, () => true).ifname, 'eth0');
+  }
+});

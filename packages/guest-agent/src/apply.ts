@@ -16,6 +16,8 @@ import { applyIpBatch, ipv6Usable, readKernelState } from './kernel/ip.js';
 import { DEFAULT_DRIVER_SOCKET, DEFAULT_HOOKS, notifyDriverDnsChanged, runIpChangeHooks } from './kernel/provider-hooks.js';
 import { readRecord, writeRecord, DEFAULT_STATE_DIR } from './kernel/record.js';
 import { DEFAULT_PROTECTED_DIRS, isProtectedFile, writeResolvConf } from './kernel/resolv-conf.js';
+import { DEFAULT_RESOLVED_TOOLS, resolvedInUse, setLinkDns, type ResolvedTools } from './kernel/resolved.js';
+import { DEFAULT_SERVICE_DIR, serviceFlagSet } from './kernel/service-flag.js';
 import { EXIT } from './exit-codes.js';
 
 export interface AgentPaths {
@@ -24,6 +26,10 @@ export interface AgentPaths {
   protectedDirs: readonly string[];
   hooks: readonly string[];
   driverSocket: string;
+  /** Upstream's service flag files (/run/qubes-service), read when QubesDB has no entry. */
+  serviceDir: string;
+  /** systemd-resolved's tools (`resolvectl dns IF …` when it is in use). */
+  resolved: ResolvedTools;
 }
 
 export const DEFAULT_PATHS: AgentPaths = {
@@ -32,7 +38,19 @@ export const DEFAULT_PATHS: AgentPaths = {
   protectedDirs: DEFAULT_PROTECTED_DIRS,
   hooks: DEFAULT_HOOKS,
   driverSocket: DEFAULT_DRIVER_SOCKET,
+  serviceDir: DEFAULT_SERVICE_DIR,
+  resolved: DEFAULT_RESOLVED_TOOLS,
 };
+
+/** The services the uplink depends on, by QubesDB key (the flag file's name is the last part). */
+const SERVICE_KEYS: readonly string[] = [KEY.disableDnsServer, KEY.disableDefaultRoute];
+
+/** A service without a QubesDB entry is on when its flag file exists (upstream's qsvc). */
+async function addServiceFlags(keys: Map<string, string>, dir: string): Promise<void> {
+  await Promise.all(SERVICE_KEYS.filter((k) => !keys.has(k)).map(async (k) => {
+    if (await serviceFlagSet(dir, k.slice(k.lastIndexOf('/') + 1))) keys.set(k, '1');
+  }));
+}
 
 /** Batches per apply before giving up on convergence (a second one is rare, a third would be a bug). */
 const MAX_ROUNDS = 3;
@@ -46,11 +64,11 @@ export interface ApplyContext {
   /** The uplink given on the command line; otherwise found by /qubes-mac, else eth0. */
   iface?: string;
   generation: () => string;
-  /** Log an apply that changed nothing at debug level only (the run mode's re-checks). */
+  /** Log an apply that changed nothing at debug level only (the run mode's link-event passes). */
   quietWhenUnchanged?: boolean;
   /**
    * Write the feedback key even when nothing changed and the status is the same as last time
-   * (default true; the run mode's link-event and periodic re-checks pass false).
+   * (default true; the run mode's link-event and retry passes pass false).
    */
   alwaysWriteStatus?: boolean;
   /** The last status written by this context, kept up to date by applyOnce. */
@@ -92,6 +110,7 @@ export interface Evaluation {
 /** Reads QubesDB and the kernel and computes the plan, without changing anything. */
 export async function evaluate(db: QubesDB, paths: AgentPaths, iface: string | undefined, preRead?: Promise<KernelState>): Promise<Evaluation & { state: KernelState }> {
   const [keys, state] = await Promise.all([readUplinkKeys(db), preRead ?? readKernelState()]);
+  await addServiceFlags(keys, paths.serviceDir ?? DEFAULT_SERVICE_DIR);
   const allowed = uplinkDrivers(process.env.QUBES_NET_UPLINK_DRIVERS);
   const drivers = await linkDrivers(state.links.filter((l) => l.ifname !== 'lo').map((l) => l.ifname));
   const eligible = (l: { ifname: string; mac: string | undefined }): boolean => isUplinkCandidate(l, drivers.get(l.ifname) ?? 'none', allowed);
@@ -126,7 +145,7 @@ function describeConfig(outcome: ConfigOutcome & { kind: 'ok' }, ipv6: boolean):
 
 /**
  * Logs what is wrong with QubesDB's values. The run mode re-evaluates on link events and
- * periodically: a problem already reported by this context goes to debug level, so an
+ * retries: a problem already reported by this context goes to debug level, so an
  * unchanged bad value is one error line, not one per pass.
  */
 function logOutcome(log: Logger, ev: Evaluation, ctx: ApplyContext): void {
@@ -219,7 +238,8 @@ export async function applyOnce(ctx: ApplyContext, preRead?: Promise<KernelState
           const how = await writeResolvConf(paths.resolvConf, desired.resolvConf.content);
           if (how !== 'unchanged') {
             changed = true;
-            const servers = outcome.kind === 'ok' ? outcome.config.dns : [];
+            // disable-dns-server empties the file: no server in it.
+            const servers = outcome.kind === 'ok' && !outcome.config.disableDnsServer ? outcome.config.dns : [];
             if (how === 'written-in-place') log.warn({ path: paths.resolvConf, dns: servers, ifname }, 'resolv.conf written in place (cannot rename onto it: bind mount)');
             else log.info({ path: paths.resolvConf, dns: servers, replacedSymlink: how === 'replaced-symlink', ifname }, 'resolv.conf written');
           }
@@ -228,6 +248,11 @@ export async function applyOnce(ctx: ApplyContext, preRead?: Promise<KernelState
         resolvError = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
         log.error({ path: paths.resolvConf, error: (err as Error).message, ifname }, 'resolv.conf write failed');
       }
+    }
+
+    // Upstream gives resolved the servers on every setup-ip run, protected resolv.conf or not.
+    if (desired.resolvConf.action === 'write' && outcome.kind === 'ok' && !outcome.config.disableDnsServer && kernelError === undefined) {
+      await tellResolved(paths.resolved ?? DEFAULT_RESOLVED_TOOLS, ifname, outcome.config.dns, log);
     }
 
     const changes = allChanges.map((c) => `${c.op} ${c.what} ${c.detail}`);
@@ -261,13 +286,27 @@ export async function applyOnce(ctx: ApplyContext, preRead?: Promise<KernelState
   const statusKey = `${status} ${detail}`;
   if (changed || ctx.alwaysWriteStatus !== false || ctx.lastStatus !== statusKey) {
     try {
-      ctx.lastStatus = statusKey;
       await db.write(KEY.uplinkStatus, formatUplinkStatus(ctx.generation(), status, detail));
+      // Remembered only once QubesDB took it: a failed write is tried again on the next pass,
+      // even when nothing else changed by then.
+      ctx.lastStatus = statusKey;
     } catch (err) {
       log.warn({ key: KEY.uplinkStatus, error: (err as Error).message }, 'qubesdb feedback write failed');
     }
   }
   return { ifname, status, detail, changed, linkPresent: plan.ifindex !== undefined, providesNetwork: outcome.providesNetwork, exitCode, outcome };
+}
+
+/** `resolvectl dns IF …` when systemd-resolved is in use; its failure is logged, never fatal. */
+async function tellResolved(tools: ResolvedTools, ifname: string, servers: readonly string[], log: Logger): Promise<void> {
+  const use = await resolvedInUse(tools);
+  if (!use.use) {
+    log.debug({ ifname, reason: use.reason }, 'systemd-resolved not told');
+    return;
+  }
+  const res = await setLinkDns(tools, ifname, servers);
+  if (res.ok) log.info({ ifname, dns: servers }, 'systemd-resolved given the link\'s DNS servers');
+  else log.error({ ifname, dns: servers, error: res.error }, 'resolvectl dns failed');
 }
 
 /** After a change in a qube that serves others: tell the driver, run the user's hooks. */

@@ -1,7 +1,8 @@
 // `qubes-net-guest run`: apply at start, then again (debounced) on every relevant QubesDB
-// change, on link events for the uplink, after a failed apply (with back-off), on a slow
-// periodic re-check that catches anything missed, and at once on a control request (the
-// udev-started `qubes-net-uplink`). All kernel work is serialised: one pass or request at a
+// change, on link events for the uplink, after a failed apply (with back-off), after the
+// QubesDB watch reconnects, and at once on a control request (the udev-started
+// `qubes-net-uplink`). Never on a timer: a route or resolv.conf line a user changed by hand
+// stays so until QubesDB or the link changes (upstream configures once per hotplug). All kernel work is serialised: one pass or request at a
 // time, requests in the order they came; events arriving during a pass cause exactly one more
 // pass. Stopping leaves the configuration in place, like systemd-networkd, so restarting the
 // agent breaks no traffic.
@@ -22,8 +23,6 @@ export interface DaemonOptions {
   iface?: string;
   /** Quiet time after an event before applying, so a burst of dom0 writes is one pass. */
   debounceMs?: number;
-  /** Periodic re-check; 0 disables it. */
-  resyncMs?: number;
   /** Called once after the first pass (sd_notify READY=1 in the CLI). */
   onReady?: () => void;
 }
@@ -64,13 +63,11 @@ export class GuestDaemon {
   private readonly generation = generationCounter();
   private readonly ctx: ApplyContext;
   private readonly debounceMs: number;
-  private readonly resyncMs: number;
   private pending = new Set<Trigger>();
   private readonly queue: QueueItem[] = [];
   /** Links taken down by a remove request: ifname → ifindex (a new link of that name is not held). */
   private readonly removed = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
-  private resyncTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelayMs = 0;
   private running: Promise<void> | undefined;
@@ -88,7 +85,6 @@ export class GuestDaemon {
 
   constructor(private readonly opts: DaemonOptions) {
     this.debounceMs = opts.debounceMs ?? 10;
-    this.resyncMs = opts.resyncMs ?? 30_000;
     this.uplink = opts.iface ?? 'eth0';
     this.ctx = this.context(opts.iface);
     this.ctx.quietWhenUnchanged = true;
@@ -124,7 +120,7 @@ export class GuestDaemon {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const t of [this.timer, this.resyncTimer, this.retryTimer]) if (t) clearTimeout(t);
+    for (const t of [this.timer, this.retryTimer]) if (t) clearTimeout(t);
     this.timer = undefined;
     this.monitor?.stop();
     await this.watch?.close().catch(() => undefined);
@@ -338,7 +334,6 @@ export class GuestDaemon {
     } finally {
       this.firstPass = false;
       this.passes++;
-      this.scheduleResync();
     }
   }
 
@@ -346,12 +341,6 @@ export class GuestDaemon {
     this.retryDelayMs = Math.min(this.retryDelayMs ? this.retryDelayMs * 2 : 500, 30_000);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.trigger('retry', 0), this.retryDelayMs);
-  }
-
-  private scheduleResync(): void {
-    if (this.resyncMs <= 0 || this.stopped) return;
-    if (this.resyncTimer) clearTimeout(this.resyncTimer);
-    this.resyncTimer = setTimeout(() => this.trigger('resync', 0), this.resyncMs);
   }
 
   private async hooksIdle(): Promise<void> {

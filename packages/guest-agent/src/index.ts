@@ -5,7 +5,7 @@ export { readUplinkKeys, parseUplinkConfig, serviceEnabled, type UplinkKeys, typ
 export { chooseUplink, parseIfname, isUplinkCandidate, uplinkDrivers, DEFAULT_UPLINK, DEFAULT_UPLINK_DRIVERS, BACKEND_MAC, type UplinkChoice } from './model/uplink.js';
 export { watchArgs, type WatchArgsOptions } from './model/watch-args.js';
 export { acquireApplyLock } from './kernel/apply-lock.js';
-export { desiredUplink, resolvConfContent, ipv6Network, type DesiredUplink, type DesiredAddress, type DesiredNeighbour, type DesiredRoute, type ResolvConfIntent } from './model/desired.js';
+export { desiredUplink, resolvConfContent, DISABLED_DNS_RESOLV_CONF, ipv6Network, type DesiredUplink, type DesiredAddress, type DesiredNeighbour, type DesiredRoute, type ResolvConfIntent } from './model/desired.js';
 export { parseKernelState, parseLinks, parseRoutes, parseNeighbours, STATE_READ_COMMANDS, type KernelState, type LinkState, type RouteState, type NeighbourState, type AddressState } from './model/kernel-state.js';
 export { planUplink, sameRecord, isOwnedProtocol, OWNER_PROTO, type OwnedRecord, type UplinkPlan, type PlanChange } from './model/plan.js';
 export { parseOwnedRecord } from './model/record-format.js';
@@ -16,6 +16,8 @@ export { collectStatus, formatStatusText, type StatusReport } from './status.js'
 export { removeUplink, type RemoveResult } from './remove.js';
 export { EXIT } from './exit-codes.js';
 export { parseLinkEventLine, LinkMonitor, type LinkEvent } from './kernel/link-monitor.js';
-export { writeResolvConf, isProtectedFile } from './kernel/resolv-conf.js';
+export { writeResolvConf, isProtectedFile, isBackupName } from './kernel/resolv-conf.js';
+export { resolvedInUse, setLinkDns, DEFAULT_RESOLVED_TOOLS, type ResolvedTools } from './kernel/resolved.js';
+export { serviceFlagSet, DEFAULT_SERVICE_DIR } from './kernel/service-flag.js';
 export { parseControlRequest, formatReply as formatControlReply, DEFAULT_CONTROL_SOCKET, MAX_REQUEST_BYTES as MAX_CONTROL_REQUEST_BYTES, type ControlRequest } from './control/protocol.js';
 export { ControlServer, socketAnswers, type ControlHandler } from './control/server.js';

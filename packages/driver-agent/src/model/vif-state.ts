@@ -56,8 +56,13 @@ export function vifKernelState(spec: VifSpec, provider: ProviderConfig, facts: V
   const gw6 = ipv6 && gateway6OnVifs(provider);
   if (gw6) sysctls.push({ path: `net/ipv6/conf/${v}/proxy_ndp`, value: '1' });
   if (provider.hardenInterfaces) {
-    for (const [k, val] of HARDEN4) sysctls.push({ path: `net/ipv4/conf/${v}/${k}`, value: val });
-    if (ipv6) for (const [k, val] of HARDEN6) sysctls.push({ path: `net/ipv6/conf/${v}/${k}`, value: val });
+    // conf/all too, as upstream's sysctl prefixes do: the kernel ORs `all` with the
+    // interface's value for send_redirects, secure_redirects and others, so the per-vif value
+    // alone would not switch them off.
+    for (const dev of [v, 'all']) {
+      for (const [k, val] of HARDEN4) sysctls.push({ path: `net/ipv4/conf/${dev}/${k}`, value: val });
+      if (ipv6) for (const [k, val] of HARDEN6) sysctls.push({ path: `net/ipv6/conf/${dev}/${k}`, value: val });
+    }
   }
   const mac = spec.mac;
   const usable6 = ipv6 ? spec.ipv6 : [];

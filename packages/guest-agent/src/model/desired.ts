@@ -49,6 +49,9 @@ export interface DesiredOptions {
   ipv6: boolean;
 }
 
+/** resolv.conf under the disable-dns-server service: emptied, as upstream does (`echo >`). */
+export const DISABLED_DNS_RESOLV_CONF = '\n';
+
 /**
  * The upstream resolv.conf: one `nameserver` line per server, none for an empty entry. The
  * IPv6 virtual servers (when IPv6 is on) come after the IPv4 ones: resolvers ask in file order,
@@ -100,8 +103,9 @@ function configured(ifname: string, c: UplinkConfig, opts: DesiredOptions): Desi
     }
   }
 
+  // disable-dns-server: upstream empties the file (one empty line) rather than leaving it.
   const resolvConf: ResolvConfIntent = c.disableDnsServer
-    ? { action: 'leave', reason: 'disable-dns-server service is enabled' }
+    ? { action: 'write', content: DISABLED_DNS_RESOLV_CONF }
     : { action: 'write', content: resolvConfContent(c.dns, ip6 !== undefined ? c.dns6 : []) };
   return { ifname, link: 'up', addresses, neighbours, routes, resolvConf };
 }

@@ -47,6 +47,9 @@ export function chooseUplink(links: readonly LinkState[], qubesMac: string | und
   if (qubesMac !== undefined && qubesMac !== '') {
     const mac = addr.parseMac(qubesMac);
     if (!mac) return { ifname: DEFAULT_UPLINK, by: 'fallback', badMac: qubesMac };
+    // The backend MAC is every downstream vif's: matching it would pick one of those, so
+    // it selects nothing, whatever `eligible` says (pure callers pass none).
+    if (mac === BACKEND_MAC) return { ifname: DEFAULT_UPLINK, by: 'fallback', badMac: qubesMac };
     const match = links.find((l) => l.mac === mac && eligible(l));
     if (match) return { ifname: match.ifname, by: 'mac' };
   }
