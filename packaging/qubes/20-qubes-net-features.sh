@@ -8,3 +8,7 @@ if systemctl -q is-enabled qubes-net-firewall.service 2>/dev/null; then
 else
     qvm-features-request qubes-firewall=0
 fi
+# IPv6 virtual DNS (qubes-issues 10038): the guest lists /qubes-primary-dns6 and
+# /qubes-secondary-dns6 in resolv.conf and the network agent DNATs (or rejects) them, so
+# dom0 may write those keys for this template's qubes.
+qvm-features-request supported-feature.ipv6dns=1

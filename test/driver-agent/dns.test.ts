@@ -4,10 +4,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import type { ChildProcess } from 'node:child_process';
-import { dnsQuery, INTERNET, type DnsResult } from '@qubes-net/netns';
+import { dnsQuery, dnsmasqArgs, INTERNET, type DnsResult } from '@qubes-net/netns';
 import { needRoot, isRoot } from '../helpers/root.js';
 import { waitFor } from '../helpers/wait.js';
-import { DriverLab, type Client } from './lab.js';
+import { DriverLab, GATEWAY, type Client } from './lab.js';
 
 let lab: DriverLab;
 let c: Client;
@@ -86,27 +86,33 @@ test('one upstream server: both virtual addresses map to it', async (t) => {
   assert.deepEqual((await lab.internet.queryLog()).map((e) => e.server), [DNS1, DNS1]);
 });
 
-test('zero usable upstream servers: both virtual addresses dropped, nothing leaks', async (t) => {
+test('no usable upstream server: both virtual addresses rejected at once (ICMP), nothing leaks', async (t) => {
   if (!needRoot(t)) return;
-  for (const [label, text] of [['empty', ''], ['loopback only (resolved stub)', 'nameserver 127.0.0.53\n'], ['own address', 'nameserver 192.0.2.2\n'], ['virtual only', 'nameserver 10.139.1.1\n']] as const) {
+  for (const [label, text] of [['empty', ''], ['virtual only', 'nameserver 10.139.1.1\n'], ['multicast only', 'nameserver 224.0.0.251\n']] as const) {
     await lab.setResolv([DNS1]);
     await waitFor('back to one server', async () => (await upstreamKey()) === DNS1);
     await lab.replaceResolv(text);
-    await waitFor(`${label}: dropped`, async () => (await upstreamKey()) === '');
+    await waitFor(`${label}: rejected`, async () => (await upstreamKey()) === '');
     await lab.internet.clearQueryLog();
-    for (const v of ['10.139.1.1', '10.139.1.2']) assert.equal((await dnsQuery(c.qube, v, 'example.test', 'A', { timeoutMs: 500 })).rcode, 'TIMEOUT', `${label} ${v}`);
+    for (const v of ['10.139.1.1', '10.139.1.2']) {
+      const r = await dnsQuery(c.qube, v, 'example.test', 'A', { timeoutMs: 3000 });
+      // An ICMP port unreachable came back (no timeout): a resolver moves on at once.
+      assert.equal(r.rcode, 'REJECTED', `${label} ${v}`);
+      assert.equal(r.error, 'ECONNREFUSED', `${label} ${v}`);
+    }
     assert.equal(await lab.internet.queryCount(), 0, `${label}: no query left the netvm`);
   }
   const chain = await lab.netvm.exec('nft', ['list', 'chain', 'ip', 'qubes', 'dnat-dns']);
-  assert.match(chain.stdout, /ip daddr 10\.139\.1\.1 udp dport 53 counter packets [1-9]\d* bytes \d+ drop/);
+  assert.match(chain.stdout, /ip daddr 10\.139\.1\.1 udp dport 53 counter packets [1-9]\d* bytes \d+ reject/);
+  assert.match(chain.stdout, /ip daddr 10\.139\.1\.1 tcp dport 53 counter packets \d+ bytes \d+ reject with tcp reset/);
 });
 
-test('garbage resolv.conf: a clear error naming the file, DNS dropped, daemon keeps running', async (t) => {
+test('garbage resolv.conf: a clear error naming the file, DNS rejected, daemon keeps running', async (t) => {
   if (!needRoot(t)) return;
   await lab.setResolv([DNS1]);
   await waitFor('one server', async () => (await upstreamKey()) === DNS1);
   await lab.replaceResolv('nameserver 198.51.100.999\nnameserver $(reboot)\n\0\xff garbage');
-  await waitFor('dropped', async () => (await upstreamKey()) === '');
+  await waitFor('rejected', async () => (await upstreamKey()) === '');
   const err = lab.logs('invalid DNS source').find((l) => l.source === 'resolv.conf');
   assert.ok(err, 'an error event for resolv.conf');
   assert.equal(err.level, 50);
@@ -137,17 +143,70 @@ test('virtual DNS addresses follow QubesDB', async (t) => {
   assert.equal((await dnsQuery(c.qube, '10.139.1.2', 'example.test')).rcode, 'NOERROR');
 });
 
-test('an address the uplink gains is never a DNAT target from then on (followed without restart)', async (t) => {
+test('IPv6 virtual DNS: fd09:24ef:4179::a8b:1/2 DNATed cyclically to the IPv6 servers; with IPv4 servers only they reject at once (ICMPv6)', async (t) => {
   if (!needRoot(t)) return;
-  await lab.setResolv(['192.0.2.77', DNS2]);
-  await waitFor('mapped to the future own address', async () => (await upstreamKey()) === `192.0.2.77 ${DNS2}`);
-  await lab.netvm.exec('ip', ['addr', 'add', '192.0.2.77/24', 'dev', 'eth0']);
+  const [V1, V2] = ['fd09:24ef:4179::a8b:1', 'fd09:24ef:4179::a8b:2'];
+  const [S1, S2] = INTERNET.dns6;
+  await lab.writeKeys({ '/qubes-netvm-primary-dns6': V1, '/qubes-netvm-secondary-dns6': V2 });
   try {
-    await waitFor('own address dropped from the mapping', async () => (await upstreamKey()) === DNS2);
-    assert.ok(lab.logs('DNS server not used').some((l) => l.server === '192.0.2.77' && l.reason === 'own address'));
-  } finally {
-    await lab.netvm.exec('ip', ['addr', 'del', '192.0.2.77/24', 'dev', 'eth0']);
+    await lab.setResolv([DNS1, S1, DNS2, S2]);
+    await waitFor('both families mapped', async () => (await upstreamKey()) === `${DNS1} ${DNS2} ${S1} ${S2}`);
+    await lab.internet.clearQueryLog();
+    assert.equal((await dnsQuery(c.qube, V1, 'example.test', 'AAAA')).rcode, 'NOERROR');
+    assert.equal((await dnsQuery(c.qube, V2, 'www.example.test', 'AAAA')).rcode, 'NOERROR');
+    assert.equal((await dnsQuery(c.qube, '10.139.1.1', 'other.example.test')).rcode, 'NOERROR');
+    const log = await lab.internet.queryLog();
+    assert.deepEqual(log.filter((e) => e.name === 'example.test').map((e) => e.server), [S1]);
+    assert.deepEqual(log.filter((e) => e.name === 'www.example.test').map((e) => e.server), [S2]);
+    assert.deepEqual(log.filter((e) => e.name === 'other.example.test').map((e) => e.server), [DNS1]);
+
+    // IPv4 DNS only upstream, IPv6 on: the IPv6 virtual servers answer with ICMPv6 at once.
     await lab.setResolv([DNS1, DNS2]);
+    await waitFor('IPv6 part rejected', async () => (await upstreamKey()) === `${DNS1} ${DNS2}`);
+    for (const v of [V1, V2]) {
+      const r = await dnsQuery(c.qube, v, 'example.test', 'AAAA', { timeoutMs: 3000 });
+      assert.equal(r.rcode, 'REJECTED', v);
+      assert.equal(r.error, 'ECONNREFUSED', v);
+    }
+    assert.equal((await dnsQuery(c.qube, '10.139.1.1', 'example.test')).rcode, 'NOERROR', 'IPv4 unaffected');
+    assert.match((await lab.netvm.exec('nft', ['list', 'chain', 'ip6', 'qubes', 'dnat-dns'])).stdout, /ip6 daddr fd09:24ef:4179::a8b:1 udp dport 53 counter packets [1-9]\d* bytes \d+ reject/);
+
+    // IPv6 DNS only: the IPv4 virtual servers reject, the IPv6 ones answer.
+    await lab.setResolv([S1]);
+    await waitFor('IPv4 part rejected', async () => (await upstreamKey()) === S1);
+    assert.equal((await dnsQuery(c.qube, '10.139.1.1', 'example.test', 'A', { timeoutMs: 3000 })).rcode, 'REJECTED');
+    assert.equal((await dnsQuery(c.qube, V2, 'example.test', 'A')).rcode, 'NOERROR');
+  } finally {
+    await lab.writeKeys({ '/qubes-netvm-primary-dns6': undefined, '/qubes-netvm-secondary-dns6': undefined });
+    await lab.setResolv([DNS1, DNS2]);
+    await waitFor('back to both IPv4 servers', async () => (await upstreamKey()) === `${DNS1} ${DNS2}`);
+  }
+  assert.equal((await lab.netvm.exec('nft', ['list', 'chain', 'ip6', 'qubes', 'dnat-dns'])).stdout.includes('fd09'), false, 'keys gone: chain empty');
+});
+
+test('a resolver in the netvm itself (127.0.0.1, then an own address) answers the clients (16.1)', async (t) => {
+  if (!needRoot(t)) return;
+  await writeFile(lab.netvm.hostPath('/run/qn-drv/local-hosts'), '192.0.2.99 local.test\n');
+  const resolvers = ['127.0.0.1', INTERNET.netvm4.split('/')[0]!].map((addr) =>
+    lab.netvm.spawn('dnsmasq', dnsmasqArgs(addr, { hosts: '/run/qn-drv/local-hosts', log: `/run/qn-drv/local-${addr}.log` }), { stdio: ['ignore', 'ignore', 'ignore'] }));
+  try {
+    for (const local of ['127.0.0.1', INTERNET.netvm4.split('/')[0]!]) {
+      await lab.setResolv([local]);
+      await waitFor(`mapped to ${local}`, async () => (await upstreamKey()) === local);
+      let r: DnsResult | undefined;
+      await waitFor(`the client resolves through ${local}`, async () => (r = await dnsQuery(c.qube, '10.139.1.1', 'local.test', 'A', { timeoutMs: 1000 })).rcode === 'NOERROR');
+      assert.deepEqual(r!.addresses, ['192.0.2.99']);
+      assert.equal((await dnsQuery(c.qube, '10.139.1.2', 'local.test')).rcode, 'NOERROR');
+      // route_localnet only where it is needed, and only on the vifs.
+      const localnet = await lab.netvm.exec('cat', [`/proc/sys/net/ipv4/conf/${c.vif}/route_localnet`, '/proc/sys/net/ipv4/conf/eth0/route_localnet', '/proc/sys/net/ipv4/conf/all/route_localnet']);
+      assert.deepEqual(localnet.stdout.trim().split('\n'), local.startsWith('127.') ? ['1', '0', '0'] : ['0', '0', '0'], local);
+    }
+    // The client cannot reach the netvm's own port 53 directly (only DNATed queries are let in).
+    assert.notEqual((await dnsQuery(c.qube, GATEWAY, 'local.test', 'A', { timeoutMs: 1000 })).rcode, 'NOERROR');
+  } finally {
+    for (const p of resolvers) p.kill('SIGKILL');
+    await lab.setResolv([DNS1, DNS2]);
+    await waitFor('back to both servers', async () => (await upstreamKey()) === `${DNS1} ${DNS2}`);
   }
 });
 
@@ -193,4 +252,15 @@ test('a DNS change purges the DNATed flows to the old server; a stale firewall p
     await lab.setResolv([DNS1, DNS2]);
     await waitFor('back to both servers', async () => (await upstreamKey()) === `${DNS1} ${DNS2}`);
   }
+});
+
+test('a dnat-dns chain deleted by hand is put back by a reconcile', async (t) => {
+  if (!needRoot(t)) return;
+  for (const family of ['ip6', 'ip']) {
+    await lab.netvm.exec('nft', ['delete', 'chain', family, 'qubes', 'dnat-dns']);
+    const r = await lab.cli(['reconcile']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    await waitFor(`${family} dnat-dns back`, async () => (await lab.netvm.exec('nft', ['list', 'chain', family, 'qubes', 'dnat-dns'], { allowFailure: true })).exitCode === 0);
+  }
+  assert.equal((await dnsQuery(c.qube, '10.139.1.1', 'example.test')).rcode, 'NOERROR');
 });

@@ -107,7 +107,7 @@ test('upstream DNS change: the virtual addresses follow to the new server', asyn
   assert.ok((await net.queryCount(second, 'other.example.test')) >= before.second + 2);
   // A dead upstream: names stop resolving (and nothing leaks elsewhere).
   await setUpstreamDns(L.lab, ['198.51.100.99']);
-  assert.equal((await dnsQuery(L.ns('a'), '10.139.1.1', 'www.example.test', 'A', { timeoutMs: 1000 })).rcode, 'TIMEOUT');
+  assert.ok(['TIMEOUT', 'REJECTED'].includes((await dnsQuery(L.ns('a'), '10.139.1.1', 'www.example.test', 'A', { timeoutMs: 1000 })).rcode));
   await setUpstreamDns(L.lab, [first, second]);
   await clientsOnline();
 });

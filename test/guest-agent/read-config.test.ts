@@ -26,7 +26,7 @@ test('Appendix A keys give the full dual-stack config', async () => {
   assert.deepEqual(c, {
     layout: 'qubes', custom: false, ip: '10.137.0.7', prefix: 32, gateway: '10.137.0.3',
     ip6: 'fd09:24ef:4179::a89:7', prefix6: 128, gateway6: 'fd09:24ef:4179::a89:3',
-    dns: ['10.139.1.1', '10.139.1.2'], disableDefaultRoute: false, disableDnsServer: false,
+    dns: ['10.139.1.1', '10.139.1.2'], dns6: [], disableDefaultRoute: false, disableDnsServer: false,
   });
 });
 

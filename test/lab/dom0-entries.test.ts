@@ -17,7 +17,9 @@ const pick = (m: Map<string, string>, keys: string[]) => Object.fromEntries(keys
 
 test('Appendix A: work\'s QubesDB', () => {
   const e = ownEntries(appendixA(), 'work');
-  assert.deepEqual(pick(e, [...e.keys()].filter((k) => k.startsWith('/qubes-') && !k.startsWith('/qubes-service') && k !== '/qubes-vm-updateable')), APPENDIX_A);
+  // Appendix A is today's dom0; the proposed IPv6 DNS keys come on top for a qube with IPv6.
+  assert.deepEqual(pick(e, [...e.keys()].filter((k) => k.startsWith('/qubes-') && !k.startsWith('/qubes-service') && k !== '/qubes-vm-updateable' && !k.endsWith('-dns6'))), APPENDIX_A);
+  assert.deepEqual(pick(e, ['/qubes-primary-dns6', '/qubes-secondary-dns6']), { '/qubes-primary-dns6': 'fd09:24ef:4179::a8b:1', '/qubes-secondary-dns6': 'fd09:24ef:4179::a8b:2' });
   assert.equal(e.get('/name'), 'work');
   assert.equal(e.get('/type'), 'AppVM');
   assert.equal(e.get('/qubes-service/meminfo-writer'), '1');
@@ -40,6 +42,8 @@ test('Appendix A: sys-firewall\'s provider keys and its client keys', () => {
     '/connected-ips': '10.137.0.7',
     '/connected-ips6': 'fd09:24ef:4179::a89:7',
   });
+  assert.equal(e.get('/qubes-netvm-primary-dns6'), 'fd09:24ef:4179::a8b:1', 'a provider with IPv6 gets the IPv6 virtual DNS');
+  assert.equal(e.get('/qubes-netvm-secondary-dns6'), 'fd09:24ef:4179::a8b:2');
   const net = ownEntries(m, 'sys-net');
   assert.equal(net.get('/qubes-vm-type'), 'NetVM');
   assert.equal(net.has('/qubes-ip'), false, 'a NetVM without netvm has no client keys');
@@ -93,7 +97,7 @@ test('stale network keys are removed when the netvm goes away; services come fro
   m.qubes.get('work')!.features['service.qubes-updates-proxy'] = '';
   const ops = ownEntriesOps(m, 'work', before);
   const removed = ops.filter((o) => o.op === 'rm').map((o) => o.path).sort();
-  assert.deepEqual(removed, ['/qubes-gateway', '/qubes-gateway6', '/qubes-ip', '/qubes-ip6', '/qubes-mac', '/qubes-netmask', '/qubes-primary-dns', '/qubes-secondary-dns']);
+  assert.deepEqual(removed, ['/qubes-gateway', '/qubes-gateway6', '/qubes-ip', '/qubes-ip6', '/qubes-mac', '/qubes-netmask', '/qubes-primary-dns', '/qubes-primary-dns6', '/qubes-secondary-dns', '/qubes-secondary-dns6']);
   assert.deepEqual(ops.filter((o) => o.op === 'write'), [{ op: 'write', path: '/qubes-service/qubes-updates-proxy', value: '0' }]);
   // Applying twice changes nothing.
   assert.deepEqual(ownEntriesOps(m, 'work', ownEntries(m, 'work')), []);

@@ -18,6 +18,7 @@ test('first matching rule decides; policy drop; specialtarget=dns only on port 5
   const r = rules('action=accept specialtarget=dns', 'action=accept proto=icmp', 'action=accept dsthost=www.example.test proto=tcp dstports=80', 'action=drop');
   assert.equal(ruleVerdict(r, { proto: 'udp', dst: '10.139.1.1', port: 53, dns: true }, resolve), 'accept');
   assert.equal(ruleVerdict(r, { proto: 'udp', dst: '203.0.113.80', port: 53 }, resolve), 'drop');
+  assert.equal(ruleVerdict(r, { proto: 'udp', dst: 'fd09:24ef:4179::a8b:1', port: 53, dns: true }, resolve), 'accept', 'the IPv6 virtual DNS too');
   assert.equal(ruleVerdict(r, { proto: 'icmp', dst: '203.0.113.81', icmpType: 8 }, resolve), 'accept');
   assert.equal(ruleVerdict(r, { proto: 'tcp', dst: '2001:db8:80::80', port: 80 }, resolve), 'accept');
   assert.equal(ruleVerdict(r, { proto: 'tcp', dst: '203.0.113.80', port: 1234 }, resolve), 'drop');

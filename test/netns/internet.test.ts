@@ -68,11 +68,12 @@ test('the zone has the documented names, NODATA and NXDOMAIN', async (t) => {
   assert.equal((await q('www.example.com')).rcode, 'NXDOMAIN');
 });
 
-test('a stopped DNS server times out, the others still answer, and it comes back', async (t) => {
+test('a stopped DNS server gives no answer, the others still answer, and it comes back', async (t) => {
   if (!needRoot(t)) return;
   await inet.stopDns('198.51.100.54');
   t.after(() => inet.startDns('198.51.100.54'));
-  assert.equal((await dnsQuery(netvm, '198.51.100.54', 'www.example.test', 'A', { timeoutMs: 300 })).rcode, 'TIMEOUT');
+  // Its address stays: the kernel answers port unreachable (qn-dns-query's socket is connected).
+  assert.ok(['TIMEOUT', 'REJECTED'].includes((await dnsQuery(netvm, '198.51.100.54', 'www.example.test', 'A', { timeoutMs: 300 })).rcode));
   assert.equal((await dnsQuery(netvm, '198.51.100.53', 'www.example.test')).rcode, 'NOERROR');
   await inet.startDns('198.51.100.54');
   assert.deepEqual((await dnsQuery(netvm, '198.51.100.54', 'www.example.test')).addresses, ['203.0.113.80']);

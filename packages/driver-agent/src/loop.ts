@@ -14,6 +14,7 @@ import type { RawVifEvent } from './model/vif-event.js';
 import type { EventResult } from './model/planner.js';
 import { reconcile } from './model/reconcile.js';
 import { baseDifferences } from './model/base-check.js';
+import { allUpstream } from './model/dns.js';
 import { realHost, type HostAccess } from './kernel/host.js';
 import { toolWriter, sessionWriter, type KernelWriter } from './kernel/writer.js';
 import type { IpFailure } from './kernel/ip-writer.js';
@@ -61,7 +62,7 @@ export interface StatusReport {
   ok: true;
   generation: number;
   vifs: Array<{ vif: string; domid: number; ips: string[]; mac: string; state: string; generation: number; detail: string }>;
-  dns: { mode: string; pairs: Array<{ virtual: string; target?: string }>; upstream: string[]; source: string; rejected: Array<{ server: string; reason: string }> } | undefined;
+  dns: { mode: string; pairs: Array<{ virtual: string; target?: string }>; upstream: string[]; source: string; rejected: Array<{ server: string; reason: string }>; ipv6?: { mode: string; pairs: Array<{ virtual: string; target?: string }>; upstream: string[] } } | undefined;
   forwarding: { ipv4: boolean; ipv6: boolean };
   flowtables: boolean;
   firewall: boolean;
@@ -127,7 +128,7 @@ export class DriverLoop {
     this.feedback = new FeedbackManager({ qdb: opts.qdb, log: opts.log });
     this.provider = new ProviderManager({ qdb: opts.qdb, log: opts.log, firewall: opts.firewall, ipv6Kernel: () => this.ipv6Kernel, host: this.host });
     this.dns = new DnsManager({ log: opts.log, resolvConf: opts.resolvConf, resolved: opts.resolved, ...(opts.resolvedRunDir ? { resolvedRunDir: opts.resolvedRunDir } : {}), firewallPidFile: opts.firewallPidFile, host: this.host, ...(opts.onDnsChanged ? { tellFirewall: opts.onDnsChanged } : {}) });
-    this.dns.onChanged = (s) => this.feedback.dnsUpstream(s.mapping.upstream);
+    this.dns.onChanged = (s) => this.feedback.dnsUpstream(allUpstream(s.mapping));
     this.uplink = new UplinkManager({ log: opts.log, onChange: () => this.kick(), onVifGone: (vif) => this.vifGone(vif) });
     this.vifs = new VifManager({ qdb: opts.qdb, log: opts.log, hooksDir: opts.hooksDir, feedback: this.feedback, facts: (v) => this.host.facts(v) });
     this.vifs.onHooksDone = () => this.kick();
@@ -183,7 +184,7 @@ export class DriverLoop {
         await this.sync(reason);
         const d = this.dns.state;
         const changed = !!d && before !== d.mapping && JSON.stringify(before) !== JSON.stringify(d.mapping);
-        return { ok: true, code: 'ok', message: `dns ${changed ? 'changed' : 'unchanged'}`, details: { changed, mode: d?.mapping.mode, upstream: d?.mapping.upstream ?? [] } };
+        return { ok: true, code: 'ok', message: `dns ${changed ? 'changed' : 'unchanged'}`, details: { changed, mode: d?.mapping.mode, ...(d?.mapping.ipv6 ? { mode6: d.mapping.ipv6.mode } : {}), upstream: d ? allUpstream(d.mapping) : [] } };
       }
       case 'status':
         return { ok: true, code: 'ok', message: 'status', details: { ...(await this.status()) } };
@@ -247,7 +248,7 @@ export class DriverLoop {
         vifs: [...this.vifs.state.vifs.values()].sort((a, b) => a.spec.domid - b.spec.domid || a.spec.devid - b.spec.devid).map((r) => ({
           vif: r.spec.vif, domid: r.spec.domid, ips: [...r.spec.ipv4, ...r.spec.ipv6], mac: r.spec.mac ?? '', state: r.state, generation: r.generation, detail: r.detail,
         })),
-        dns: d ? { mode: d.mapping.mode, pairs: d.mapping.pairs, upstream: d.mapping.upstream, source: d.source, rejected: d.rejected } : undefined,
+        dns: d ? { mode: d.mapping.mode, pairs: d.mapping.pairs, upstream: d.mapping.upstream, source: d.source, rejected: d.rejected, ...(d.mapping.ipv6 ? { ipv6: { mode: d.mapping.ipv6.mode, pairs: d.mapping.ipv6.pairs, upstream: d.mapping.ipv6.upstream } } : {}) } : undefined,
         forwarding: { ...this.provider.forwarding },
         flowtables: this.flowtables,
         // From the kernel, not from the service flag (13.5).
@@ -389,7 +390,7 @@ export class DriverLoop {
       // A restarted QubesDB daemon starts empty: put our feedback back.
       this.log.warn({}, 'feedback missing from QubesDB (restarted?): writing it again');
       for (const rec of this.vifs.records()) this.feedback.record(rec.spec.vif, rec);
-      if (this.dns.state) this.feedback.dnsUpstream(this.dns.state.mapping.upstream);
+      if (this.dns.state) this.feedback.dnsUpstream(allUpstream(this.dns.state.mapping));
     }
     const view = await this.provider.plan(turn, undefined);
     let config = view.config;

@@ -6,8 +6,9 @@ export function formatStatus(s: StatusReport): string {
   const lines: string[] = [];
   lines.push(`generation ${s.generation}; forwarding ipv4 ${s.forwarding.ipv4 ? 'on' : 'off'}, ipv6 ${s.forwarding.ipv6 ? 'on' : 'off'}; flowtables ${s.flowtables ? 'yes' : 'no (kernel has none)'}; firewall skeleton ${s.firewall ? 'loaded' : 'not loaded'}`);
   if (s.dns) {
-    const pairs = s.dns.pairs.map((p) => (s.dns!.mode === 'dnat' ? `${p.virtual} → ${p.target}` : s.dns!.mode === 'forward' ? `${p.virtual} → forwarded upstream` : `${p.virtual} → dropped`));
-    lines.push(`dns (${s.dns.mode}, from ${s.dns.source}): ${pairs.join(', ') || 'no virtual DNS configured'}`);
+    const describe = (m: { mode: string; pairs: Array<{ virtual: string; target?: string }> }) => m.pairs.map((p) => (m.mode === 'dnat' ? `${p.virtual} → ${p.target}` : m.mode === 'forward' ? `${p.virtual} → forwarded upstream` : `${p.virtual} → rejected (no server)`));
+    lines.push(`dns (${s.dns.mode}, from ${s.dns.source}): ${describe(s.dns).join(', ') || 'no virtual DNS configured'}`);
+    if (s.dns.ipv6) lines.push(`dns6 (${s.dns.ipv6.mode}): ${describe(s.dns.ipv6).join(', ') || 'no IPv6 virtual DNS configured'}`);
     for (const r of s.dns.rejected) lines.push(`  not used: ${r.server} (${r.reason})`);
   }
   lines.push(`anti-spoofing drops: ipv4 ${s.antispoofDrops.ip}, ipv6 ${s.antispoofDrops.ip6}`);

@@ -12,7 +12,7 @@ export interface Probe {
   dst: string;
   port?: number;
   icmpType?: number;
-  /** The packet goes to a virtual DNS address (10.139.1.x) or a real resolver: specialtarget=dns. */
+  /** The packet goes to a virtual DNS address (10.139.1.x, fd09:24ef:4179::a8b:x) or a real resolver: specialtarget=dns. */
   dns?: boolean;
 }
 
@@ -43,8 +43,9 @@ export function ruleVerdict(rules: readonly FirewallRule[], p: Probe, resolve: (
       if (r.dst.kind === 'dsthost' && !resolve(r.dst.value).includes(p.dst)) continue;
     }
     if (r.specialtarget === 'dns') {
-      // No IPv6 DNS exists; only port 53 to a resolver.
-      if (v6 || !p.dns || p.port !== 53 || (p.proto !== 'tcp' && p.proto !== 'udp')) continue;
+      // Only port 53 to a resolver: the IPv4 virtual DNS, or the IPv6 one (issue 14) when the
+      // probe says so (the firewall's dns-addr holds resolv.conf's servers of both families).
+      if (!p.dns || p.port !== 53 || (p.proto !== 'tcp' && p.proto !== 'udp')) continue;
       if (r.dstports && r.dstports !== '53-53') continue;
     }
     if (r.dstports) {

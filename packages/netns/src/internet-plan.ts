@@ -16,7 +16,7 @@ export const INTERNET = {
   gateway4: '192.0.2.1',
   gateway6: '2001:db8:0:1::1',
   dns4: ['198.51.100.53', '198.51.100.54'] as const,
-  dns6: ['2001:db8:53::53'] as const,
+  dns6: ['2001:db8:53::53', '2001:db8:53::54'] as const,
   web4: '203.0.113.80',
   web6: '2001:db8:80::80',
   other4: '203.0.113.81',

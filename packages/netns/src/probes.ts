@@ -6,8 +6,12 @@ import { pollUntil } from './poll.js';
 import type { Qube } from './qube.js';
 
 export interface DnsResult {
-  /** NOERROR, NXDOMAIN, REFUSED, …, or TIMEOUT when no reply came */
+  /** NOERROR, NXDOMAIN, REFUSED, …, TIMEOUT when no reply came, REJECTED when an ICMP error did */
   rcode: string;
+  /** The errno of a REJECTED query (ECONNREFUSED for ICMP port unreachable). */
+  error?: string;
+  /** Milliseconds from sending to the outcome, measured inside the qube. */
+  ms?: number;
   answers: DnsAnswer[];
   /** the A/AAAA data of the answers */
   addresses: string[];
@@ -18,7 +22,7 @@ export async function dnsQuery(qube: Qube, server: string, name: string, type = 
   const r = await qube.exec('qn-dns-query', [server, name, type, '--timeout', String(opts.timeoutMs ?? 2000)], { allowFailure: true });
   if (r.exitCode !== 0 && r.exitCode !== 3) throw new Error(`qn-dns-query failed (${r.exitCode}): ${r.stderr.trim()}`);
   const o = JSON.parse(r.stdout) as DnsResult;
-  return { rcode: o.rcode, answers: o.answers, addresses: o.addresses };
+  return { rcode: o.rcode, answers: o.answers, addresses: o.addresses, ...(o.error ? { error: o.error } : {}), ...(o.ms !== undefined ? { ms: o.ms } : {}) };
 }
 
 export interface HttpResult {

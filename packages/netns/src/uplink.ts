@@ -7,8 +7,8 @@ import { INTERNET } from './internet-plan.js';
 import type { Qube } from './qube.js';
 
 export interface UplinkConfig {
-  /** default 192.0.2.2/24 */
-  ipv4?: string;
+  /** default 192.0.2.2/24; false: an IPv6-only uplink (no IPv4 address or route) */
+  ipv4?: string | false;
   /** default 192.0.2.1 */
   gateway?: string;
   /** e.g. 2001:db8:0:1::2/64 (INTERNET.netvm6); no IPv6 unless given */
@@ -33,10 +33,13 @@ function cidr6(v: string): string {
 
 export async function configureUplink(netvm: Qube, ifname: string, cfg: UplinkConfig = {}): Promise<void> {
   assertIfName(ifname);
-  const ipv4 = cidr4(cfg.ipv4 ?? INTERNET.netvm4);
-  const gateway = cfg.gateway ?? INTERNET.gateway4;
-  if (!parseIPv4(gateway)) throw new Error(`invalid gateway ${JSON.stringify(gateway)}`);
-  const lines = [`link set dev ${ifname} up`, `addr replace ${ipv4} dev ${ifname}`, `route replace default via ${gateway} dev ${ifname}`];
+  const lines = [`link set dev ${ifname} up`];
+  if (cfg.ipv4 !== false) {
+    const ipv4 = cidr4(cfg.ipv4 ?? INTERNET.netvm4);
+    const gateway = cfg.gateway ?? INTERNET.gateway4;
+    if (!parseIPv4(gateway)) throw new Error(`invalid gateway ${JSON.stringify(gateway)}`);
+    lines.push(`addr replace ${ipv4} dev ${ifname}`, `route replace default via ${gateway} dev ${ifname}`);
+  }
   if (cfg.ipv6) {
     const gateway6 = cfg.gateway6 ?? INTERNET.gateway6;
     if (!parseIPv6(gateway6)) throw new Error(`invalid IPv6 gateway ${JSON.stringify(gateway6)}`);

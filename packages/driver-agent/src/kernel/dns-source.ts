@@ -65,7 +65,7 @@ export class DnsSource {
     const res = await run('busctl', ['--json=short', 'get-property', 'org.freedesktop.resolve1', '/org/freedesktop/resolve1', 'org.freedesktop.resolve1.Manager', 'DNS'], { allowFailure: true, timeoutMs: 5000 }).catch(() => undefined);
     if (res && res.exitCode === 0) {
       const parsed = parseResolvedDns(res.stdout);
-      return { servers4: parsed.servers4, servers6: [], source: 'systemd-resolved (D-Bus)', errors: parsed.errors };
+      return { servers4: parsed.servers4, servers6: parsed.servers6, source: 'systemd-resolved (D-Bus)', errors: parsed.errors };
     }
     const file = `${this.resolvedDir}/resolv.conf`;
     try {

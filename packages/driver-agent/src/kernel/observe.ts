@@ -13,6 +13,8 @@ export interface ObservedTables {
   chains: Record<Family, Map<string, number> | undefined>;
   /** The `dnat-dns` chain as nft JSON, for describeDnsChainJson. */
   dnatDns: { nftables: Record<string, any>[] } | undefined;
+  /** The same for `ip6 qubes`. */
+  dnatDns6?: { nftables: Record<string, any>[] } | undefined;
   /** Counter of the anti-spoofing drop rule per family (packets). */
   antispoofDrops: Record<Family, number>;
   /** The firewall's skeleton is in the kernel (its IPv4 forward chain with policy drop). */
@@ -62,6 +64,7 @@ export function parseTable(doc: { nftables: Record<string, any>[] } | undefined,
   }
   tables.chains[family] = chains;
   if (family === 'ip') tables.dnatDns = { nftables: dnat };
+  else tables.dnatDns6 = { nftables: dnat };
 }
 
 export async function observe(opts: { ipv6: boolean }): Promise<Observation> {

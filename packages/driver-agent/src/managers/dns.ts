@@ -4,7 +4,8 @@
 // mapping differs. After a change the DNATed flows are purged (they would keep going to the
 // old server), the upstream list is fed back and the firewall is told.
 import type { Logger } from '@qubes-net/common';
-import { computeDnsMapping, addDnsChain, describeDnsRules, sameMapping, type DnsMapping } from '../model/dns.js';
+import { readdirSync } from 'node:fs';
+import { computeDnsMapping, addDnsChain, describeDnsRules, describeDnsRules6, sameMapping, allUpstream, type DnsMapping } from '../model/dns.js';
 import type { ProviderConfig } from '../model/provider-config.js';
 import { DnsSource } from '../kernel/dns-source.js';
 import type { HostAccess } from '../kernel/host.js';
@@ -16,6 +17,7 @@ export interface DnsState {
   mapping: DnsMapping;
   source: string;
   servers4: string[];
+  servers6: string[];
   rejected: Array<{ server: string; reason: string }>;
 }
 
@@ -27,7 +29,7 @@ export class DnsManager {
   /** Set by the loop: called after a committed change (feedback of the upstream list). */
   onChanged: (s: DnsState) => void = () => undefined;
 
-  constructor(private readonly deps: { log: Logger; resolvConf: string; resolved: 'auto' | 'off'; resolvedRunDir?: string; firewallPidFile: string; host: Pick<HostAccess, 'ownAddresses'>; tellFirewall?: (s: DnsState) => void }) {
+  constructor(private readonly deps: { log: Logger; resolvConf: string; resolved: 'auto' | 'off'; resolvedRunDir?: string; firewallPidFile: string; host: Pick<HostAccess, 'ownAddresses' | 'readSysctl'> & Partial<Pick<HostAccess, 'ipv6'>>; listVifs?: () => string[]; tellFirewall?: (s: DnsState) => void }) {
     this.source = new DnsSource({ resolvConf: deps.resolvConf, resolved: deps.resolved, ...(deps.resolvedRunDir ? { resolvedRunDir: deps.resolvedRunDir } : {}) });
   }
 
@@ -36,10 +38,16 @@ export class DnsManager {
     for (const e of src.errors) this.deps.log.error({ ...e.logFields() }, 'invalid DNS source');
     const addrs = own ?? (await this.deps.host.ownAddresses());
     if (provider.gateway) addrs.add(provider.gateway);
-    const { mapping, rejected } = computeDnsMapping({ virtualDns: provider.virtualDns, servers4: src.servers4, ownAddresses: addrs, behindQubesProvider: provider.behindQubesProvider });
+    // The IPv6 part exists whenever the kernel has IPv6 (its chain is then in the base), so
+    // keys that go away flush it; without IPv6 in the kernel there is no ip6 table to touch.
+    const ipv6 = this.deps.host.ipv6?.() ?? true;
+    const { mapping, rejected } = computeDnsMapping({
+      virtualDns: provider.virtualDns, servers4: src.servers4, ownAddresses: addrs, behindQubesProvider: provider.behindQubesProvider,
+      ...(ipv6 ? { virtualDns6: provider.virtualDns6 ?? [], servers6: src.servers6 } : {}),
+    });
     for (const r of rejected) this.deps.log.warn({ server: r.server, reason: r.reason, source: src.source }, 'DNS server not used');
-    if (!this.state || !sameMapping(this.state.mapping, mapping)) this.deps.log.info({ reason, mode: mapping.mode, upstream: mapping.upstream, source: src.source }, 'dns mapping computed');
-    return { mapping, source: src.source, servers4: src.servers4, rejected };
+    if (!this.state || !sameMapping(this.state.mapping, mapping)) this.deps.log.info({ reason, mode: mapping.mode, mode6: mapping.ipv6?.mode, upstream: allUpstream(mapping), source: src.source }, 'dns mapping computed');
+    return { mapping, source: src.source, servers4: src.servers4, servers6: src.servers6, rejected };
   }
 
   /**
@@ -62,6 +70,7 @@ export class DnsManager {
       }
     }
     this.dirty = false;
+    this.planLocalnet(turn, next ?? this.state);
     turn.onReject(() => {
       if (wasDirty || opts.inputsChanged) this.dirty = true;
     });
@@ -71,10 +80,10 @@ export class DnsManager {
     turn.onCommit(() => (this.state = committed));
     turn.after(async () => {
       if (!changed) return;
-      if (before) this.deps.log.info({ reason: opts.reason, mode: committed.mapping.mode, upstream: committed.mapping.upstream, rules: describeDnsRules(committed.mapping) }, 'dns mapping applied');
+      if (before) this.deps.log.info({ reason: opts.reason, mode: committed.mapping.mode, mode6: committed.mapping.ipv6?.mode, upstream: allUpstream(committed.mapping), rules: [...describeDnsRules(committed.mapping), ...(describeDnsRules6(committed.mapping) ?? [])] }, 'dns mapping applied');
       this.onChanged(committed);
       if (!before) return;
-      const purge = await purgeDnsFlows(committed.mapping.pairs.map((p) => p.virtual));
+      const purge = await purgeDnsFlows([...committed.mapping.pairs, ...(committed.mapping.ipv6?.pairs ?? [])].map((p) => p.virtual));
       for (const e of purge.errors) this.deps.log.error({ err: e }, 'conntrack purge of DNS flows failed');
       if (this.deps.tellFirewall) {
         // Hosted in one process with the firewall: a call, no signal.
@@ -86,7 +95,35 @@ export class DnsManager {
     });
   }
 
+  /**
+   * A resolver on 127.0.0.0/8 as target (issue 16.1): the kernel routes a DNATed packet from a
+   * vif to a loopback address only with route_localnet on that vif (in) and sends the reply
+   * from it out of the vif only with it too. Set on the vifs only, never on `all`/`default`
+   * (other interfaces keep treating 127/8 as martian); vifs that appear later are caught here
+   * on their own turn, as every turn passes through. Off again when no longer needed.
+   */
+  private planLocalnet(turn: Turn, s: DnsState | undefined): void {
+    const want = s?.mapping.localnet ? '1' : '0';
+    if (want === '0' && !this.localnetSet) return;
+    for (const vif of (this.deps.listVifs ?? listVifInterfaces)()) {
+      const path = `net/ipv4/conf/${vif}/route_localnet`;
+      if (this.deps.host.readSysctl(path) !== want) turn.sysctls.push({ path, value: want, vif, tolerant: true });
+    }
+    this.localnetSet = want === '1';
+  }
+
+  private localnetSet = false;
+
   close(): void {
     this.source.close();
+  }
+}
+
+/** vif* interfaces of this namespace, from /proc/sys (cheap, no process). */
+function listVifInterfaces(): string[] {
+  try {
+    return readdirSync('/proc/sys/net/ipv4/conf').filter((n) => /^vif\d/.test(n));
+  } catch {
+    return [];
   }
 }

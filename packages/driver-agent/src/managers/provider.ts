@@ -94,7 +94,7 @@ export class ProviderManager {
     return {
       config,
       gatewayChanged: before !== EMPTY_PROVIDER && (before.gateway !== config.gateway || before.gateway6 !== config.gateway6 || before.hardenInterfaces !== config.hardenInterfaces),
-      dnsInputsChanged: before.virtualDns.join(' ') !== config.virtualDns.join(' ') || before.behindQubesProvider !== config.behindQubesProvider || before.gateway !== config.gateway,
+      dnsInputsChanged: before.virtualDns.join(' ') !== config.virtualDns.join(' ') || (before.virtualDns6 ?? []).join(' ') !== (config.virtualDns6 ?? []).join(' ') || before.behindQubesProvider !== config.behindQubesProvider || before.gateway !== config.gateway,
     };
   }
 

@@ -3,7 +3,7 @@
 // DNS mapping in force. Part of `status` and of on-demand reconciliation.
 import { FakeKernel, NftTransaction } from '@qubes-net/common/kernel';
 import { addBase, OWN_CHAINS, qubesTable, type Family } from './ruleset.js';
-import { describeDnsRules, describeDnsChainJson, type DnsMapping } from './dns.js';
+import { describeDnsRules, describeDnsRules6, describeDnsChainJson, type DnsMapping } from './dns.js';
 
 const cache = new Map<boolean, Record<Family, Map<string, number>>>();
 
@@ -33,6 +33,8 @@ export interface LoadedTables {
   chains: Record<Family, Map<string, number> | undefined>;
   /** `nft -j list` of the dnat-dns chain's rules. */
   dnatDns: { nftables: Record<string, any>[] } | undefined;
+  /** The same for `ip6 qubes` (absent: not observed). */
+  dnatDns6?: { nftables: Record<string, any>[] } | undefined;
 }
 
 export function baseDifferences(tables: LoadedTables, ipv6: boolean, dns: DnsMapping | undefined): string[] {
@@ -44,6 +46,8 @@ export function baseDifferences(tables: LoadedTables, ipv6: boolean, dns: DnsMap
       diffs.push(`table ${f} qubes missing`);
       continue;
     }
+    // Not an own chain (its rules are the DNS mapping's), but a flush of it fails when missing.
+    if (!have.has('dnat-dns')) diffs.push(`${f} qubes: chain dnat-dns missing`);
     for (const [chain, n] of expected[f]) {
       if (!have.has(chain)) diffs.push(`${f} qubes: chain ${chain} missing`);
       else if (have.get(chain) !== n) diffs.push(`${f} qubes: chain ${chain} has ${have.get(chain)} rules, want ${n}`);
@@ -53,6 +57,8 @@ export function baseDifferences(tables: LoadedTables, ipv6: boolean, dns: DnsMap
     const want = describeDnsRules(dns).join('\n');
     const have = describeDnsChainJson(tables.dnatDns)?.join('\n');
     if (want !== have) diffs.push('ip qubes: dnat-dns chain differs from the DNS mapping');
+    const want6 = ipv6 ? describeDnsRules6(dns)?.join('\n') : undefined;
+    if (want6 !== undefined && tables.dnatDns6 && want6 !== describeDnsChainJson(tables.dnatDns6)?.join('\n')) diffs.push('ip6 qubes: dnat-dns chain differs from the DNS mapping');
   }
   return diffs;
 }

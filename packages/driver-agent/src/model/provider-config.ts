@@ -11,6 +11,9 @@ export const PROVIDER_KEYS = {
   gateway6: '/qubes-netvm-gateway6',
   primaryDns: '/qubes-netvm-primary-dns',
   secondaryDns: '/qubes-netvm-secondary-dns',
+  /** The proposed IPv6 virtual DNS (qubes-issues 10038): fd09:24ef:4179::a8b:1 and :2. */
+  primaryDns6: '/qubes-netvm-primary-dns6',
+  secondaryDns6: '/qubes-netvm-secondary-dns6',
   connected4: '/connected-ips',
   connected6: '/connected-ips6',
   firewall: '/qubes-service/qubes-firewall',
@@ -28,6 +31,8 @@ export interface ProviderConfig {
   gateway6?: string;
   /** The virtual DNS addresses clients use (primary first), 0 to 2 of them. */
   virtualDns: string[];
+  /** The IPv6 virtual DNS addresses, 0 to 2 (absent keys: today's dom0, IPv4 DNS only). */
+  virtualDns6?: string[];
   /** Every downstream qube's address, running or not (anti-spoofing on non-vif interfaces). */
   connected4: string[];
   connected6: string[];
@@ -107,6 +112,15 @@ export function parseProviderConfig(raw: ReadonlyMap<string, string | undefined>
     const ip = parseHost4(PROVIDER_KEYS[k], v, errors);
     if (ip && !config.virtualDns.includes(ip)) config.virtualDns.push(ip);
   }
+  const dns6: string[] = [];
+  for (const k of ['primaryDns6', 'secondaryDns6'] as const) {
+    const v = get(k);
+    if (!v) continue;
+    const ip = parseHost6(PROVIDER_KEYS[k], v, errors);
+    if (ip && isLinkLocal6(ip)) errors.push(new InputError('qubesdb', PROVIDER_KEYS[k], v, 'link-local address'));
+    else if (ip && !dns6.includes(ip)) dns6.push(ip);
+  }
+  config.virtualDns6 = dns6;
   return { config, errors };
 }
 
@@ -118,6 +132,6 @@ export function gateway6OnVifs(config: ProviderConfig): boolean {
 /** Why a client address collides with the provider's own addresses, or undefined. */
 export function clientAddressConflict(addr: string, config: ProviderConfig): string | undefined {
   if (addr === config.gateway || addr === config.gateway6) return 'is the provider\'s own gateway address';
-  if (config.virtualDns.includes(addr)) return 'is a virtual DNS address';
+  if (config.virtualDns.includes(addr) || config.virtualDns6?.includes(addr)) return 'is a virtual DNS address';
   return undefined;
 }

@@ -67,15 +67,19 @@ function declarations(tx: NftTransaction, f: Family): void {
     .addChain(t, 'forward', { type: 'filter', hook: 'forward', priority: PRIORITY.forward, policy: 'accept' })
     .addChain(t, 'egress-guard', { type: 'filter', hook: 'postrouting', priority: PRIORITY.egressGuard, policy: 'accept' })
     .addChain(t, 'postrouting', { type: 'nat', hook: 'postrouting', priority: PRIORITY.postrouting, policy: 'accept' });
-  if (f === 'ip') tx.addChain(t, 'dnat-dns', { type: 'nat', hook: 'prerouting', priority: PRIORITY.dnatDns, policy: 'accept' });
-  else tx.addChain(t, '_icmpv6');
+  tx.addChain(t, 'dnat-dns', { type: 'nat', hook: 'prerouting', priority: PRIORITY.dnatDns, policy: 'accept' });
+  if (f === 'ip6') tx.addChain(t, '_icmpv6');
 }
 
 function rules(tx: NftTransaction, f: Family): void {
   const t = qubesTable(f);
   const a = f === 'ip' ? 'ip' : 'ip6';
   const r = (chain: string, rule: string): [string, string] => [chain, rule];
-  const out: Array<[string, string]> = [
+  const out: Array<[string, string]> = [];
+  // route_localnet (set on the vifs when a resolver on 127/8 is a DNS target) must not let a
+  // client address loopback itself: only our DNAT, which comes later, leads there.
+  if (f === 'ip') out.push(r('prerouting', 'iifname "vif*" ip daddr 127.0.0.0/8 counter drop'));
+  out.push(
     // Anti-spoofing before anything else (raw priority, before conntrack): a vif may only
     // send from its own addresses. Vifs not configured yet (no group 2) are vifs all the same
     // and have no element in @allowed, so they send nothing.
@@ -108,7 +112,10 @@ function rules(tx: NftTransaction, f: Family): void {
     r('forward', 'oifname "vif*" counter drop'),
     r('input', 'jump custom-input'),
     r('input', 'ct state invalid counter drop'),
-  ];
+    // A query our dnat-dns chain sent to a resolver in this qube (loopback or an own address,
+    // issue 16.1). Only DNATed packets: a client cannot reach local port 53 directly.
+    r('input', 'iifgroup 2 meta l4proto { tcp, udp } th dport 53 ct status dnat accept'),
+  );
   if (f === 'ip') {
     out.push(
       r('input', 'iifgroup 2 udp dport 68 counter drop'),
@@ -152,7 +159,7 @@ export function addBase(tx: NftTransaction, opts: BaseRulesetOptions): void {
   for (const f of families) rules(tx, f);
   addConnected(tx, 'ip', opts.connected4);
   if (opts.ipv6) addConnected(tx, 'ip6', opts.connected6);
-  addDnsChain(tx, opts.dns);
+  addDnsChain(tx, opts.ipv6 ? opts.dns : { ...opts.dns, ipv6: undefined });
 }
 
 /**

@@ -54,9 +54,15 @@ export interface DesiredOptions {
 /** resolv.conf under the disable-dns-server service: emptied, as upstream does (`echo >`). */
 export const DISABLED_DNS_RESOLV_CONF = '\n';
 
-/** The upstream resolv.conf: one `nameserver` line per server, none for an empty entry. */
-export function resolvConfContent(dns: readonly string[]): string {
-  return dns.map((s) => `nameserver ${s}\n`).join('');
+/**
+ * The upstream resolv.conf: one `nameserver` line per server, none for an empty entry. The
+ * IPv6 virtual servers (when IPv6 is on) come after the IPv4 ones: resolvers ask in file order,
+ * so a network whose DNS is IPv4 sees no change; when a family has no real server its virtual
+ * addresses answer with an ICMP error at once, so the next line is tried without a timeout.
+ * (glibc reads only the first three: IPv4 primary, secondary, IPv6 primary.)
+ */
+export function resolvConfContent(dns: readonly string[], dns6: readonly string[] = []): string {
+  return [...dns, ...dns6].map((s) => `nameserver ${s}\n`).join('');
 }
 
 /** The network address of `ip/prefix` in canonical form (host bits cleared). */
@@ -102,7 +108,7 @@ function configured(ifname: string, c: UplinkConfig, opts: DesiredOptions): Desi
   // disable-dns-server: upstream empties the file (one empty line) rather than leaving it.
   const resolvConf: ResolvConfIntent = c.disableDnsServer
     ? { action: 'write', content: DISABLED_DNS_RESOLV_CONF }
-    : { action: 'write', content: resolvConfContent(c.dns) };
+    : { action: 'write', content: resolvConfContent(c.dns, ip6 !== undefined ? c.dns6 : []) };
   const desired: DesiredUplink = { ifname, link: 'up', addresses, neighbours, routes, resolvConf };
   if (c.mtu !== undefined) desired.mtu = c.mtu;
   return desired;

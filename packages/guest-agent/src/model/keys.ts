@@ -8,6 +8,9 @@ export const KEY = {
   gateway: '/qubes-gateway',
   primaryDns: '/qubes-primary-dns',
   secondaryDns: '/qubes-secondary-dns',
+  /** The proposed IPv6 virtual DNS (qubes-issues 10038), written by dom0 for qubes with IPv6. */
+  primaryDns6: '/qubes-primary-dns6',
+  secondaryDns6: '/qubes-secondary-dns6',
   ip6: '/qubes-ip6',
   netmask6: '/qubes-netmask6',
   gateway6: '/qubes-gateway6',
@@ -26,6 +29,7 @@ export const EXACT_KEYS: readonly string[] = [
   KEY.mac, KEY.ip, KEY.netmask, KEY.gateway, KEY.primaryDns, KEY.secondaryDns,
   KEY.ip6, KEY.netmask6, KEY.gateway6, KEY.netvmNetwork, KEY.disableDefaultRoute, KEY.disableDnsServer,
   KEY.netMtu,
+  KEY.primaryDns6, KEY.secondaryDns6,
 ];
 
 /** The per-interface layout `/net-config/<MAC>/{ip,netmask,gateway,ip6,netmask6,gateway6,custom}`. */

@@ -23,6 +23,8 @@ export interface UplinkConfig {
   gateway6?: string;
   /** Primary (defaulting to the gateway) then secondary; no empty entries. */
   dns: string[];
+  /** The IPv6 virtual DNS servers (primary, secondary); used only when IPv6 is on. */
+  dns6: string[];
   disableDefaultRoute: boolean;
   disableDnsServer: boolean;
   /** From `/vm-config/net-mtu`, validated by model/mtu.ts; absent = leave the link's MTU. */
@@ -150,6 +152,10 @@ export function parseUplinkConfig(keys: UplinkKeys, uplinkMac: string | undefine
   const secondary = v4(KEY.secondaryDns, 'secondary DNS server');
   const primaryOrGateway = primary ?? (get(KEY.primaryDns) === undefined ? gateway : undefined);
   const dns = [primaryOrGateway, secondary].filter((x): x is string => x !== undefined);
+  // No gateway fallback for IPv6: an absent key is today's dom0 (IPv4 DNS only).
+  // Read, like the other IPv6 keys, only when there is an IPv6 address.
+  const dns6 = get(keyOf('ip6')) === undefined ? [] : [v6(KEY.primaryDns6, 'primary IPv6 DNS server'), v6(KEY.secondaryDns6, 'secondary IPv6 DNS server')]
+    .filter((x, i, all): x is string => x !== undefined && all.indexOf(x) === i);
 
   // Without an address nothing gets configured, so the other values do not matter.
   if (ipRaw === undefined) {
@@ -164,6 +170,7 @@ export function parseUplinkConfig(keys: UplinkKeys, uplinkMac: string | undefine
     prefix,
     prefix6,
     dns,
+    dns6,
     disableDefaultRoute: serviceEnabled(keys, KEY.disableDefaultRoute),
     disableDnsServer: serviceEnabled(keys, KEY.disableDnsServer),
   };

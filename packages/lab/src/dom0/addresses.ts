@@ -5,6 +5,8 @@ import type { LabModel, QubeSpec } from '../topology/model.js';
 
 export const IPV6_PREFIX = 'fd09:24ef:4179::';
 export const VIRTUAL_DNS = ['10.139.1.1', '10.139.1.2'] as const;
+/** The proposed IPv6 virtual DNS (qubes-issues 10038): the a8b block beside a89/a8a. */
+export const VIRTUAL_DNS6 = ['fd09:24ef:4179::a8b:1', 'fd09:24ef:4179::a8b:2'] as const;
 export const DEFAULT_MAC = '00:16:3e:5e:6c:00';
 export const NETMASK = '255.255.255.255';
 

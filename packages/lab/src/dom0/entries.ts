@@ -8,6 +8,7 @@ import {
   connectedQubes, dnsOf, gateway6Of, gatewayOf, netMtuOf, realIPv4, realIPv6, visibleGateway,
   visibleGateway6, visibleIPv4, visibleIPv6, visibleNetmask,
 } from './addresses.js';
+import { VIRTUAL_DNS6 } from './addresses.js';
 import { firewallEntries } from './firewall-rules.js';
 import type { LabModel, QubeSpec } from '../topology/model.js';
 
@@ -31,13 +32,14 @@ export function vmType(q: QubeSpec): 'AppVM' | 'ProxyVM' | 'NetVM' {
 /** Keys of a qube's own database that dom0 manages for networking (stale ones are removed). */
 export const CLIENT_NETWORK_KEYS = [
   '/qubes-mac', '/qubes-ip', '/qubes-netmask', '/qubes-gateway', '/qubes-primary-dns',
-  '/qubes-secondary-dns', '/qubes-ip6', '/qubes-gateway6',
+  '/qubes-secondary-dns', '/qubes-ip6', '/qubes-gateway6', '/qubes-primary-dns6', '/qubes-secondary-dns6',
 ] as const;
 /** `vm-config.*` features dom0 writes under /vm-config/ (only the network MTU here). */
 export const VM_CONFIG_KEYS = ['/vm-config/net-mtu'] as const;
 export const PROVIDER_NETWORK_KEYS = [
   '/qubes-netvm-network', '/qubes-netvm-gateway', '/qubes-netvm-gateway6', '/qubes-netvm-netmask',
   '/qubes-netvm-primary-dns', '/qubes-netvm-secondary-dns', '/connected-ips', '/connected-ips6',
+  '/qubes-netvm-primary-dns6', '/qubes-netvm-secondary-dns6',
 ] as const;
 
 /**
@@ -72,6 +74,11 @@ export function ownEntries(model: LabModel, name: string): Map<string, string> {
     if (ip6) e.set('/qubes-ip6', ip6);
     const gw6 = visibleGateway6(model, name);
     if (gw6) e.set('/qubes-gateway6', gw6);
+    // The proposed IPv6 virtual DNS (core-admin PR 558): for qubes with IPv6.
+    if (ip6) {
+      e.set('/qubes-primary-dns6', VIRTUAL_DNS6[0]);
+      e.set('/qubes-secondary-dns6', VIRTUAL_DNS6[1]);
+    }
   }
   if (q.providesNetwork) {
     const gw = gatewayOf(model, name)!;
@@ -83,6 +90,10 @@ export function ownEntries(model: LabModel, name: string): Map<string, string> {
     e.set('/qubes-netvm-netmask', '255.255.255.255');
     e.set('/qubes-netvm-primary-dns', dns[0]!);
     e.set('/qubes-netvm-secondary-dns', dns[1]!);
+    if (gw6) {
+      e.set('/qubes-netvm-primary-dns6', VIRTUAL_DNS6[0]);
+      e.set('/qubes-netvm-secondary-dns6', VIRTUAL_DNS6[1]);
+    }
     for (const [k, v] of connectedIps(model, name)) e.set(k, v);
   }
   const mtu = netMtuOf(model, name);

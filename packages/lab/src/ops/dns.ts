@@ -6,9 +6,14 @@ import type { Lab } from '../runtime/lab.js';
 import { driverSocketPath, sendDriverRequest } from '../runtime/driver-control.js';
 import { waitUntil } from '../runtime/qdb-ops.js';
 
-/** What the virtual DNS pair should map to: the first two IPv4 servers (IPv6 ones are ignored). */
-export function expectedUpstream(servers: readonly string[]): string[] {
-  return servers.filter((s) => parseIPv4(s)).slice(0, 2);
+/**
+ * What the virtual DNS pairs should map to: the first two IPv4 servers, and, when the uplink
+ * qube has the IPv6 virtual DNS (dom0 wrote /qubes-netvm-primary-dns6), the first two IPv6 ones.
+ */
+export function expectedUpstream(servers: readonly string[], ipv6Dns = false): string[] {
+  const v4 = servers.filter((s) => parseIPv4(s)).slice(0, 2);
+  const v6 = ipv6Dns ? servers.flatMap((s) => (parseIPv4(s) ? [] : [parseIPv6(s)!])).slice(0, 2) : [];
+  return [...v4, ...v6];
 }
 
 export async function setUpstreamDns(lab: Lab, servers: string[]): Promise<{ upstream: string | undefined }> {
@@ -19,11 +24,11 @@ export async function setUpstreamDns(lab: Lab, servers: string[]): Promise<{ ups
   lab.progress({ step: 'upstream DNS changed', detail: servers.join(' ') });
   const uplinks = [...lab.running.values()].filter((r) => lab.spec(r.name).uplink);
   let upstream: string | undefined;
-  const want = expectedUpstream(servers);
   for (const rq of uplinks) {
+    const want = expectedUpstream(servers, (await rq.db.read('/qubes-netvm-primary-dns6')) !== undefined);
     await sendDriverRequest(driverSocketPath(rq.ns), { op: 'dns-changed' }).catch((err) => lab.log.warn({ qube: rq.name, err: String(err) }, 'driver did not take dns-changed'));
     let last: string | undefined;
-    upstream = await waitUntil(`${rq.name}'s driver to map the virtual DNS to ${want.join(' ') || '(nothing: dropped)'} (/qubes-dns-upstream)`, async () => {
+    upstream = await waitUntil(`${rq.name}'s driver to map the virtual DNS to ${want.join(' ') || '(nothing: rejected)'} (/qubes-dns-upstream)`, async () => {
       last = await rq.db.read('/qubes-dns-upstream');
       if (last === undefined) return undefined;
       const got = [...new Set(last.split(' ').filter(Boolean))];

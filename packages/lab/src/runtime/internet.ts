@@ -12,9 +12,11 @@ export const INTERNET_QUBE = 'internet';
 export class LabInternet {
   private plugged: Qube | undefined;
   private dns: string[];
+  private readonly ipv4: boolean;
 
   private constructor(readonly net: FakeInternet, private readonly spec: InternetSpec) {
-    this.dns = spec.dns ?? [...INTERNET.dns4];
+    this.dns = spec.dns ?? (spec.ipv4 === false ? [...INTERNET.dns6] : [...INTERNET.dns4]);
+    this.ipv4 = spec.ipv4 !== false;
   }
 
   static async start(session: NetnsSession, spec: InternetSpec): Promise<LabInternet> {
@@ -39,7 +41,7 @@ export class LabInternet {
     if (this.plugged) throw new Error(`the fake internet is already plugged into ${this.plugged.name}: only one uplink qube`);
     await this.net.connectUplink(netvm, 'eth0', this.spec.mtu ? { mtu: this.spec.mtu } : {});
     this.plugged = netvm;
-    await configureUplink(netvm, 'eth0', { ipv6: INTERNET.netvm6, dns: this.dns });
+    await configureUplink(netvm, 'eth0', { ipv6: INTERNET.netvm6, dns: this.dns, ...(this.ipv4 ? {} : { ipv4: false as const }) });
   }
 
   async unplug(netvm: Qube): Promise<void> {

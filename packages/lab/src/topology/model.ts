@@ -32,6 +32,8 @@ export interface InternetSpec {
   dns?: string[];
   /** The MTU of the link between the fake internet and the uplink qube (both ends). */
   mtu?: number;
+  /** false: an IPv6-only uplink (no IPv4 address or route on sys-net's eth0). Default true. */
+  ipv4?: boolean;
 }
 
 export interface LabModel {

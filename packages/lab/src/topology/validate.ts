@@ -1,7 +1,7 @@
 // Validation of a topology (already parsed from YAML/JSON into plain values) into the lab's
 // model. Every problem is collected with the field path and, when the loader can tell, the
 // line, so one run of `up` reports all mistakes of a file at once.
-import { parseIPv4, parseMac, parseNetmask4 } from '@qubes-net/common';
+import { parseIPv4, parseIPv6, parseMac, parseNetmask4 } from '@qubes-net/common';
 import { FirewallRuleError, defaultFirewall, parseFirewallRule, type FirewallRule } from '../dom0/firewall-rules.js';
 import { DEFAULT_MAC, NET_MTU_FEATURE, realIPv4, realIPv6 } from '../dom0/addresses.js';
 import type { LabModel, QubeClass, QubeSpec } from './model.js';
@@ -41,7 +41,7 @@ const SERVICE_NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
 const QUBE_KEYS = new Set(['name', 'qid', 'class', 'dispid', 'netvm', 'provides_network', 'uplink', 'start', 'features', 'services', 'firewall', 'mac', 'ip', 'default_user']);
 const TOP_KEYS = new Set(['name', 'qubes', 'internet']);
 /** Fields of `internet:` (added to by each feature that configures the fake internet). */
-const INTERNET_KEYS: string[] = ['dns', 'mtu'];
+const INTERNET_KEYS: string[] = ['dns', 'mtu', 'ipv4'];
 
 class Collector {
   readonly issues: TopologyIssue[] = [];
@@ -207,11 +207,19 @@ export function validateTopology(raw: unknown, source = 'topology', lineOf: Line
         if (!Number.isInteger(mtu) || (mtu as number) < 1280 || (mtu as number) > 65535) c.add(['internet', 'mtu'], `must be an integer 1280..65535, got ${JSON.stringify(mtu)}`);
         else internet.mtu = mtu as number;
       }
+      const ipv4 = raw.internet.ipv4;
+      if (ipv4 !== undefined) {
+        if (typeof ipv4 !== 'boolean') c.add(['internet', 'ipv4'], 'must be true or false');
+        else internet.ipv4 = ipv4;
+      }
       const dns = raw.internet.dns;
       if (dns !== undefined) {
-        if (!Array.isArray(dns) || dns.length === 0) c.add(['internet', 'dns'], 'must be a non-empty list of IPv4 addresses');
+        if (!Array.isArray(dns) || dns.length === 0) c.add(['internet', 'dns'], 'must be a non-empty list of IP addresses');
         else {
-          dns.forEach((d, j) => { if (typeof d !== 'string' || !parseIPv4(d)) c.add(['internet', 'dns', j], `not an IPv4 address: ${JSON.stringify(d)}`); });
+          dns.forEach((d, j) => {
+            if (typeof d !== 'string' || (!parseIPv4(d) && !parseIPv6(d))) c.add(['internet', 'dns', j], `not an IP address: ${JSON.stringify(d)}`);
+            else if (ipv4 === false && parseIPv4(d)) c.add(['internet', 'dns', j], `an IPv4 server on an IPv6-only uplink (ipv4: false): ${d}`);
+          });
           internet.dns = dns as string[];
         }
       }

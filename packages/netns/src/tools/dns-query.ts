@@ -1,10 +1,13 @@
 // qn-dns-query SERVER NAME [TYPE] [--timeout MS] [--port N]
 // One DNS query over UDP, no retries (tests count queries per server). Prints one JSON line:
 // {"server","name","type","rcode","answers":[{name,type,ttl,data}],"addresses":[…]};
-// exit 0 on any reply (check rcode), 3 on timeout ({"rcode":"TIMEOUT"}), 2 on usage errors.
+// exit 0 on any reply (check rcode), 3 on timeout ({"rcode":"TIMEOUT"}) or when an ICMP error
+// came back ({"rcode":"REJECTED","error":"ECONNREFUSED"}: the socket is connected so that the
+// kernel reports it, as a stub resolver's is), 2 on usage errors. "ms": time to the outcome.
 import { createSocket } from 'node:dgram';
 import { isIP } from 'node:net';
 import { randomInt } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { decodeReply, encodeQuery, typeCode } from '../dns-wire.js';
 import { intOption, parseArgs, usageExit } from './args.js';
 
@@ -26,7 +29,8 @@ try {
 const id = randomInt(0, 65536);
 const query = encodeQuery(id, name, type);
 const sock = createSocket(isIP(server) === 6 ? 'udp6' : 'udp4');
-const print = (o: object) => process.stdout.write(JSON.stringify({ server, name, type, ...o }) + '\n');
+let t0 = performance.now();
+const print = (o: object) => process.stdout.write(JSON.stringify({ server, name, type, ...o, ms: Math.round((performance.now() - t0) * 10) / 10 }) + '\n');
 const timer = setTimeout(() => {
   print({ rcode: 'TIMEOUT', answers: [], addresses: [] });
   sock.close();
@@ -48,8 +52,13 @@ sock.on('message', (msg, rinfo) => {
 });
 sock.on('error', (err) => {
   clearTimeout(timer);
-  print({ rcode: 'ERROR', error: err.message, answers: [], addresses: [] });
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  const icmp = ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EACCES', 'EPERM'].includes(code);
+  print({ rcode: icmp ? 'REJECTED' : 'ERROR', error: icmp ? code : err.message, answers: [], addresses: [] });
   sock.close();
   process.exitCode = 3;
 });
-sock.send(query, port, server);
+sock.connect(port, server, () => {
+  t0 = performance.now();
+  sock.send(query);
+});
