@@ -20,11 +20,28 @@ export type Verdict = 'keep' | 'drop';
 
 const NUL = 0;
 
+/** Watch registrations one client may hold (issue 13.4: one client with 200,000 watches starved all others). */
+export const MAX_WATCHES_PER_CLIENT = 4096;
+
+export interface CoreOptions {
+  /** Registrations per client; past it WATCH is refused with RESP_ERROR (the client is kept). */
+  maxWatchesPerClient?: number;
+}
+
 export class QubesDBCore {
   readonly store = new SortedStore();
   readonly watches = new WatchRegistry<Peer>();
+  /** Clients already logged as hitting the watch cap. */
+  private readonly capLogged = new WeakSet<Peer>();
 
-  constructor(private readonly log: Logger) {}
+  private readonly maxWatchesPerClient: number;
+
+  constructor(
+    private readonly log: Logger,
+    opts: CoreOptions = {},
+  ) {
+    this.maxWatchesPerClient = opts.maxWatchesPerClient ?? MAX_WATCHES_PER_CLIENT;
+  }
 
   handle(peer: Peer, item: ParsedItem): Verdict {
     if (item.kind === 'invalid') {
@@ -58,6 +75,7 @@ export class QubesDBCore {
   /** A client went away: its watches go with it. */
   disconnect(peer: Peer): void {
     this.watches.removeClient(peer);
+    this.capLogged.delete(peer);
   }
 
   private reject(peer: Peer, type: number, path: string, why: string): void {
@@ -179,6 +197,16 @@ export class QubesDBCore {
       return 'keep';
     }
     if (type === MessageType.Watch) {
+      if (this.watches.countOf(peer) >= this.maxWatchesPerClient) {
+        // RESP_ERROR is a reply every client already handles for WATCH; logged once per
+        // client, not per refused request (a flood would flood the log too).
+        if (!this.capLogged.has(peer)) {
+          this.capLogged.add(peer);
+          this.log.warn({ client: peer.id, max: this.maxWatchesPerClient, path: forLog(path) }, 'watch limit reached: WATCH refused');
+        }
+        peer.send(encodeMessage(MessageType.RespError, path));
+        return 'keep';
+      }
       this.watches.add(path, peer);
       peer.send(encodeMessage(MessageType.RespOk, path));
     } else {
