@@ -216,12 +216,20 @@ export class QubesDBCore {
     return 'keep';
   }
 
-  /** One RESP_WATCH per matching registration; the event bytes are shared by all receivers. */
+  /**
+   * One RESP_WATCH per matching registration; the event bytes are shared by all receivers.
+   * A client's events for one change are identical, so they leave in one write per client:
+   * a client holding thousands of registrations of a key costs one buffer, not thousands of
+   * socket writes, on every change of it (issue 13.4).
+   */
   private fire(changed: string): void {
-    let event: Buffer | undefined;
+    let counts: Map<Peer, number> | undefined;
     this.watches.forEachMatch(changed, (peer) => {
-      event ??= encodeMessage(MessageType.RespWatch, changed);
-      peer.send(event);
+      counts ??= new Map();
+      counts.set(peer, (counts.get(peer) ?? 0) + 1);
     });
+    if (!counts) return;
+    const event = encodeMessage(MessageType.RespWatch, changed);
+    for (const [peer, n] of counts) peer.send(n === 1 ? event : Buffer.alloc(n * event.length, event));
   }
 }
