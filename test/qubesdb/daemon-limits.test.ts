@@ -8,7 +8,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MessageType, QubesDBDaemon, encodeMessage, type DaemonOptions } from '@qubes-net/qubesdb';
+import { spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { MessageType, QubesDBDaemon, encodeMessage, openQubesDB, type DaemonOptions } from '@qubes-net/qubesdb';
+import { DAEMON_BIN } from '../helpers/qubesdb.js';
 import { RawQdbClient } from '../helpers/raw-qdb.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -188,4 +191,33 @@ test('global output budget: slow readers are shed oldest backlog first; a readin
   await waitFor('the newer one read its whole backlog', () => newer.events.length === 50 * bWrites);
   assert.equal(newer.isClosed, false, 'the newer one is kept: the sum was under the budget again');
   assert.equal(shed[0]!.fields.budget, budget);
+});
+
+test('our libqubesdb rides over the idle timeout: its idle request connection reconnects, its watch connection is kept', async (t) => {
+  // A separate daemon process: the FFI client's calls block a thread on the daemon's answers.
+  const dir = mkdtempSync(join(tmpdir(), 'qnet-qdblim-ffi-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const child = spawn(process.execPath, [DAEMON_BIN, '--run-dir', join(dir, 'run'), '--idle-timeout-ms', '200', '--ready-fd', '3'], { stdio: ['ignore', 'pipe', 'inherit', 'pipe'] });
+  t.after(() => void child.kill('SIGTERM'));
+  let log = '';
+  child.stdout!.on('data', (b: Buffer) => (log += b.toString()));
+  await new Promise<void>((resolve, reject) => {
+    (child.stdio[3] as Readable).once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`daemon exited ${code}: ${log}`)));
+  });
+  const db = openQubesDB({ runDir: join(dir, 'run') });
+  t.after(() => db.close());
+  const w = db.watch(['/ffi/k']);
+  t.after(() => w.close());
+  await db.write('/ffi/k', 'one');
+  await waitFor('the idle request connection closed by the daemon', () => log.includes('idle client past the timeout'));
+  assert.equal(await db.read('/ffi/k'), 'one', 'the next call reconnects');
+  await db.write('/ffi/k', 'two');
+  const events: string[] = [];
+  for await (const e of w) {
+    events.push(e);
+    if (events.length === 2) break;
+  }
+  assert.deepEqual(events, ['/ffi/k', '/ffi/k'], 'both writes seen by the watch');
+  assert.equal(log.match(/idle client past the timeout/g)!.length, 1, 'only the request connection was idle');
 });
