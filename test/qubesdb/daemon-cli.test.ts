@@ -138,8 +138,8 @@ test('limit flags: parsed into limits, checked together, reported in the ready l
   assert.deepEqual(parseDaemonArgs(['--max-watches', '10', '--idle-timeout-ms=0', '--partial-timeout-ms', '500', '--max-total-output', '1048576']), {
     runDir: '/var/run/qubes', limits: { maxWatchesPerClient: 10, idleTimeoutMs: 0, partialTimeoutMs: 500, maxTotalOutput: 1048576 },
   });
-  assert.deepEqual(parseDaemonArgs(['--max-clients', '64', '--rw-reserved-slots', '8', '--max-client-output', '65536']), {
-    runDir: '/var/run/qubes', limits: { maxClients: 64, rwReservedSlots: 8, maxClientOutput: 65536 },
+  assert.deepEqual(parseDaemonArgs(['--max-clients', '64', '--rw-reserved-slots', '8', '--max-client-output', '65536', '--max-read-only-watches', '9']), {
+    runDir: '/var/run/qubes', limits: { maxClients: 64, rwReservedSlots: 8, maxClientOutput: 65536, maxReadOnlyWatches: 9 },
   });
   for (const bad of [['--max-watches', '-1'], ['--max-watches', '1e3'], ['--idle-timeout-ms'], ['--max-clients', '0'], ['--max-clients', '8', '--rw-reserved-slots', '8'], ['--max-client-output', '0']]) {
     assert.throws(() => parseDaemonArgs(bad), Error, JSON.stringify(bad));

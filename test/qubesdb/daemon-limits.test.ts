@@ -44,7 +44,7 @@ function closeAll(t: { after(fn: () => void | Promise<void>): void }, clients: R
 test('defaults: 256 clients with 32 kept for the read-write socket, 4096 watches, 60 s idle, 10 s partial, 64 MiB output', async (t) => {
   const { daemon } = await startDaemon(t);
   assert.deepEqual(daemon.limits, {
-    maxClients: 256, rwReservedSlots: 32, maxWatchesPerClient: 4096, idleTimeoutMs: 60_000, partialTimeoutMs: 10_000,
+    maxClients: 256, rwReservedSlots: 32, maxWatchesPerClient: 4096, maxReadOnlyWatches: 65536, idleTimeoutMs: 60_000, partialTimeoutMs: 10_000,
     maxClientOutput: 32 * 1024 * 1024, maxTotalOutput: 64 * 1024 * 1024,
   });
   assert.throws(() => new QubesDBDaemon({ limits: { maxClients: 8, rwReservedSlots: 8 } }), /rwReservedSlots/);
@@ -149,6 +149,27 @@ test('per-client watch cap: WATCH past it gets RESP_ERROR, the client and the ot
   assert.equal(await other.nextEvent(), '/w/1');
   await greedy.close();
   await waitFor('the greedy client’s watches gone', () => daemon.core.watches.size === 1);
+});
+
+test('read-only clients together cannot register more than their budget; read-write clients are not counted', async (t) => {
+  const { daemon } = await startDaemon(t, { maxWatchesPerClient: 40, maxReadOnlyWatches: 100 });
+  const ro = await Promise.all(Array.from({ length: 3 }, () => RawQdbClient.connect(daemon.roSocketPath)));
+  const agent = await RawQdbClient.connect(daemon.socketPath);
+  closeAll(t, [...ro, agent]);
+  const ok: number[] = [];
+  for (const c of ro) {
+    let n = 0;
+    for (let i = 0; i < 40; i++) if ((await c.watch(`/ro/${i}`)).type === RespOk) n++;
+    ok.push(n);
+  }
+  assert.deepEqual(ok, [40, 40, 20]);
+  for (let i = 0; i < 40; i++) assert.equal((await agent.watch(`/rw/${i}`)).type, RespOk, 'the agent still registers');
+  // Freed on UNWATCH and on disconnect.
+  assert.equal((await ro[0]!.unwatch('/ro/0')).type, RespOk);
+  assert.equal((await ro[2]!.watch('/ro/x')).type, RespOk);
+  assert.equal((await ro[2]!.watch('/ro/y')).type, RespError);
+  await ro[1]!.close();
+  await waitFor('the closed client’s registrations freed', async () => (await ro[2]!.watch('/ro/z')).type === RespOk);
 });
 
 test('global output budget: slow readers are shed oldest backlog first; a reading watcher is kept', async (t) => {

@@ -37,6 +37,7 @@ const LIMIT_FLAGS: Record<string, keyof DaemonLimits> = {
   '--max-clients': 'maxClients',
   '--rw-reserved-slots': 'rwReservedSlots',
   '--max-watches': 'maxWatchesPerClient',
+  '--max-read-only-watches': 'maxReadOnlyWatches',
   '--idle-timeout-ms': 'idleTimeoutMs',
   '--partial-timeout-ms': 'partialTimeoutMs',
   '--max-client-output': 'maxClientOutput',
@@ -45,7 +46,7 @@ const LIMIT_FLAGS: Record<string, keyof DaemonLimits> = {
 
 const USAGE =
   'usage: qubes-net-qdb daemon [--run-dir DIR] [--name NAME] [--rw-socket-perms OCTAL] [--ready-fd N]\n' +
-  '  [--max-clients N] [--rw-reserved-slots N] [--max-watches N] [--idle-timeout-ms MS] [--partial-timeout-ms MS]\n' +
+  '  [--max-clients N] [--rw-reserved-slots N] [--max-watches N] [--max-read-only-watches N] [--idle-timeout-ms MS] [--partial-timeout-ms MS]\n' +
   '  [--max-client-output BYTES] [--max-total-output BYTES] [0 [NAME]]';
 
 /**

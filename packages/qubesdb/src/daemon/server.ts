@@ -8,7 +8,7 @@ import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { shorten as forLog, silentDaemonLogger, type DaemonLogger as Logger } from './logging.js';
-import { MAX_WATCHES_PER_CLIENT, QubesDBCore } from './commands.js';
+import { MAX_READ_ONLY_WATCHES, MAX_WATCHES_PER_CLIENT, QubesDBCore } from './commands.js';
 import { ClientConnection, MAX_PENDING_OUTPUT } from './connection.js';
 
 export const DEFAULT_RUN_DIR = '/var/run/qubes';
@@ -23,6 +23,8 @@ export interface DaemonLimits {
   rwReservedSlots: number;
   /** Watch registrations per client; past it WATCH gets RESP_ERROR. */
   maxWatchesPerClient: number;
+  /** Watch registrations over all read-only clients (memory); read-write clients are not counted. */
+  maxReadOnlyWatches: number;
   /** A client with no watch, nothing pending, and no input for this long is closed (0: never). */
   idleTimeoutMs: number;
   /** A client that leaves a message incomplete for this long is closed (0: never). */
@@ -37,6 +39,7 @@ export const DEFAULT_LIMITS: Readonly<DaemonLimits> = Object.freeze({
   maxClients: MAX_CLIENTS,
   rwReservedSlots: 32,
   maxWatchesPerClient: MAX_WATCHES_PER_CLIENT,
+  maxReadOnlyWatches: MAX_READ_ONLY_WATCHES,
   idleTimeoutMs: 60_000,
   partialTimeoutMs: 10_000,
   maxClientOutput: MAX_PENDING_OUTPUT,
@@ -112,7 +115,7 @@ export class QubesDBDaemon {
     this.rwPerms = perms;
     this.limits = resolveLimits({ ...opts.limits, maxClients: opts.maxClients ?? opts.limits?.maxClients, maxClientOutput: opts.maxPendingOutput ?? opts.limits?.maxClientOutput });
     this.log = opts.logger ?? silentDaemonLogger;
-    this.core = new QubesDBCore(this.log, { maxWatchesPerClient: this.limits.maxWatchesPerClient });
+    this.core = new QubesDBCore(this.log, { maxWatchesPerClient: this.limits.maxWatchesPerClient, maxReadOnlyWatches: this.limits.maxReadOnlyWatches });
   }
 
   get clientCount(): number {
