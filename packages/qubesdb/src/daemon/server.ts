@@ -230,7 +230,8 @@ export class QubesDBDaemon {
   /**
    * The global output budget. Queued bytes are added to an estimate; only when the estimate
    * passes the budget are the real backlogs summed, and while they are over it the client
-   * whose output has waited longest is shed (a slow reader, not whoever queued last).
+   * whose output has waited longest is shed (a slow reader, not whoever queued last),
+   * read-only clients before read-write ones.
    */
   private noteOutput(bytes: number): void {
     this.outputEstimate += bytes;
@@ -245,7 +246,8 @@ export class QubesDBDaemon {
       backlogged.push({ c, since: c.pendingSince ?? performance.now(), pending });
     }
     if (total > budget) {
-      backlogged.sort((a, b) => a.since - b.since);
+      // Read-only clients go before read-write ones (dom0, the agents), each oldest first.
+      backlogged.sort((a, b) => Number(b.c.readOnly) - Number(a.c.readOnly) || a.since - b.since);
       for (const b of backlogged) {
         if (total <= budget) break;
         b.c.close('output budget of all clients exceeded: shedding the oldest backlog', { pending: b.pending, totalPending: total, budget });
