@@ -242,3 +242,28 @@ test('our libqubesdb rides over the idle timeout: its idle request connection re
   assert.deepEqual(events, ['/ffi/k', '/ffi/k'], 'both writes seen by the watch');
   assert.equal(log.match(/idle client past the timeout/g)!.length, 1, 'only the request connection was idle');
 });
+
+test('global output budget: a read-write client (an agent) is shed only after the read-only ones', async (t) => {
+  const budget = 2 * 1024 * 1024;
+  const { daemon, logs } = await startDaemon(t, { maxTotalOutput: budget });
+  const agent = await RawQdbClient.connect(daemon.socketPath);
+  const flooder = await RawQdbClient.connect(daemon.roSocketPath);
+  const writer = await RawQdbClient.connect(daemon.socketPath);
+  closeAll(t, [agent, flooder, writer]);
+  for (let i = 0; i < 50; i++) {
+    assert.equal((await agent.watch('/ob/a')).type, RespOk);
+    assert.equal((await flooder.watch('/ob/b')).type, RespOk);
+  }
+  const socketOf = (c: RawQdbClient): { pause(): void; resume(): void } => (c as unknown as { socket: { pause(): void; resume(): void } }).socket;
+  for (const c of [agent, flooder]) socketOf(c).pause();
+  const shedNow = (): LogLine[] => logs.filter((l) => l.msg.includes('output budget'));
+  // The agent's backlog is the older one, yet the read-only flooder goes first.
+  for (let i = 0; i < 200; i++) assert.equal((await writer.write('/ob/a', 'x')).type, RespOk);
+  for (let i = 0; i < 3000 && shedNow().length === 0; i++) assert.equal((await writer.write('/ob/b', 'x')).type, RespOk);
+  assert.equal(shedNow().length, 1);
+  assert.equal(shedNow()[0]!.fields.client, 2, 'the read-only flooder (client 2) is shed, not the agent (client 1)');
+  assert.equal(shedNow()[0]!.fields.readOnly, true);
+  socketOf(agent).resume();
+  await waitFor('the agent read its whole backlog', () => agent.events.length === 50 * 200);
+  assert.equal(agent.isClosed, false);
+});
