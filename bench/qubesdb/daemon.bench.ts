@@ -1,10 +1,15 @@
 // QubesDB daemon figures, each next to a baseline measured in the same run:
 // - READ round trips/s from one client, vs the same client against a bare echo server process;
 // - watch-event delivery latency (write sent → event received at another client), vs one echo round trip;
-// - daemon RSS with 10,000 keys and 256 clients, vs the idle daemon.
+// - daemon RSS with 10,000 keys and 256 clients, vs the idle daemon;
+// - floods (issue 13.4), on this daemon and on the daemon before the limits (built from git into
+//   /tmp, same run): 5 writes while one read-only client holds (or tried to register) 200,000
+//   watches, vs the same 5 writes with no flood on that daemon; and whether an agent on the
+//   read-write socket is served after 256 idle read-only connections.
 // The daemon runs as its own process, as in production.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+// `--before REF` picks the commit of the "before" daemon (default: main before the limits).
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -185,4 +190,148 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+/** main as of the start of the limits work (issue 13.4): the daemon without them. */
+const BEFORE_LIMITS_COMMIT = 'ba4b65b';
+
+/** Builds the daemon of `ref` into a temp dir (git archive + tsc); returns its bin and the dir. */
+function buildDaemonAt(ref: string): { bin: string; dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'qnet-qdb-before-'));
+  const archive = execFileSync('git', ['-C', repoRoot, 'archive', '--format=tar', ref, 'packages/qubesdb/src', 'packages/qubesdb/package.json'], { maxBuffer: 64 * 1024 * 1024 });
+  execFileSync('tar', ['-x', '-C', dir], { input: archive });
+  // Its imports (pino, @qubes-net/common) resolve through this checkout's node_modules.
+  symlinkSync(join(repoRoot, 'node_modules'), join(dir, 'node_modules'));
+  const pkg = join(dir, 'packages', 'qubesdb');
+  execFileSync(process.execPath, [
+    join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'),
+    '--outDir', join(pkg, 'dist'), '--rootDir', join(pkg, 'src'), '--target', 'ES2022', '--module', 'NodeNext', '--moduleResolution', 'NodeNext',
+    '--types', 'node', '--skipLibCheck', '--strict', join(pkg, 'src', 'daemon-main-bin.ts'),
+  ], { stdio: 'inherit' });
+  return { bin: join(pkg, 'dist', 'daemon-main-bin.js'), dir };
+}
+
+/** Sends one request and waits for one 72-byte reply (writes, watches: no payload back). */
+function oneReply(sock: Socket, request: Buffer): Promise<void> {
+  return roundTrips(sock, request, HEADER_SIZE, 0).then(() => undefined);
+}
+
+/** Best of `reps` timings of 5 sequential writes of `key` (ms). */
+async function fiveWrites(writer: Socket, key: string, reps: number): Promise<number> {
+  const req = encodeMessage(MessageType.Write, key, Buffer.from('v'));
+  let best = Infinity;
+  for (let r = 0; r < reps; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < 5; i++) await oneReply(writer, req);
+    best = Math.min(best, performance.now() - t0);
+  }
+  return best;
+}
+
+/** A client that reads and counts whatever the daemon sends it. */
+function counting(sock: Socket): { bytes: () => number } {
+  let got = 0;
+  sock.on('data', (d: Buffer) => (got += d.length));
+  return { bytes: () => got };
+}
+
+async function waitUntil(check: () => boolean, guardMs = 120_000): Promise<void> {
+  const until = performance.now() + guardMs;
+  while (!check()) {
+    if (performance.now() > until) throw new Error('bench: condition not reached');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+interface FloodFigures {
+  quietMs: number;
+  sameKeyMs: number;
+  dirsMs: number;
+  agentServed: boolean;
+}
+
+/** The floods against one daemon binary. */
+async function floods(bin: string): Promise<FloodFigures> {
+  const dir = mkdtempSync(join(tmpdir(), 'qnet-qdb-flood-'));
+  const daemon = await startProcess([bin, '--run-dir', join(dir, 'run'), '--ready-fd', '3'], 'fd3');
+  const rw = join(dir, 'run', 'qubesdb.sock');
+  const ro = join(dir, 'run', 'qubesdb.ro.sock');
+  const open_: Socket[] = [];
+  const openOne = async (path: string): Promise<Socket> => {
+    const s = await open(path);
+    s.on('error', () => {});
+    open_.push(s);
+    return s;
+  };
+  try {
+    const writer = await openOne(rw);
+    await fiveWrites(writer, '/flood/k', 3); // warm-up
+    const quietMs = await fiveWrites(writer, '/flood/k', 5);
+    const N = 200_000;
+
+    // 200,000 WATCHes of the one key the writer writes: each write fires one event per registration.
+    const same = await openOne(ro);
+    const sameIn = counting(same);
+    same.write(Buffer.concat(Array.from({ length: N }, () => encodeMessage(MessageType.Watch, '/flood/k'))));
+    await waitUntil(() => sameIn.bytes() >= N * HEADER_SIZE);
+    const sameKeyMs = await fiveWrites(writer, '/flood/k', 1);
+    same.destroy();
+
+    // 200,000 directory watches on distinct paths, none matching what the writer writes.
+    const dirs = await openOne(ro);
+    const dirsIn = counting(dirs);
+    dirs.write(Buffer.concat(Array.from({ length: N }, (_, i) => encodeMessage(MessageType.Watch, `/flood/d${i}/`))));
+    await waitUntil(() => dirsIn.bytes() >= N * HEADER_SIZE);
+    const dirsMs = await fiveWrites(writer, '/flood/k', 5);
+    dirs.destroy();
+    writer.destroy();
+    await new Promise((r) => setTimeout(r, 200)); // the daemon sees the closes
+
+    // 256 idle read-only connections, then an agent on the read-write socket.
+    // Each one answers a READ (or is closed) before the agent connects: the two sockets are
+    // accepted independently, so without this the agent could slip in first.
+    const idle: Socket[] = [];
+    for (let i = 0; i < 256; i++) idle.push(await openOne(ro));
+    await Promise.all(idle.map((s) => Promise.race([
+      roundTrips(s, encodeMessage(MessageType.Read, '/none'), HEADER_SIZE, 0),
+      new Promise((resolve) => s.once('close', resolve)),
+    ])));
+    const agent = await openOne(rw);
+    const agentServed = await Promise.race([
+      oneReply(agent, encodeMessage(MessageType.Write, '/qubes-ip', Buffer.from('10.137.0.5'))).then(() => true),
+      new Promise<boolean>((resolve) => agent.once('close', () => resolve(false))),
+    ]);
+    return { quietMs, sameKeyMs, dirsMs, agentServed };
+  } finally {
+    for (const s of open_) s.destroy();
+    await stopProcess(daemon);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function floodBench(): Promise<void> {
+  // A bench that hangs tells nothing: give up loudly instead.
+  setTimeout(() => {
+    process.stderr.write('bench: flood figures not done after 240 s\n');
+    process.exit(1);
+  }, 240_000).unref();
+  const i = process.argv.indexOf('--before');
+  const ref = i !== -1 ? process.argv[i + 1]! : BEFORE_LIMITS_COMMIT;
+  const before = buildDaemonAt(ref);
+  try {
+    const b = await floods(before.bin);
+    const a = await floods(DAEMON_BIN);
+    const extra = (f: FloodFigures, name: string): Record<string, unknown> => ({ daemon: name, quiet_ms: round(f.quietMs) });
+    for (const [name, f] of [[`before(${ref})`, b], ['after', a]] as const) {
+      report('five_writes_200k_same_key_watches_ratio', f.sameKeyMs / f.quietMs, 'x', { name: 'five_writes_no_flood_ms', value: f.quietMs }, { ...extra(f, name), ms: round(f.sameKeyMs) });
+      report('five_writes_200k_dir_watches_ratio', f.dirsMs / f.quietMs, 'x', { name: 'five_writes_no_flood_ms', value: f.quietMs }, { ...extra(f, name), ms: round(f.dirsMs) });
+      report('agent_served_after_256_idle_ro', f.agentServed ? 1 : 0, 'bool', { name: 'before_limits_daemon', value: b.agentServed ? 1 : 0 }, { daemon: name });
+    }
+  } finally {
+    rmSync(before.dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv.includes('--floods-only')) await floodBench();
+else {
+  await main();
+  await floodBench();
+}

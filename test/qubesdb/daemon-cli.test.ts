@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { parseDaemonArgs } from '@qubes-net/qubesdb';
+import { MessageType, parseDaemonArgs } from '@qubes-net/qubesdb';
 import { DAEMON_BIN, startQubesDB } from '../helpers/qubesdb.js';
 import { RawQdbClient } from '../helpers/raw-qdb.js';
 
@@ -132,4 +132,24 @@ test('bad arguments: exit 2 with usage, nothing created', (t) => {
   assert.equal(r.status, 2);
   assert.match(r.stderr, /usage: qubes-net-qdb daemon/);
   assert.equal(existsSync(runDir), false);
+});
+
+test('limit flags: parsed into limits, checked together, reported in the ready line and enforced', async (t) => {
+  assert.deepEqual(parseDaemonArgs(['--max-watches', '10', '--idle-timeout-ms=0', '--partial-timeout-ms', '500', '--max-total-output', '1048576']), {
+    runDir: '/var/run/qubes', limits: { maxWatchesPerClient: 10, idleTimeoutMs: 0, partialTimeoutMs: 500, maxTotalOutput: 1048576 },
+  });
+  assert.deepEqual(parseDaemonArgs(['--max-clients', '64', '--rw-reserved-slots', '8', '--max-client-output', '65536', '--max-read-only-watches', '9']), {
+    runDir: '/var/run/qubes', limits: { maxClients: 64, rwReservedSlots: 8, maxClientOutput: 65536, maxReadOnlyWatches: 9 },
+  });
+  for (const bad of [['--max-watches', '-1'], ['--max-watches', '1e3'], ['--idle-timeout-ms'], ['--max-clients', '0'], ['--max-clients', '8', '--rw-reserved-slots', '8'], ['--max-client-output', '0']]) {
+    assert.throws(() => parseDaemonArgs(bad), Error, JSON.stringify(bad));
+  }
+  const runDir = tempDir(t);
+  const { child, ready } = await spawnBin(['--run-dir', runDir, '--max-watches', '2']);
+  t.after(() => void child.kill('SIGTERM'));
+  assert.equal((ready.limits as Record<string, unknown>).maxWatchesPerClient, 2);
+  assert.equal((ready.limits as Record<string, unknown>).idleTimeoutMs, 60_000, 'defaults for the rest');
+  const c = await RawQdbClient.connect(join(runDir, 'qubesdb.ro.sock'));
+  t.after(() => c.close());
+  assert.deepEqual([(await c.watch('/a')).type, (await c.watch('/b')).type, (await c.watch('/c')).type], [MessageType.RespOk, MessageType.RespOk, MessageType.RespError]);
 });

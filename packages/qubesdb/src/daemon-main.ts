@@ -1,10 +1,11 @@
-// `qubes-net-qdb daemon [--run-dir DIR] [--name NAME] [--rw-socket-perms OCTAL] [--ready-fd N]`:
+// `qubes-net-qdb daemon [--run-dir DIR] [--name NAME] [--rw-socket-perms OCTAL] [--ready-fd N]
+// [limit flags]`:
 // runs the QubesDB daemon until SIGTERM/SIGINT. Readiness (both sockets listening) is told
 // three ways: "ready\n" on --ready-fd, sd_notify READY=1, and a `ready` log event.
 import { closeSync, writeSync } from 'node:fs';
 import { pino, type LevelWithSilent } from 'pino';
 import { shorten as forLog } from './daemon/logging.js';
-import { DEFAULT_RUN_DIR, QubesDBDaemon, isValidDaemonName } from './daemon/index.js';
+import { DEFAULT_RUN_DIR, QubesDBDaemon, isValidDaemonName, resolveLimits, type DaemonLimits } from './daemon/index.js';
 
 /**
  * Same logger as common's createLogger, built here so the daemon does not load common's
@@ -27,9 +28,26 @@ export interface DaemonCliOptions {
   name?: string;
   rwSocketPerms?: number;
   readyFd?: number;
+  /** Only the limits given on the command line; the daemon fills in DEFAULT_LIMITS. */
+  limits?: Partial<DaemonLimits>;
 }
 
-const USAGE = 'usage: qubes-net-qdb daemon [--run-dir DIR] [--name NAME] [--rw-socket-perms OCTAL] [--ready-fd N] [0 [NAME]]';
+/** Limit flags (docs/contracts.md, "QubesDB daemon limits"): non-negative integers. */
+const LIMIT_FLAGS: Record<string, keyof DaemonLimits> = {
+  '--max-clients': 'maxClients',
+  '--rw-reserved-slots': 'rwReservedSlots',
+  '--max-watches': 'maxWatchesPerClient',
+  '--max-read-only-watches': 'maxReadOnlyWatches',
+  '--idle-timeout-ms': 'idleTimeoutMs',
+  '--partial-timeout-ms': 'partialTimeoutMs',
+  '--max-client-output': 'maxClientOutput',
+  '--max-total-output': 'maxTotalOutput',
+};
+
+const USAGE =
+  'usage: qubes-net-qdb daemon [--run-dir DIR] [--name NAME] [--rw-socket-perms OCTAL] [--ready-fd N]\n' +
+  '  [--max-clients N] [--rw-reserved-slots N] [--max-watches N] [--max-read-only-watches N] [--idle-timeout-ms MS] [--partial-timeout-ms MS]\n' +
+  '  [--max-client-output BYTES] [--max-total-output BYTES] [0 [NAME]]';
 
 /**
  * Parses the daemon's arguments (those after the word "daemon"). Accepts `--opt VALUE` and
@@ -77,8 +95,13 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonCliOptions {
       }
       case '--help':
         throw new Error(USAGE);
-      default:
-        throw new Error(`unknown option ${forLog(arg)}`);
+      default: {
+        const limit = LIMIT_FLAGS[key];
+        if (limit === undefined) throw new Error(`unknown option ${forLog(arg)}`);
+        const v = value();
+        if (!/^\d{1,12}$/.test(v)) throw new Error(`${key} must be a non-negative integer, got ${forLog(v)}`);
+        (opts.limits ??= {})[limit] = Number(v);
+      }
     }
   }
   if (positional.length > 2) throw new Error(`too many arguments`);
@@ -88,6 +111,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonCliOptions {
     opts.name = positional[1];
   }
   if (opts.name !== undefined && !isValidDaemonName(opts.name)) throw new Error(`invalid name ${forLog(opts.name)}`);
+  if (opts.limits) resolveLimits(opts.limits); // throws on a combination that makes no sense
   return opts;
 }
 
@@ -102,7 +126,7 @@ export async function runDaemonCli(argv: string[]): Promise<number> {
     process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
     return 2;
   }
-  const daemon = new QubesDBDaemon({ runDir: opts.runDir, name: opts.name, rwSocketPerms: opts.rwSocketPerms, logger: log });
+  const daemon = new QubesDBDaemon({ runDir: opts.runDir, name: opts.name, rwSocketPerms: opts.rwSocketPerms, limits: opts.limits, logger: log });
   try {
     await daemon.start();
   } catch (err) {
@@ -143,7 +167,7 @@ export async function runDaemonCli(argv: string[]): Promise<number> {
   } catch (err) {
     log.warn({ err }, 'cannot notify systemd');
   }
-  log.info({ socket: daemon.socketPath, roSocket: daemon.roSocketPath }, 'ready');
+  log.info({ socket: daemon.socketPath, roSocket: daemon.roSocketPath, limits: daemon.limits }, 'ready');
   const code = await stopped;
   log.info({ code }, 'stopped');
   return code;

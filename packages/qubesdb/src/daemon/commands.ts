@@ -20,11 +20,41 @@ export type Verdict = 'keep' | 'drop';
 
 const NUL = 0;
 
+/** Watch registrations one client may hold (issue 13.4: one client with 200,000 watches starved all others). */
+export const MAX_WATCHES_PER_CLIENT = 4096;
+
+/**
+ * Registrations all read-only clients together may hold: each costs the daemon memory
+ * (~250 bytes with a long path; 256 clients at the per-client cap came to 270 MB).
+ * Read-write clients (dom0, agents) only have the per-client cap, so read-only ones cannot
+ * use up what the agents need.
+ */
+export const MAX_READ_ONLY_WATCHES = 65536;
+
+export interface CoreOptions {
+  /** Registrations per client; past it WATCH is refused with RESP_ERROR (the client is kept). */
+  maxWatchesPerClient?: number;
+  /** Registrations over all read-only clients; past it their WATCH is refused the same way. */
+  maxReadOnlyWatches?: number;
+}
+
 export class QubesDBCore {
   readonly store = new SortedStore();
   readonly watches = new WatchRegistry<Peer>();
+  /** Clients already logged as hitting the watch cap. */
+  private readonly capLogged = new WeakSet<Peer>();
 
-  constructor(private readonly log: Logger) {}
+  private readonly maxWatchesPerClient: number;
+  private readonly maxReadOnlyWatches: number;
+  private readOnlyWatches = 0;
+
+  constructor(
+    private readonly log: Logger,
+    opts: CoreOptions = {},
+  ) {
+    this.maxWatchesPerClient = opts.maxWatchesPerClient ?? MAX_WATCHES_PER_CLIENT;
+    this.maxReadOnlyWatches = opts.maxReadOnlyWatches ?? MAX_READ_ONLY_WATCHES;
+  }
 
   handle(peer: Peer, item: ParsedItem): Verdict {
     if (item.kind === 'invalid') {
@@ -57,7 +87,9 @@ export class QubesDBCore {
 
   /** A client went away: its watches go with it. */
   disconnect(peer: Peer): void {
+    if (peer.readOnly) this.readOnlyWatches -= this.watches.countOf(peer);
     this.watches.removeClient(peer);
+    this.capLogged.delete(peer);
   }
 
   private reject(peer: Peer, type: number, path: string, why: string): void {
@@ -179,21 +211,43 @@ export class QubesDBCore {
       return 'keep';
     }
     if (type === MessageType.Watch) {
+      const overClient = this.watches.countOf(peer) >= this.maxWatchesPerClient;
+      if (overClient || (peer.readOnly && this.readOnlyWatches >= this.maxReadOnlyWatches)) {
+        // RESP_ERROR is a reply every client already handles for WATCH; logged once per
+        // client, not per refused request (a flood would flood the log too).
+        if (!this.capLogged.has(peer)) {
+          this.capLogged.add(peer);
+          const max = overClient ? { maxPerClient: this.maxWatchesPerClient } : { maxReadOnly: this.maxReadOnlyWatches };
+          this.log.warn({ client: peer.id, readOnly: peer.readOnly, ...max, path: forLog(path) }, 'watch limit reached: WATCH refused');
+        }
+        peer.send(encodeMessage(MessageType.RespError, path));
+        return 'keep';
+      }
       this.watches.add(path, peer);
+      if (peer.readOnly) this.readOnlyWatches++;
       peer.send(encodeMessage(MessageType.RespOk, path));
     } else {
       const removed = this.watches.remove(path, peer);
+      if (removed && peer.readOnly) this.readOnlyWatches--;
       peer.send(encodeMessage(removed ? MessageType.RespOk : MessageType.RespErrorNoent, path));
     }
     return 'keep';
   }
 
-  /** One RESP_WATCH per matching registration; the event bytes are shared by all receivers. */
+  /**
+   * One RESP_WATCH per matching registration; the event bytes are shared by all receivers.
+   * A client's events for one change are identical, so they leave in one write per client:
+   * a client holding thousands of registrations of a key costs one buffer, not thousands of
+   * socket writes, on every change of it (issue 13.4).
+   */
   private fire(changed: string): void {
-    let event: Buffer | undefined;
+    let counts: Map<Peer, number> | undefined;
     this.watches.forEachMatch(changed, (peer) => {
-      event ??= encodeMessage(MessageType.RespWatch, changed);
-      peer.send(event);
+      counts ??= new Map();
+      counts.set(peer, (counts.get(peer) ?? 0) + 1);
     });
+    if (!counts) return;
+    const event = encodeMessage(MessageType.RespWatch, changed);
+    for (const [peer, n] of counts) peer.send(n === 1 ? event : Buffer.alloc(n * event.length, event));
   }
 }

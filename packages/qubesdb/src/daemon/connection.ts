@@ -1,7 +1,10 @@
 // One client connection: input buffering and parsing, output, flow control and disconnect.
 // Flow control as upstream: requests are taken from a client only while its output is
 // drained, so a client that does not read its replies stalls only itself. Output is bounded
-// anyway (a client that watches busy keys but never reads is dropped past MAX_PENDING_OUTPUT).
+// anyway (a client that watches busy keys but never reads is dropped past MAX_PENDING_OUTPUT,
+// and the server sheds the oldest backlog when all clients together pass a global budget).
+// The connection also keeps the times the server's sweep needs for the idle and
+// partial-message timeouts (issue 13.4).
 import type { Socket } from 'node:net';
 import type { DaemonLogger as Logger } from './logging.js';
 import { MessageParser } from '../codec.js';
@@ -10,6 +13,11 @@ import type { Peer, QubesDBCore } from './commands.js';
 /** Output a client may leave unread before it is disconnected. */
 export const MAX_PENDING_OUTPUT = 32 * 1024 * 1024;
 
+/** What a connection tells the server about its output (for the global budget). */
+export type OutputListener = (conn: ClientConnection, queuedBytes: number) => void;
+
+const now = (): number => performance.now();
+
 export class ClientConnection implements Peer {
   // Payloads are views into the received chunk: QubesDBCore.handle uses them at once (a WRITE
   // value becomes a string), so copying them first would only make garbage.
@@ -17,6 +25,12 @@ export class ClientConnection implements Peer {
   /** No more requests are taken (dropping, or gone). */
   private stopped = false;
   private waitingForDrain = false;
+  /** When the client last sent bytes (or connected). */
+  private lastInput = now();
+  /** Since when an incomplete message sits in the input buffer; undefined when none. */
+  private partialSince: number | undefined;
+  /** Since when output has been waiting for the client to read it; undefined when none. */
+  private outputSince: number | undefined;
 
   constructor(
     readonly id: number,
@@ -26,13 +40,16 @@ export class ClientConnection implements Peer {
     private readonly log: Logger,
     onClose: (conn: ClientConnection) => void,
     private readonly maxPendingOutput = MAX_PENDING_OUTPUT,
+    private readonly onOutput?: OutputListener,
   ) {
     socket.on('data', (chunk: Buffer) => {
       if (this.stopped) return;
+      this.lastInput = now();
       this.parser.feed(chunk);
       this.process();
     });
     socket.on('drain', () => {
+      this.outputSince = undefined;
       if (!this.waitingForDrain) return;
       this.waitingForDrain = false;
       if (!this.stopped) socket.resume();
@@ -54,11 +71,51 @@ export class ClientConnection implements Peer {
     // A client being dropped (ended) gets nothing more, not even watch events.
     if (this.socket.destroyed || this.socket.writableEnded) return;
     this.socket.write(bytes);
-    if (this.socket.writableLength > this.maxPendingOutput) {
-      this.log.warn({ client: this.id, pending: this.socket.writableLength }, 'client does not read its replies: dropping it');
+    const pending = this.socket.writableLength;
+    if (pending > 0) this.outputSince ??= now();
+    if (pending > this.maxPendingOutput) {
+      this.log.warn({ client: this.id, pending }, 'client does not read its replies: dropping it');
       this.stopped = true;
       this.socket.destroy();
+      return;
     }
+    this.onOutput?.(this, bytes.length);
+  }
+
+  /** Output queued for the client and not yet taken by the kernel. */
+  get pendingOutput(): number {
+    if (this.socket.destroyed) return 0;
+    const n = this.socket.writableLength;
+    if (n === 0) this.outputSince = undefined;
+    return n;
+  }
+
+  /** Since when the client has left output unread (for shedding oldest first); undefined: none. */
+  get pendingSince(): number | undefined {
+    return this.pendingOutput > 0 ? this.outputSince : undefined;
+  }
+
+  /**
+   * Idle: no watch registered (a subscriber waits for events, which is its job), nothing
+   * half-sent, no reply waiting, and no input for `ms`.
+   */
+  idleFor(at: number, ms: number): boolean {
+    return at - this.lastInput >= ms && !this.parser.midMessage && this.pendingOutput === 0 && this.core.watches.countOf(this) === 0;
+  }
+
+  /**
+   * An incomplete message older than `ms`, watches or not. A client whose complete requests
+   * wait because it does not read its replies is not counted: the output limits handle it.
+   */
+  partialFor(at: number, ms: number): boolean {
+    return this.partialSince !== undefined && !this.waitingForDrain && at - this.partialSince >= ms;
+  }
+
+  /** Closes the connection at once, saying why (timeouts, shedding). */
+  close(why: string, fields: Record<string, unknown> = {}): void {
+    if (this.socket.destroyed) return;
+    this.log.warn({ client: this.id, readOnly: this.readOnly, ...fields }, why);
+    this.destroy();
   }
 
   /** Closes the connection at once (daemon shutdown). */
@@ -72,6 +129,7 @@ export class ClientConnection implements Peer {
     if (this.stopped || this.waitingForDrain) return;
     // Replies to a burst of pipelined requests leave in one writev.
     this.socket.cork();
+    let handled = false;
     try {
       while (!this.stopped) {
         if (this.socket.writableNeedDrain) {
@@ -81,6 +139,7 @@ export class ClientConnection implements Peer {
         }
         const item = this.parser.next();
         if (!item) break;
+        handled = true;
         if (this.core.handle(this, item) === 'drop') this.drop();
       }
     } catch (err) {
@@ -90,6 +149,11 @@ export class ClientConnection implements Peer {
     } finally {
       this.socket.uncork();
     }
+    // The clock of the partial-message timeout starts when an incomplete message is first
+    // left over, and is not reset by more bytes of the same message (a byte per second
+    // must not keep a slot forever); a completed message restarts it.
+    if (!this.parser.midMessage || this.waitingForDrain) this.partialSince = undefined;
+    else if (handled || this.partialSince === undefined) this.partialSince = now();
   }
 
   /** Stops reading, lets queued replies out, then closes. */
