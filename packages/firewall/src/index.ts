@@ -18,4 +18,4 @@ export { applyScript } from './kernel/nft.js';
 export { readFamilyState } from './kernel/nft.js';
 export { renderQube } from './render.js';
 export { collectStatus, formatStatus } from './status.js';
-export { runDaemon, defaultDaemonOptions, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';
+export { runDaemon, defaultDaemonOptions, watchResolvConf, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';

@@ -1,0 +1,6 @@
+// Public surface of @qubes-net/network-agent (for the lab, tests and benches).
+export { NetworkAgent, runAgent } from './agent.js';
+export { HostedQubesDB } from './qubesdb-host.js';
+export { WorkClock } from './work.js';
+export { parseOptions, USAGE, type AgentOptions } from './options.js';
+export { firewallEnabled } from './firewall-service.js';
