@@ -229,7 +229,7 @@ export class Lab {
     const existing = rq.agents.get(role);
     if (existing?.running) return existing;
     const argv = this.agentCommands[role];
-    const proc = await startInQube(rq.ns, role, argv, join(rq.logDir, `${role}.log`), { env: { QUBES_NET_QUBE: rq.name } });
+    const proc = await startInQube(rq.ns, role, argv, join(rq.logDir, `${role}.log`), { env: { QUBES_NET_QUBE: rq.name, QUBES_NET_UPLINK_DRIVERS: 'vif,none' } }); // veth uplinks: driver "none"
     rq.agents.set(role, proc);
     proc.exited.then((e) => {
       if (proc.stopping) return;
