@@ -25,10 +25,10 @@
 
 /* Reply codes and the exit code a client relaying each one uses. */
 #define CTL_CODE_OK "ok"
-#define CTL_CODE_BAD_REQUEST "bad_request"
-#define CTL_CODE_INVALID_INPUT "invalid_input"
-#define CTL_CODE_KERNEL_REFUSED "kernel_refused"
-#define CTL_CODE_QUBESDB_ERROR "qubesdb_error"
+#define CTL_CODE_BAD_REQUEST "bad-request"
+#define CTL_CODE_INVALID_INPUT "invalid-input"
+#define CTL_CODE_KERNEL_REFUSED "kernel-refused"
+#define CTL_CODE_QUBESDB_ERROR "qubesdb-error"
 #define CTL_CODE_STOPPING "stopping"
 #define CTL_CODE_TIMEOUT "timeout"
 #define CTL_CODE_INTERNAL "internal"
@@ -37,10 +37,10 @@ static const struct ctl_code_exit {
 	int exit_code;
 } ctl_code_exits[] = {
 	{ "ok", 0 },
-	{ "bad_request", 64 },
-	{ "invalid_input", 2 },
-	{ "kernel_refused", 3 },
-	{ "qubesdb_error", 4 },
+	{ "bad-request", 64 },
+	{ "invalid-input", 2 },
+	{ "kernel-refused", 3 },
+	{ "qubesdb-error", 4 },
 	{ "stopping", 5 },
 	{ "timeout", 5 },
 	{ "internal", 1 },

@@ -16,7 +16,7 @@ test('a vif event from the C client parses, its values kept as strings for the d
   assert.ok(s.ok && s.request.op === 'offline' && s.request.ips.length === 2);
 });
 
-test('anything unexpected is refused with code bad_request, never guessed at', () => {
+test('anything unexpected is refused with code bad-request, never guessed at', () => {
   const bad = [
     'not json',
     '[]',
@@ -34,12 +34,12 @@ test('anything unexpected is refused with code bad_request, never guessed at', (
   for (const line of bad) {
     const p = parseRequest(line);
     assert.equal(p.ok, false, line.slice(0, 60));
-    if (!p.ok) assert.equal(p.reply.code, 'bad_request');
+    if (!p.ok) assert.equal(p.reply.code, 'bad-request');
   }
 });
 
 test('replies are one line with ok first, and round-trip', () => {
-  const r = reply('kernel_refused', 'nft said no\nreally', { vif: 'vif1.0' });
+  const r = reply('kernel-refused', 'nft said no\nreally', { vif: 'vif1.0' });
   const line = formatReply(r);
   assert.equal(line.split('\n').length, 2);
   assert.ok(line.startsWith('{"ok":false,'));

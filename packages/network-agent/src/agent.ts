@@ -52,7 +52,7 @@ export class NetworkAgent {
 
   constructor(private readonly opts: AgentOptions, log: Logger = createLogger('network-agent')) {
     this.log = log;
-    this.clock = new WorkClock(opts.idleExitMs, () => void this.exit('idle'), () => this.db.inFlight > 0 || this.server.busy > 0);
+    this.clock = new WorkClock(opts.idleExitMs, () => void this.exit('idle'), () => this.db.inFlight > 0 || this.server.busy > 0 || !!this.driver?.hasWork());
     this.db = new HostedQubesDB({ runDir: opts.qubesdbDir, timeoutMs: opts.qubesdbTimeoutMs, onEvent: () => this.clock.touch() });
     this.server = new ControlServer({ path: opts.socket, fd: activatedFd(), log, handle: (req) => this.handle(req) });
   }
@@ -70,11 +70,11 @@ export class NetworkAgent {
         hooksDir: this.opts.hooksDir,
         firewall: fw ? 'on' : 'off',
         firewallPidFile: NO_FIREWALL_PIDFILE,
-        persistentTools: true,
+        // The loop ran out of work: the idle period starts from here.
+        onIdle: () => this.clock.touch(),
       });
       this.driver = driver;
-      await driver.start();
-      await driver.follow();
+      await driver.start({ follow: true });
       this.closers.push(() => driver.stop());
       if (fw) await this.startFirewall();
     } catch (err) {
@@ -156,13 +156,13 @@ export class NetworkAgent {
           const r = await driver.submit({ op: req.op, vif: req.vif, ips: req.ips.join(' '), mac: req.mac, type: req.type ?? '', xenbusPath: req.xenbusPath });
           const details = { vif: req.vif, ...(r.state ? { state: r.state } : {}), ...(r.generation !== undefined ? { generation: r.generation } : {}) };
           if (r.ok) return reply('ok', `${req.vif} ${r.state ?? req.op}`, details);
-          return reply(r.inputError ? 'invalid_input' : 'kernel_refused', r.error ?? `${req.op} ${req.vif} failed`, details);
+          return reply(r.inputError ? 'invalid-input' : 'kernel-refused', r.error ?? `${req.op} ${req.vif} failed`, details);
         }
         case 'sync': {
           // A trigger from the watcher: what changed is re-read (the watches and a fresh start cover the rest).
-          const { changed } = await driver.dnsChanged(req.reason);
+          await driver.sync(req.reason);
           this.engine?.dnsMaybeChanged();
-          return reply('ok', 'synced', { dnsChanged: changed });
+          return reply('ok', 'synced', {});
         }
         case 'reconcile': {
           const { differences } = await driver.reconcileNow();

@@ -47,7 +47,7 @@ async function main(argv: string[]): Promise<number> {
     case 'render-firewall': {
       const ip = opts.positionals[0];
       if (!ip || opts.positionals.length > 1) {
-        process.stderr.write('usage: qubes-net-agent render-firewall IP [--qubesdb-dir DIR] [--resolv-conf PATH]\n');
+        process.stderr.write('usage: qubes-net-agent render-firewall IP [--qubesdb-run-dir DIR] [--resolv-conf PATH]\n');
         return EXIT.usage;
       }
       const { renderQube, readResolvConf, resolveHost } = await import('@qubes-net/firewall');

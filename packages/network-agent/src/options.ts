@@ -1,5 +1,5 @@
 // The network agent's command line (node:util parseArgs). Every path is an option so that
-// tests and the lab run several agents on one machine; `--qubesdb-dir` is the QubesDB socket
+// tests and the lab run several agents on one machine; `--qubesdb-run-dir` is the QubesDB socket
 // directory's flag name in every qubes-net command.
 import { parseArgs } from 'node:util';
 import { DEFAULT_AGENT_SOCKET } from '@qubes-net/common/control/protocol';
@@ -36,7 +36,7 @@ commands:
 options:
   -h, --help, --version
   --socket PATH            control socket (${DEFAULT_AGENT_SOCKET})
-  --qubesdb-dir DIR        QubesDB sockets directory (default: the library's)
+  --qubesdb-run-dir DIR    QubesDB sockets directory (default: the library's)
   --idle-exit MS           exit after MS without work (default 30000, 0 = never)
   --wake-file PATH         where run leaves the next deadline it must be woken at
                            (/run/qubes-net/agent.wake)
@@ -65,7 +65,7 @@ export function parseOptions(argv: readonly string[]): AgentOptions {
     strict: true,
     options: {
       socket: { type: 'string' },
-      'qubesdb-dir': { type: 'string' },
+      'qubesdb-run-dir': { type: 'string' },
       'idle-exit': { type: 'string' },
       'wake-file': { type: 'string' },
       'resolv-conf': { type: 'string' },
@@ -86,7 +86,7 @@ export function parseOptions(argv: readonly string[]): AgentOptions {
     command,
     positionals: rest,
     socket: values.socket ?? process.env.QUBES_NET_AGENT_SOCKET ?? DEFAULT_AGENT_SOCKET,
-    ...(values['qubesdb-dir'] ? { qubesdbDir: values['qubesdb-dir'] } : {}),
+    ...(values['qubesdb-run-dir'] ? { qubesdbDir: values['qubesdb-run-dir'] } : {}),
     idleExitMs: int('idle-exit', values['idle-exit'], 30_000, 86_400_000),
     wakeFile: values['wake-file'] ?? '/run/qubes-net/agent.wake',
     resolvConf: values['resolv-conf'] ?? '/etc/resolv.conf',

@@ -37,7 +37,7 @@ export function agentWatchArgs(opts: AgentWatchOptions): string[] {
   for (const l of opts.uplinks ?? ['eth0']) args.push('--link', l);
   args.push('--wake-file', wake);
   args.push('--activate', socket, '--', ...opts.cli, 'run', '--socket', socket, '--wake-file', wake);
-  if (opts.qubesdbDir !== undefined) args.push('--qubesdb-dir', opts.qubesdbDir);
+  if (opts.qubesdbDir !== undefined) args.push('--qubesdb-run-dir', opts.qubesdbDir);
   args.push(...(opts.runArgs ?? []));
   return args;
 }

@@ -17,10 +17,10 @@ export type Op = (typeof OPS)[number];
 /** Machine-readable reply codes, each with the exit code a CLI relaying it uses. */
 export const CODES = {
   ok: EXIT.ok,
-  bad_request: EXIT.usage,
-  invalid_input: EXIT.invalidConfig,
-  kernel_refused: EXIT.kernel,
-  qubesdb_error: EXIT.qubesdb,
+  'bad-request': EXIT.usage,
+  'invalid-input': EXIT.invalidConfig,
+  'kernel-refused': EXIT.kernel,
+  'qubesdb-error': EXIT.qubesdb,
   stopping: EXIT.noReply,
   timeout: EXIT.noReply,
   internal: EXIT.failure,
@@ -67,7 +67,7 @@ export function reply(code: Code, message: string, details: Record<string, unkno
 }
 
 function bad(message: string): Parsed {
-  return { ok: false, reply: reply('bad_request', message) };
+  return { ok: false, reply: reply('bad-request', message) };
 }
 
 function isOp(v: unknown): v is Op {

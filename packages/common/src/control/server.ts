@@ -138,7 +138,7 @@ export class ControlServer {
       if (nl >= 0) take(buf.slice(0, nl));
       else if (Buffer.byteLength(buf) > MAX_REQUEST_BYTES) {
         taken = true;
-        sock.end(formatReply(reply('bad_request', `request longer than ${MAX_REQUEST_BYTES} bytes`)));
+        sock.end(formatReply(reply('bad-request', `request longer than ${MAX_REQUEST_BYTES} bytes`)));
       }
     });
     // A client that half-closes after its line without a newline still gets an answer.
