@@ -138,6 +138,7 @@ async function latencies(samples: number): Promise<void> {
   const { AgentLab } = (await import(join(repoRoot, 'test', 'dist', 'network-agent', 'harness.js'))) as typeof import('../../test/network-agent/harness.js');
   const { RESOLV } = (await import(join(repoRoot, 'test', 'dist', 'driver-agent', 'lab.js'))) as typeof import('../../test/driver-agent/lab.js');
   const { agentWatchArgs } = await import('@qubes-net/network-agent/watch-args');
+  const { AGENT_NODE_OPTIONS } = await import('@qubes-net/lab');
   const libDir = join(repoRoot, 'native-bindings', 'build');
   const tmp = mkdtempSync(join(tmpdir(), 'qn-agent-bench-'));
   const qdbRead = join(tmp, 'qdb-read');
@@ -152,7 +153,7 @@ async function latencies(samples: number): Promise<void> {
     resolvConf: RESOLV,
     resolvedFile: null,
     runArgs: ['--idle-exit', String(IDLE_MS), '--resolv-conf', RESOLV, '--no-resolved', '--firewall', 'on'],
-  }), { stdio: ['ignore', 'ignore', 'ignore'] });
+  }), { stdio: ['ignore', 'ignore', 'ignore'], env: { NODE_OPTIONS: process.env.QUBES_NET_AGENT_NODE_OPTIONS ?? AGENT_NODE_OPTIONS } });
   const idle = () => until('the agent to go idle', () => namespaceCost(qdbPid, qdbPid).node === 0, IDLE_MS * 10 + 30_000);
   const timed = async (fn: () => Promise<unknown>) => {
     const t0 = performance.now();

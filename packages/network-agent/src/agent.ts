@@ -45,6 +45,7 @@ export class NetworkAgent {
   private engine: FirewallEngine | undefined;
   private closers: (() => Promise<void> | void)[] = [];
   private ready = false;
+  private firewallStarting: Promise<void> | undefined;
   private readyWaiters: ((ok: boolean) => void)[] = [];
   private exiting: Promise<number> | undefined;
   private exitResolve!: (code: number) => void;
@@ -76,7 +77,10 @@ export class NetworkAgent {
       this.driver = driver;
       await driver.start({ follow: true });
       this.closers.push(() => driver.stop());
-      if (fw) await this.startFirewall();
+      // The driver's start loaded the firewall skeleton (forward policy drop), so vif events
+      // can be answered now; the per-qube chains follow without holding them up (until then a
+      // new qube's traffic meets the drop policy: fail closed).
+      if (fw) this.firewallStarting = this.clock.around(() => this.startFirewall()).catch((err) => this.log.error({ err: forLog(String(err)) }, 'firewall start failed'));
     } catch (err) {
       this.setReady(false);
       throw err;
@@ -165,6 +169,7 @@ export class NetworkAgent {
           return reply('ok', 'synced', {});
         }
         case 'reconcile': {
+          await this.firewallStarting;
           const { differences } = await driver.reconcileNow();
           await this.engine?.reload();
           return reply('ok', `${differences.length} correction(s)`, { differences });
@@ -212,6 +217,7 @@ export class NetworkAgent {
       // (activation) and starts the next instance; none is lost.
       await this.server.stopAccepting();
       await this.server.drained();
+      await this.firewallStarting;
       await this.engine?.idle();
       const deadline = this.nextDeadline();
       if (deadline !== undefined) await writeAtomic(this.opts.wakeFile, `${deadline}\n`).catch((e) => this.log.warn({ file: this.opts.wakeFile, err: String(e) }, 'cannot write wake file'));
