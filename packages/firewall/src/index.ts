@@ -17,3 +17,4 @@ export { readFamilyState, firewallNftWriter } from './kernel/nft.js';
 export { renderQube } from './render.js';
 export { collectStatus, formatStatus } from './status.js';
 export { runDaemon, defaultDaemonOptions, watchResolvConf, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';
+export { openOffLoopQubesDB } from './qubesdb-offloop.js';
