@@ -7,10 +7,11 @@ import { renderBaseRuleset } from './model/ruleset.js';
 import { kernelHasIPv6 } from './kernel/procfs.js';
 import { applyNft } from './kernel/nft-writer.js';
 import { ProviderManager } from './managers/provider.js';
+import { realHost } from './kernel/host.js';
 
 export async function loadBaseRuleset(opts: { qdb: QubesDB; log: Logger; firewall: 'auto' | 'on' | 'off' }): Promise<void> {
   const ipv6 = kernelHasIPv6();
-  const provider = new ProviderManager({ qdb: opts.qdb, log: opts.log, firewall: opts.firewall, ipv6Kernel: () => ipv6 });
+  const provider = new ProviderManager({ qdb: opts.qdb, log: opts.log, firewall: opts.firewall, ipv6Kernel: () => ipv6, host: realHost });
   const config = await provider.read(true);
   const skeleton = await provider.skeleton(config);
   if (config.firewallService && !skeleton) throw new Error('qubes-firewall service is on but its skeleton cannot be loaded');

@@ -42,8 +42,8 @@ export function parseTable(doc: { nftables: Record<string, any>[] } | undefined,
       chains.set(item.rule.chain, (chains.get(item.rule.chain) ?? 0) + 1);
       if (item.rule.chain === 'dnat-dns') dnat.push(item);
       if (item.rule.chain === 'antispoof') {
-        const expr = item.rule.expr as any[];
-        if (expr.length === 2 && expr[0]?.counter && 'drop' in expr[1]) tables.antispoofDrops[family] += Number(expr[0].counter.packets) || 0;
+        const expr = item.rule.expr as any[] | undefined;
+        if (expr?.length === 2 && expr[0]?.counter && 'drop' in expr[1]) tables.antispoofDrops[family] += Number(expr[0].counter.packets) || 0;
       }
     }
     if (item.set && (item.set.name === 'allowed' || item.set.name === 'downstream')) {

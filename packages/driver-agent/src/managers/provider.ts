@@ -5,8 +5,8 @@
 import type { Logger } from '@qubes-net/common';
 import type { QubesDB } from '@qubes-net/qubesdb';
 import { parseProviderConfig, PROVIDER_KEYS, type ProviderConfig } from '../model/provider-config.js';
-import { connectedStatements } from '../model/ruleset.js';
-import { readSysctl, writeSysctl } from '../kernel/procfs.js';
+import { addConnected } from '../model/ruleset.js';
+import type { HostAccess } from '../kernel/host.js';
 import { loadFirewallSkeleton } from '../firewall-skeleton.js';
 import type { Turn } from './turn.js';
 
@@ -29,7 +29,7 @@ export class ProviderManager {
   /** A watched key changed: re-read on the next turn. */
   dirty = false;
 
-  constructor(private readonly deps: { qdb: QubesDB; log: Logger; firewall: 'auto' | 'on' | 'off'; ipv6Kernel: () => boolean }) {}
+  constructor(private readonly deps: { qdb: QubesDB; log: Logger; firewall: 'auto' | 'on' | 'off'; ipv6Kernel: () => boolean; host: Pick<HostAccess, 'readSysctl' | 'writeSysctl'> }) {}
 
   /**
    * Reads and validates the keys; a rejected gateway keeps the last valid one. `quietGateway`:
@@ -74,11 +74,11 @@ export class ProviderManager {
       skeleton = full.skeleton;
     } else if (this.dirty) {
       config = await this.read();
-      if (before.connected4.join(' ') !== config.connected4.join(' ')) turn.nft.push(...connectedStatements('ip', config.connected4));
-      if (this.deps.ipv6Kernel() && before.connected6.join(' ') !== config.connected6.join(' ')) turn.nft.push(...connectedStatements('ip6', config.connected6));
+      if (before.connected4.join(' ') !== config.connected4.join(' ')) addConnected(turn.tx, 'ip', config.connected4);
+      if (this.deps.ipv6Kernel() && before.connected6.join(' ') !== config.connected6.join(' ')) addConnected(turn.tx, 'ip6', config.connected6);
       if (config.firewallService && !this.firewallLoaded) {
         skeleton = await this.skeleton(config);
-        if (skeleton) turn.nft.push(skeleton.trimEnd());
+        if (skeleton) turn.raw.push(skeleton.trimEnd());
       }
     }
     const wasDirty = this.dirty;
@@ -107,6 +107,7 @@ export class ProviderManager {
 
   /** IPv4 forwarding once the base (and, if wanted, the firewall's drop policy) is in place. */
   setForwarding(): void {
+    const { readSysctl, writeSysctl } = this.deps.host;
     const c = this.config;
     const allowed = !c.firewallService || this.firewallLoaded;
     const ipv6 = this.deps.ipv6Kernel();
