@@ -10,10 +10,11 @@
 // QubesDB, exit 0. Nothing is removed from the kernel on exit: it keeps enforcing.
 import { mkdir, rename, unlink, writeFile, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import { createLogger, packageVersion, sdNotify, forLog, type Logger } from '@qubes-net/common';
 import { ControlServer, activatedFd, reply, type Reply, type Request, type AgentStatus } from '@qubes-net/common/control';
 import { Driver } from '@qubes-net/driver-agent';
-import { FirewallEngine, WATCH_PATHS, realKernel, readResolvConf, resolveHost, runHooks, DEFAULT_HOOK_PATHS, watchResolvConf } from '@qubes-net/firewall';
+import type { FirewallEngine } from '@qubes-net/firewall';
 import { HostedQubesDB } from './qubesdb-host.js';
 import { WorkClock } from './work.js';
 import { firewallEnabled } from './firewall-service.js';
@@ -51,10 +52,11 @@ export class NetworkAgent {
   private exitResolve!: (code: number) => void;
   readonly done = new Promise<number>((r) => (this.exitResolve = r));
 
-  constructor(private readonly opts: AgentOptions, log: Logger = createLogger('network-agent')) {
+  /** `worker`: the QubesDB worker, when the CLI started it before loading this module (it boots meanwhile). */
+  constructor(private readonly opts: AgentOptions, log: Logger = createLogger('network-agent'), worker?: Worker) {
     this.log = log;
     this.clock = new WorkClock(opts.idleExitMs, () => void this.exit('idle'), () => this.db.inFlight > 0 || this.server.busy > 0 || !!this.driver?.hasWork());
-    this.db = new HostedQubesDB({ runDir: opts.qubesdbDir, timeoutMs: opts.qubesdbTimeoutMs, onEvent: () => this.clock.touch() });
+    this.db = new HostedQubesDB({ runDir: opts.qubesdbDir, timeoutMs: opts.qubesdbTimeoutMs, onEvent: () => this.clock.touch(), ...(worker ? { worker } : {}) });
     this.server = new ControlServer({ path: opts.socket, fd: activatedFd(), log, handle: (req) => this.handle(req) });
   }
 
@@ -92,6 +94,8 @@ export class NetworkAgent {
   }
 
   private async startFirewall(): Promise<void> {
+    // Loaded here, after the vif path is ready: the engine is not on the first request's path.
+    const { FirewallEngine, WATCH_PATHS, realKernel, readResolvConf, resolveHost, watchResolvConf } = await import('@qubes-net/firewall');
     const log = this.log.child({ part: 'firewall' });
     await this.firewallHooksOncePerBoot(log);
     const engine = new FirewallEngine({
@@ -131,6 +135,7 @@ export class NetworkAgent {
     const done = (await readFile(this.opts.hooksDoneFile, 'utf8').catch(() => '')).trim();
     if (bootId && done === bootId) return;
     const persist = (await this.db.read('/qubes-service/custom-persist').catch(() => undefined)) === '1';
+    const { runHooks, DEFAULT_HOOK_PATHS } = await import('@qubes-net/firewall');
     await runHooks(DEFAULT_HOOK_PATHS, persist, log);
     await writeAtomic(this.opts.hooksDoneFile, `${bootId}\n`).catch(() => undefined);
   }
@@ -234,8 +239,8 @@ export class NetworkAgent {
 }
 
 /** Runs the agent until it goes idle or is stopped; resolves with the exit code. */
-export async function runAgent(opts: AgentOptions, log: Logger = createLogger('network-agent')): Promise<number> {
-  const agent = new NetworkAgent(opts, log);
+export async function runAgent(opts: AgentOptions, log: Logger = createLogger('network-agent'), worker?: Worker): Promise<number> {
+  const agent = new NetworkAgent(opts, log, worker);
   process.on('SIGTERM', () => void agent.exit('SIGTERM'));
   process.on('SIGINT', () => void agent.exit('SIGINT'));
   process.on('SIGHUP', () => void agent.handle({ op: 'reconcile' }).then((r) => log.info({ message: r.message }, 'SIGHUP: reconciled')));

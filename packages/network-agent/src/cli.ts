@@ -25,8 +25,10 @@ async function main(argv: string[]): Promise<number> {
     case 'run': {
       const { requireRootOrExit } = await import('@qubes-net/common/root');
       requireRootOrExit('qubes-net-agent run');
-      const { runAgent } = await import('./agent.js');
-      return runAgent(opts);
+      const { startQubesDBWorker } = await import('./qdb-worker-start.js');
+      const worker = startQubesDBWorker(opts.qubesdbDir);
+      const [{ runAgent }, { createLogger }] = await Promise.all([import('./agent.js'), import('@qubes-net/common')]);
+      return runAgent(opts, createLogger('network-agent'), worker);
     }
     case 'hotplug': {
       const { hotplugFallback } = await import('./hotplug.js');
