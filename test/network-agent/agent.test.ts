@@ -100,3 +100,27 @@ test('without an agent socket the hotplug client runs the one-shot `qubes-net-ag
     await al.destroy();
   }
 });
+
+test('under the activating watcher, a SIGKILL of the agent mid-burst loses no vif: the next instance answers', async (t) => {
+  if (!needRoot(t)) return;
+  const al = await AgentLab.create('agent-activate');
+  try {
+    al.startWatched(['--idle-exit', '0', '--firewall', 'off']);
+    await waitFor('the watcher holds the socket', () => existsSync(al.socketHostPath()));
+    const vifs = [];
+    for (let d = 40; d < 64; d++) vifs.push(await al.plainVif(d));
+    const events = vifs.map((v) => al.lab.hotplug('online', v.vif, v.domid, { QUBES_NET_HOTPLUG_TIMEOUT: '60' }));
+    // The first connection started the agent; kill it as soon as it answers anything.
+    const first = await al.request({ op: 'status' }, 30_000);
+    assert.equal(first.ok, true, first.message);
+    process.kill((first.details as { pid: number }).pid, 'SIGKILL');
+    const results = await Promise.all(events);
+    for (const [i, r] of results.entries()) assert.equal(r.code, 0, `${vifs[i]!.vif}: ${r.stderr}`);
+    const st = await al.request({ op: 'status' });
+    assert.notEqual((st.details as { pid: number }).pid, (first.details as { pid: number }).pid, 'a new instance');
+    const states = ((st.details as any).parts.driver.vifs as any[]).map((x) => x.state);
+    assert.equal(states.filter((s) => s === 'online').length, 24, JSON.stringify(states));
+  } finally {
+    await al.destroy();
+  }
+});
