@@ -71,7 +71,7 @@ function rig(): Rig {
     async observe(): Promise<Observation> {
       r.observed++;
       const kernel: ObservedKernel = { vifLinks: new Map([...r.links].map((l) => [l, { group: '2', up: true }])), allowed: { ip: new Set(), ip6: new Set() }, downstream: { ip: new Set(), ip6: new Set() }, routes: new Map(), addrs: new Map(), neigh: new Map(), sysctl: (p) => r.sysctl.get(p) };
-      const tables: ObservedTables = { chains: { ip: undefined, ip6: undefined }, dnatDns: undefined, antispoofDrops: { ip: 0, ip6: 0 } };
+      const tables: ObservedTables = { chains: { ip: undefined, ip6: undefined }, dnatDns: undefined, antispoofDrops: { ip: 0, ip6: 0 }, firewallSkeleton: false };
       parseTable(await fk.list(['table', 'ip', 'qubes']), 'ip', kernel, tables);
       return { kernel, tables, ownAddresses: new Set(['192.0.2.10']) };
     },

@@ -30,3 +30,4 @@ export { parseBatchErrors, applyIpLines, type IpFailure } from './kernel/ip-writ
 export { kernelHasFlowtables } from './kernel/nft-writer.js';
 export { parseConntrackList, purgeConntrack, purgeDnsFlows } from './kernel/conntrack.js';
 export { parseMonitorLine } from './kernel/uplink-monitor.js';
+export { isFirewallCmdline, notifyFirewall } from './kernel/firewall-notify.js';

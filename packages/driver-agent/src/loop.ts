@@ -7,6 +7,7 @@
 //
 // Host processes (the network agent) use start(), handle(request), stop() and the idle
 // signal (hasWork(), onIdle); the CLI's one-shot commands use the same start path.
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '@qubes-net/common';
 import type { QubesDB } from '@qubes-net/qubesdb';
 import type { RawVifEvent } from './model/vif-event.js';
@@ -233,7 +234,8 @@ export class DriverLoop {
         dns: d ? { mode: d.mapping.mode, pairs: d.mapping.pairs, upstream: d.mapping.upstream, source: d.source, rejected: d.rejected } : undefined,
         forwarding: { ...this.provider.forwarding },
         flowtables: this.flowtables,
-        firewall: this.provider.firewallLoaded,
+        // From the kernel, not from the service flag (13.5).
+        firewall: obs.tables.firewallSkeleton,
         antispoofDrops: obs.tables.antispoofDrops,
         kernel: { inSync: differences.length === 0, differences },
         memory: (({ rss, heapUsed, heapTotal, external, arrayBuffers }) => ({ rss, heapUsed, heapTotal, external, arrayBuffers }))(process.memoryUsage()),
@@ -423,6 +425,7 @@ export class DriverLoop {
   }
 
   private async apply(turn: Turn): Promise<void> {
+    const t0 = performance.now();
     const failedVifs = new Map<string, string>();
     for (const s of turn.sysctls) {
       try {
@@ -432,26 +435,30 @@ export class DriverLoop {
         if (!s.tolerant && s.vif) failedVifs.set(s.vif, `sysctl ${s.path}`);
       }
     }
+    // The ip batch runs beside the transaction: its lines only add routes, neighbours and
+    // addresses to vifs, which carry no traffic without their anti-spoofing elements; if the
+    // transaction is refused, the full turn that follows removes what the batch left.
+    const ipRun = this.writer.ip(turn.ip).catch((err: unknown): IpFailure[] => turn.ip.map((l) => ({ ...l, message: String(err) })));
     try {
       await this.writer.nft(turn.tx, turn.raw);
     } catch (err) {
+      await ipRun;
       this.log.error({ full: turn.full, statements: turn.tx.size, err: String(err).slice(0, 500) }, 'transaction refused by nft: nothing of this turn is applied');
       turn.reject(err as Error);
       this.fullSyncFailed('nft refused a transaction', turn.full);
       return;
     }
     turn.commit();
-    let ipFailures: IpFailure[];
-    try {
-      ipFailures = await this.writer.ip(turn.ip);
-    } catch (err) {
-      ipFailures = turn.ip.map((l) => ({ ...l, message: String(err) }));
-    }
+    const t1 = performance.now();
+    const ipFailures = await ipRun;
     if (ipFailures.some((f) => !f.tolerant)) {
       for (const f of ipFailures) if (!f.tolerant) this.log.error({ vif: f.vif, line: f.line, err: f.message }, 'ip change refused');
       this.fullSyncFailed('ip refused a change', turn.full);
     }
+    const t2 = performance.now();
     await turn.finish({ failedVifs, ipFailures });
+    const ms = (a: number, b: number) => Math.round((b - a) * 10) / 10;
+    this.log.debug({ full: turn.full, nft: turn.tx.size, ip: turn.ip.length, nftMs: ms(t0, t1), ipMs: ms(t1, t2), afterMs: ms(t2, performance.now()) }, 'turn applied');
     if (!(await this.feedback.flush())) this.later(1000, () => void this.exclusive(() => this.feedback.flush()));
   }
 

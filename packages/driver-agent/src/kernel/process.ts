@@ -2,7 +2,7 @@
 // common's one process runner (argument arrays, never a shell; a timeout that kills the
 // process group; done when the program exits, not when a backgrounded child closes the
 // pipes), with the (command, args) call shape the driver's modules use.
-import { CommandError, type RunResult } from '@qubes-net/common';
+import type { RunResult } from '@qubes-net/common';
 import { runProcess as run } from '@qubes-net/common/kernel';
 
 export interface ProcessOptions {
@@ -32,14 +32,4 @@ export async function ipJsonFast<T = unknown>(args: readonly string[]): Promise<
   const { stdout } = await runProcess('ip', ['-j', ...args]);
   const text = stdout.trim();
   return (text ? JSON.parse(text) : []) as T;
-}
-
-/** `nft -j list …` parsed; undefined when the object does not exist. */
-export async function nftListJsonFast(what: readonly string[]): Promise<{ nftables: Record<string, any>[] } | undefined> {
-  const res = await runProcess('nft', ['-j', 'list', ...what], { allowFailure: true });
-  if (res.exitCode !== 0) {
-    if (/No such file or directory|does not exist/.test(res.stderr)) return undefined;
-    throw new CommandError('nft', ['-j', 'list', ...what], res.exitCode, res.stderr, res.stdout);
-  }
-  return JSON.parse(res.stdout);
 }
