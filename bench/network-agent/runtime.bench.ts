@@ -214,6 +214,21 @@ async function latencies(samples: number): Promise<void> {
       running.push(await update(2 * i + 1));
     }
     report('firewall update latency after idle (rules written → applied feedback; median)', 'ms', median(afterIdle), 'the same update with the agent running', median(running), { samples, runningMean: mean(running) });
+
+    // Today's shape: the resident firewall daemon (`qubes-net-firewall run`) on the same qube.
+    watcher.kill('SIGTERM');
+    await idle();
+    const fw = netvm.spawn(process.execPath, [join(repoRoot, 'packages', 'firewall', 'dist', 'cli.js'), 'run', '--resolv-conf', RESOLV], { stdio: ['ignore', 'ignore', 'ignore'] });
+    try {
+      await until('the firewall daemon to apply the existing rules', async () => (await al.lab.db.read(`/qubes-firewall-applied/${ip}`)) !== undefined && netvm.outputOf(fw) !== undefined, 30_000);
+      await sleep(500);
+      const daemon: number[] = [];
+      for (let i = 0; i < samples; i++) daemon.push(await update(100 + i));
+      report('firewall update latency, agent running (median)', 'ms', median(running), "today's resident firewall daemon (qubes-net-firewall run)", median(daemon), { samples });
+      report('firewall update latency, agent started by the update after idle (median)', 'ms', median(afterIdle), "today's resident firewall daemon (qubes-net-firewall run)", median(daemon), { samples });
+    } finally {
+      fw.kill('SIGTERM');
+    }
   } finally {
     watcher.kill('SIGTERM');
     await al.destroy();

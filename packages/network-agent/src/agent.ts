@@ -220,7 +220,7 @@ export class NetworkAgent {
       sdNotify('STOPPING=1');
       // Close the listening fd first: a request arriving from here on waits in the backlog
       // (activation) and starts the next instance; none is lost.
-      await this.server.stopAccepting();
+      await this.server.stopAccepting({ unlink: reason === 'idle' || reason === 'start failed' });
       await this.server.drained();
       await this.firewallStarting;
       await this.engine?.idle();

@@ -92,16 +92,18 @@ export class ControlServer {
   }
 
   /**
-   * Closes the listening fd (first step of an idle exit or a stop). A socket this process
-   * bound itself is unlinked too, so clients see "no agent" and use the one-shot path; an
-   * activated one stays with its activator.
+   * Closes the listening fd (first step of an idle exit or a stop). An activated socket stays
+   * with its activator. One this process bound itself is unlinked only with `unlink` (an idle
+   * exit: nobody will start the next instance, so clients should see "no agent" and use the
+   * one-shot path); after a stop it stays, so clients retry until the restarted agent binds it
+   * (a restart never fails an in-flight request, and no one-shot runs beside the new instance).
    */
-  async stopAccepting(): Promise<void> {
+  async stopAccepting(opts: { unlink: boolean }): Promise<void> {
     const server = this.server;
     this.server = undefined;
     if (!server) return;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    if (!this.activated) await unlink(this.opts.path).catch(() => undefined);
+    if (!this.activated && opts.unlink) await unlink(this.opts.path).catch(() => undefined);
     // server.close() calls back only once every connection ended: requests in flight finish first.
     await Promise.race([closed, this.drained()]);
   }
