@@ -36,6 +36,8 @@ interface Rig {
   links: Set<string>;
   xen: XenVif[];
   refuse: { next: number; when?: (text: string) => boolean };
+  /** ip lines containing this text fail. */
+  ipFails?: string;
   transactions: number;
   observed: number;
   ip: string[];
@@ -64,7 +66,7 @@ function rig(): Rig {
     },
     async ip(lines) {
       r.ip.push(...lines.map((l) => l.line));
-      return [];
+      return lines.filter((l) => r.ipFails && l.line.includes(r.ipFails)).map((l) => ({ ...l, message: 'RTNETLINK answers: injected' }));
     },
   };
   const host: HostAccess = {
@@ -191,4 +193,33 @@ test('xenstore-ls -f output: the vif backends below our own domain, other keys i
   ].join('\n');
   const vifs = parseXenstoreLs(text, base);
   assert.deepEqual(vifs.map((v) => [v.vif, v.ip, v.hotplugStatus]), [['vif5.0', '10.137.0.5 fd09:24ef:4179::a89:5', 'connected'], ['vif7.1', '10.137.0.7\\"; reboot', '']]);
+});
+
+test('a host running the firewall in process is told of DNS changes by a call', async () => {
+  const r = rig();
+  const told: string[][] = [];
+  const loop = new DriverLoop({ ...(r.loop as any).opts, onDnsChanged: (d: { mapping: { upstream: string[] } }) => told.push(d.mapping.upstream) });
+  await loop.start();
+  writeFileSync((r.loop as any).opts.resolvConf, 'nameserver 198.51.100.54\n');
+  await loop.handle({ op: 'sync', reason: 'test' });
+  assert.deepEqual(told, [['198.51.100.54']], 'the change after the start, once');
+  await loop.stop();
+  await r.loop.stop();
+});
+
+test('a vif whose ip lines the kernel refuses is rolled back and reported failed; others unaffected', async () => {
+  const r = rig();
+  await r.loop.start();
+  r.links.add('vif14.0').add('vif15.0');
+  r.ipFails = 'route replace 10.137.0.15 ';
+  const [a, b] = await Promise.all([
+    r.loop.handle({ op: 'online', vif: 'vif14.0', ips: '10.137.0.14', mac: '00:16:3e:5e:6c:00' }),
+    r.loop.handle({ op: 'online', vif: 'vif15.0', ips: '10.137.0.15', mac: '00:16:3e:5e:6c:00' }),
+  ]);
+  assert.equal(a.ok, true);
+  assert.equal(b.ok, false);
+  assert.match(b.message, /route replace 10\.137\.0\.15 .*injected/);
+  assert.deepEqual(allowed(r), ['"vif14.0" . 10.137.0.14'], 'the refused vif has no anti-spoofing element: blocked');
+  assert.ok(r.ip.includes('link set dev vif15.0 down group default'), 'its ip configuration taken back');
+  await r.loop.stop();
 });

@@ -53,6 +53,11 @@ export interface DriverOptions {
   host?: HostAccess;
   /** Called whenever the loop runs out of work (the host's idle-exit clock). */
   onIdle?: () => void;
+  /**
+   * Called after a committed change of the DNS mapping, instead of SIGHUP to the firewall's
+   * pid file (a host that runs the firewall engine in the same process).
+   */
+  onDnsChanged?: (dns: DnsState) => void;
 }
 
 export interface StatusReport {
@@ -121,7 +126,7 @@ export class DriverLoop {
     this.host = opts.host ?? realHost;
     this.feedback = new FeedbackManager({ qdb: opts.qdb, log: opts.log });
     this.provider = new ProviderManager({ qdb: opts.qdb, log: opts.log, firewall: opts.firewall, ipv6Kernel: () => this.ipv6Kernel, host: this.host });
-    this.dns = new DnsManager({ log: opts.log, resolvConf: opts.resolvConf, resolved: opts.resolved, ...(opts.resolvedRunDir ? { resolvedRunDir: opts.resolvedRunDir } : {}), firewallPidFile: opts.firewallPidFile, host: this.host });
+    this.dns = new DnsManager({ log: opts.log, resolvConf: opts.resolvConf, resolved: opts.resolved, ...(opts.resolvedRunDir ? { resolvedRunDir: opts.resolvedRunDir } : {}), firewallPidFile: opts.firewallPidFile, host: this.host, ...(opts.onDnsChanged ? { tellFirewall: opts.onDnsChanged } : {}) });
     this.dns.onChanged = (s) => this.feedback.dnsUpstream(s.mapping.upstream);
     this.uplink = new UplinkManager({ log: opts.log, onChange: () => this.kick(), onVifGone: (vif) => this.vifGone(vif) });
     this.vifs = new VifManager({ qdb: opts.qdb, log: opts.log, hooksDir: opts.hooksDir, feedback: this.feedback, facts: (v) => this.host.facts(v) });
@@ -361,7 +366,9 @@ export class DriverLoop {
       try {
         xen = await this.host.readXenVifs(xenstoreDirFromEnv(this.opts.xenstoreDir));
       } catch (err) {
-        this.log.error({ err: String(err) }, 'cannot read the vif backends from xenstore: every vif stays blocked until its next hotplug event');
+        // Only an error when there are vifs to keep; with none in the kernel nothing is lost.
+        if (obs.kernel.vifLinks.size) this.log.error({ err: String(err), vifs: obs.kernel.vifLinks.size }, 'cannot read the vif backends from xenstore: every vif stays blocked until its next hotplug event');
+        else this.log.info({ err: String(err) }, 'no vif backends readable in xenstore, and no vif in the kernel');
       }
       rebuilt = await this.vifs.rebuild(config, xen, obs.kernel.vifLinks.keys());
     }
@@ -376,7 +383,7 @@ export class DriverLoop {
       if (this.ipv6Kernel) addConnected(turn.tx, 'ip6', config.connected6);
       addDnsChain(turn.tx, dnsState.mapping);
     }
-    if (withSkeleton) turn.raw.push(withSkeleton.trimEnd());
+    withSkeleton?.(turn.tx);
     if (starting) addFakeIpBase(turn.tx, state.online().flatMap((r) => (r.applied?.fakeIp ? [{ vif: r.spec.vif, fakeIp: r.applied.fakeIp }] : [])));
     turn.tx.append(fix.tx);
     for (const s of fix.sysctls) turn.sysctls.push({ ...s, tolerant: true });

@@ -27,7 +27,7 @@ export class DnsManager {
   /** Set by the loop: called after a committed change (feedback of the upstream list). */
   onChanged: (s: DnsState) => void = () => undefined;
 
-  constructor(private readonly deps: { log: Logger; resolvConf: string; resolved: 'auto' | 'off'; resolvedRunDir?: string; firewallPidFile: string; host: Pick<HostAccess, 'ownAddresses'> }) {
+  constructor(private readonly deps: { log: Logger; resolvConf: string; resolved: 'auto' | 'off'; resolvedRunDir?: string; firewallPidFile: string; host: Pick<HostAccess, 'ownAddresses'>; tellFirewall?: (s: DnsState) => void }) {
     this.source = new DnsSource({ resolvConf: deps.resolvConf, resolved: deps.resolved, ...(deps.resolvedRunDir ? { resolvedRunDir: deps.resolvedRunDir } : {}) });
   }
 
@@ -76,6 +76,11 @@ export class DnsManager {
       if (!before) return;
       const purge = await purgeDnsFlows(committed.mapping.pairs.map((p) => p.virtual));
       for (const e of purge.errors) this.deps.log.error({ err: e }, 'conntrack purge of DNS flows failed');
+      if (this.deps.tellFirewall) {
+        // Hosted in one process with the firewall: a call, no signal.
+        this.deps.tellFirewall(committed);
+        return;
+      }
       const fw = await notifyFirewall(this.deps.firewallPidFile);
       this.deps.log.info({ result: fw, pidFile: this.deps.firewallPidFile }, 'firewall notified of DNS change');
     });

@@ -7,7 +7,7 @@ import type { QubesDB } from '@qubes-net/qubesdb';
 import { parseProviderConfig, PROVIDER_KEYS, type ProviderConfig } from '../model/provider-config.js';
 import { addConnected } from '../model/ruleset.js';
 import type { HostAccess } from '../kernel/host.js';
-import { loadFirewallSkeleton } from '../firewall-skeleton.js';
+import { loadFirewallSkeleton, type SkeletonAdder } from '../firewall-skeleton.js';
 import type { Turn } from './turn.js';
 
 export const WATCHED_KEYS = Object.values(PROVIDER_KEYS);
@@ -51,24 +51,24 @@ export class ProviderManager {
     return config;
   }
 
-  async skeleton(config: ProviderConfig): Promise<string | undefined> {
+  async skeleton(config: ProviderConfig): Promise<SkeletonAdder | undefined> {
     if (!config.firewallService) return undefined;
     const sk = await loadFirewallSkeleton();
     if (!sk.ok) {
       this.deps.log.error({ err: sk.error }, 'qubes-firewall service is on but its skeleton cannot be loaded: forwarding stays off');
       return undefined;
     }
-    return sk.script;
+    return sk.add;
   }
 
   /**
    * A turn that is not full: when the keys changed, their nft deltas (connected sets, the
    * skeleton when the service was switched on) and what else must follow.
    */
-  async plan(turn: Turn, full: { config: ProviderConfig; skeleton: string | undefined } | undefined): Promise<ProviderView> {
+  async plan(turn: Turn, full: { config: ProviderConfig; skeleton: SkeletonAdder | undefined } | undefined): Promise<ProviderView> {
     const before = this.config;
     let config = before;
-    let skeleton: string | undefined;
+    let skeleton: SkeletonAdder | undefined;
     if (full) {
       config = full.config;
       skeleton = full.skeleton;
@@ -78,7 +78,7 @@ export class ProviderManager {
       if (this.deps.ipv6Kernel() && before.connected6.join(' ') !== config.connected6.join(' ')) addConnected(turn.tx, 'ip6', config.connected6);
       if (config.firewallService && !this.firewallLoaded) {
         skeleton = await this.skeleton(config);
-        if (skeleton) turn.raw.push(skeleton.trimEnd());
+        skeleton?.(turn.tx);
       }
     }
     const wasDirty = this.dirty;
