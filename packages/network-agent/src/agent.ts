@@ -75,6 +75,11 @@ export class NetworkAgent {
         firewallPidFile: NO_FIREWALL_PIDFILE,
         // The loop ran out of work: the idle period starts from here.
         onIdle: () => this.clock.touch(),
+        // One DNS source for both: the firewall re-reads its servers when the driver's change.
+        onDnsChanged: () => {
+          this.clock.touch();
+          this.engine?.dnsMaybeChanged();
+        },
       });
       this.driver = driver;
       await driver.start({ follow: true });
@@ -95,7 +100,7 @@ export class NetworkAgent {
 
   private async startFirewall(): Promise<void> {
     // Loaded here, after the vif path is ready: the engine is not on the first request's path.
-    const { FirewallEngine, WATCH_PATHS, realKernel, readResolvConf, resolveHost, watchResolvConf } = await import('@qubes-net/firewall');
+    const { FirewallEngine, WATCH_PATHS, realKernel, readResolvConf, resolveHost } = await import('@qubes-net/firewall');
     const log = this.log.child({ part: 'firewall' });
     await this.firewallHooksOncePerBoot(log);
     const engine = new FirewallEngine({
@@ -116,12 +121,7 @@ export class NetworkAgent {
     const loop = (async () => {
       for await (const path of watch) engine.onWatchEvent(path);
     })().catch((e) => log.error({ err: forLog((e as Error).message) }, 'qubesdb watch ended'));
-    const dns = watchResolvConf(this.opts.resolvConf, log, () => {
-      this.clock.touch();
-      engine.dnsMaybeChanged();
-    });
     this.closers.push(async () => {
-      dns.close();
       await engine.stop();
       await watch.close();
       await loop;
