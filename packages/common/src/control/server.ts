@@ -44,6 +44,8 @@ export class ControlServer {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   private inFlight = 0;
+  /** After stopAccepting: a request that arrives now is not answered (the client retries with the next instance). */
+  private closing = false;
   private drainWaiters: (() => void)[] = [];
 
   constructor(private readonly opts: ControlServerOptions) {}
@@ -101,6 +103,7 @@ export class ControlServer {
   async stopAccepting(opts: { unlink: boolean }): Promise<void> {
     const server = this.server;
     this.server = undefined;
+    this.closing = true;
     if (!server) return;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     if (!this.activated && opts.unlink) await unlink(this.opts.path).catch(() => undefined);
@@ -129,6 +132,12 @@ export class ControlServer {
     sock.setEncoding('utf8');
     const take = (line: string) => {
       taken = true;
+      if (this.closing) {
+        // Accepted just before the listening fd closed: hang up without a reply, so that the
+        // client (which retries on that) reaches the next instance instead of one shutting down.
+        sock.destroy();
+        return;
+      }
       sock.setTimeout(0);
       sock.pause();
       void this.answer(sock, line);
