@@ -9,6 +9,19 @@ import { needRoot } from '../helpers/root.js';
 import { waitFor } from '../helpers/wait.js';
 import { AgentLab, AGENT_CLI } from './harness.js';
 
+/**
+ * Every vif is configured in the kernel (its /32 route), and none is in error in the agent that
+ * runs now. (A vif the previous instance configured just before it stopped, whose hotplug
+ * script had not yet written hotplug-status, is not adopted by the next instance's start from
+ * Xen; its kernel state stays. That is the driver's start rule, reported to the driver job.)
+ */
+async function everyVifConfigured(al: AgentLab, vifs: { vif: string; domid: number; ip: string }[]): Promise<void> {
+  for (const v of vifs) assert.deepEqual((await al.lab.vifKernel(v.vif)).routes, [`${v.ip} metric ${32752 - v.domid}`], v.vif);
+  const st = await al.request({ op: 'status' });
+  const listed = (st.details as any).parts.driver.vifs as { vif: string; state: string }[];
+  assert.deepEqual(listed.filter((x) => x.state !== 'online'), [], JSON.stringify(listed));
+}
+
 test('vifs come online through the agent, which exits 0 after --idle-exit and leaves them configured', async (t) => {
   if (!needRoot(t)) return;
   const al = await AgentLab.create('agent-idle');
@@ -72,9 +85,7 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
       await al.start(['--idle-exit', '0']);
       const results = await Promise.all(events);
       for (const [i, r] of results.entries()) assert.equal(r.code, 0, `${vifs[i]!.vif}: ${r.stderr}`);
-      const st = await al.request({ op: 'status' });
-      const states = ((st.details as any).parts.driver.vifs as any[]).map((x) => x.state);
-      assert.equal(states.filter((s) => s === 'online').length, 24, JSON.stringify(states));
+      await everyVifConfigured(al, vifs);
     } finally {
       await al.destroy();
     }
@@ -118,8 +129,7 @@ test('under the activating watcher, a SIGKILL of the agent mid-burst loses no vi
     for (const [i, r] of results.entries()) assert.equal(r.code, 0, `${vifs[i]!.vif}: ${r.stderr}`);
     const st = await al.request({ op: 'status' });
     assert.notEqual((st.details as { pid: number }).pid, (first.details as { pid: number }).pid, 'a new instance');
-    const states = ((st.details as any).parts.driver.vifs as any[]).map((x) => x.state);
-    assert.equal(states.filter((s) => s === 'online').length, 24, JSON.stringify(states));
+    await everyVifConfigured(al, vifs);
   } finally {
     await al.destroy();
   }
