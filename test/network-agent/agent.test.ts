@@ -8,6 +8,7 @@ import { writeFile } from 'node:fs/promises';
 import { needRoot } from '../helpers/root.js';
 import { waitFor } from '../helpers/wait.js';
 import { AgentLab, AGENT_CLI } from './harness.js';
+import { provider } from '../driver-agent/lab.js';
 
 /**
  * Every vif is configured in the kernel (its /32 route), and none is in error in the agent that
@@ -130,6 +131,27 @@ test('under the activating watcher, a SIGKILL of the agent mid-burst loses no vi
     const st = await al.request({ op: 'status' });
     assert.notEqual((st.details as { pid: number }).pid, (first.details as { pid: number }).pid, 'a new instance');
     await everyVifConfigured(al, vifs);
+  } finally {
+    await al.destroy();
+  }
+});
+
+test('after a QubesDB daemon restart the agent reconnects: a new vif comes online and is recorded', async (t) => {
+  if (!needRoot(t)) return;
+  const al = await AgentLab.create('agent-qdbrestart');
+  try {
+    await al.start(['--idle-exit', '0', '--firewall', 'off']);
+    const a = await al.plainVif(11);
+    assert.equal((await al.lab.hotplug('online', a.vif, a.domid)).code, 0);
+    // As after a real restart: the daemon starts empty and dom0 writes the keys again.
+    await al.lab.qdb.restart();
+    await al.lab.writeKeys(provider());
+    const b = await al.plainVif(12);
+    const r = await al.lab.hotplug('online', b.vif, b.domid);
+    assert.equal(r.code, 0, r.stderr);
+    await al.lab.waitEntry(b.vif, 'online');
+    const st = await al.request({ op: 'status' });
+    assert.equal(st.ok, true);
   } finally {
     await al.destroy();
   }
