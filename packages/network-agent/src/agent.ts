@@ -46,6 +46,7 @@ export class NetworkAgent {
   private closers: (() => Promise<void> | void)[] = [];
   private ready = false;
   private firewallStarting: Promise<void> | undefined;
+  private firewallError: string | undefined;
   private readyWaiters: ((ok: boolean) => void)[] = [];
   private exiting: Promise<number> | undefined;
   private exitResolve!: (code: number) => void;
@@ -86,7 +87,12 @@ export class NetworkAgent {
       // The driver's start loaded the firewall skeleton (forward policy drop), so vif events
       // can be answered now; the per-qube chains follow without holding them up (until then a
       // new qube's traffic meets the drop policy: fail closed).
-      if (fw) this.firewallStarting = this.clock.around(() => this.startFirewall()).catch((err) => this.log.error({ err: forLog(String(err)) }, 'firewall start failed'));
+      if (fw) {
+        this.firewallStarting = this.clock.around(() => this.startFirewall()).catch((err) => {
+          this.firewallError = String((err as Error)?.message ?? err);
+          this.log.error({ err: forLog(this.firewallError) }, 'firewall start failed: forward stays closed for qubes without rules');
+        });
+      }
     } catch (err) {
       this.setReady(false);
       throw err;
@@ -188,7 +194,8 @@ export class NetworkAgent {
       // The status must answer even while the driver waits on something (QubesDB, the kernel).
       parts.driver = await timeout(this.driver.status(), 3_000, 'driver status').catch((e) => ({ error: String((e as Error).message) }));
     }
-    if (this.engine) parts.firewall = this.engine.status();
+    if (this.firewallError) parts.firewall = { error: this.firewallError };
+    else if (this.engine) parts.firewall = this.engine.status();
     parts.qubesdb = { callsWaiting: this.db.inFlight };
     return {
       agent: 'qubes-net-agent',
