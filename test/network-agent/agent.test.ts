@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { needRoot } from '../helpers/root.js';
 import { waitFor } from '../helpers/wait.js';
 import { AgentLab, AGENT_CLI } from './harness.js';
@@ -152,6 +152,27 @@ test('after a QubesDB daemon restart the agent reconnects: a new vif comes onlin
     await al.lab.waitEntry(b.vif, 'online');
     const st = await al.request({ op: 'status' });
     assert.equal(st.ok, true);
+  } finally {
+    await al.destroy();
+  }
+});
+
+test('an idle exit leaves the next firewall refresh deadline in the wake file', async (t) => {
+  if (!needRoot(t)) return;
+  const al = await AgentLab.create('agent-wake');
+  try {
+    const ip = '10.137.0.90';
+    // A name that does not resolve here: the firewall retries it later, so it has a deadline.
+    await al.lab.db.write(`/qubes-firewall/${ip}/policy`, 'drop');
+    await al.lab.db.write(`/qubes-firewall/${ip}/0000`, 'action=accept dsthost=nowhere.invalid');
+    await al.lab.db.write(`/qubes-firewall/${ip}`, '');
+    const started = Date.now();
+    const a = await al.start(['--idle-exit', '1500', '--firewall', 'on']);
+    assert.equal(await a.exited, 0);
+    const wake = Number((await readFile(al.lab.netvm.hostPath('/run/qubes-net/agent.wake'), 'utf8')).trim());
+    assert.ok(Number.isSafeInteger(wake) && wake > started, `wake deadline ${wake} after the start ${started}`);
+    const exitLog = a.logs.find((l) => l.msg === 'exited');
+    assert.equal(exitLog?.wakeAt, new Date(wake).toISOString());
   } finally {
     await al.destroy();
   }
