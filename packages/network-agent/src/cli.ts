@@ -74,6 +74,7 @@ async function main(argv: string[]): Promise<number> {
         wakeFile: opts.wakeFile,
         resolvConf: opts.resolvConf,
         uplinks: opts.uplinks,
+        mode: opts.notify ? 'notify' : 'activate',
         ...(opts.qubesdbDir !== undefined ? { qubesdbDir: opts.qubesdbDir } : {}),
         runArgs: [...(opts.idleExitGiven ? ['--idle-exit', String(opts.idleExitMs)] : []), ...(opts.resolvConf !== '/etc/resolv.conf' ? ['--resolv-conf', opts.resolvConf] : [])],
       });
