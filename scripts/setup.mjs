@@ -25,6 +25,9 @@ const APT = {
   procps: '/usr/sbin/sysctl',
   systemd: '/usr/bin/systemd-analyze',
   iputils_ping: '/usr/bin/ping',
+  // the booted-template lab (issue 12): builds a Debian root and boots it as containers
+  debootstrap: '/usr/sbin/debootstrap',
+  'systemd-container': '/usr/bin/systemd-nspawn',
 };
 const aptName = (k) => (k === 'iputils_ping' ? 'iputils-ping' : k);
 
