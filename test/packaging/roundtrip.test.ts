@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { run } from '@qubes-net/common';
 import { needRoot, isRoot } from '../helpers/root.js';
-import { buildPackages, ROOT } from './unpacked.js';
+import { ROOT } from './unpacked.js';
 import { templateRoot, type TemplateRoot } from './template-root.js';
 
 interface Standins {
@@ -65,7 +65,6 @@ async function buildPackagesAllowMissing(out: string, release: string): Promise<
   const r = await run(process.execPath, [join(ROOT, 'packaging/build.mjs'), '--out', out, '--only', 'deb', '--release', release, '--allow-missing'], { cwd: ROOT });
   return (JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { deb: string }).deb;
 }
-void buildPackages;
 
 const inRoot = (p: string): string => join(tpl!.dir, p);
 const sha256 = (p: string): string => createHash('sha256').update(readFileSync(p)).digest('hex');
