@@ -42,7 +42,7 @@ test('a client reaches the internet by name through sys-firewall and sys-net, ag
   process.env.QUBESDB_LIBRARY = join(ROOT, 'native-bindings/build/libqubesdb.so');
   process.env.QUBES_NET_DRIVER_CLI = join(pkgRoot, 'usr/bin/qubes-net-driver');
   const agents = resolveAgentCommands({ binDir: join(pkgRoot, 'usr/bin'), env: { ...process.env, QUBES_NET_VIF_SCRIPT: join(pkgRoot, 'usr/lib/qubes-net/vif-route-qubes') } });
-  for (const argv of [agents.qubesdbDaemon, agents.guest, agents.driver, agents.firewall, agents.vifScript]) {
+  for (const argv of [agents.qubesdbDaemon, agents.guest, agents.agent, [agents.watch], agents.vifScript]) {
     assert.ok(argv[0]!.startsWith(pkgRoot), `${argv.join(' ')} comes from the unpacked package`);
   }
 
