@@ -66,6 +66,11 @@ const EXPECTED: Record<string, string> = {
   '/usr/lib/qubes-net/qubes-net-overlay': EXEC,
   '/usr/lib/qubes-net/vif-route-qubes': EXEC,
   '/usr/lib/qubes-net/overlay/diversions.txt': DATA,
+  '/usr/lib/qubes-net/agent-watch.args': DATA,
+  '/usr/lib/qubes-net/nft/base-ipv4.nft': DATA,
+  '/usr/lib/qubes-net/nft/base-dual.nft': DATA,
+  '/usr/lib/qubes-net/nft/base-ipv4-firewall.nft': DATA,
+  '/usr/lib/qubes-net/nft/base-dual-firewall.nft': DATA,
   ...Object.fromEntries(DIVERTED.map((p) => [`/usr/lib/qubes-net/overlay/${p.split('/').at(-1)}`, EXEC])),
   '/etc/qubes-net/qubes-net.conf': DATA,
   '/etc/qubes/post-install.d/20-qubes-net-features.sh': EXEC,
@@ -338,7 +343,7 @@ test('the drop-ins keep upstream unit names and dispatch; our units are gated by
     // An ExecStart= override must first reset upstream's (a oneshot may have several).
     const text = unit(`${d}.d/50-qubes-net.conf`);
     if (/^ExecStart=\S/m.test(text)) assert.match(text, /^ExecStart=\n/m, `${d}: resets ExecStart`);
-    has(`${d}.d/50-qubes-net.conf`, 'After=qubes-net-choice.service');
+    assert.match(unit(`${d}.d/50-qubes-net.conf`), /^After=qubes-net-choice\.service\b/m, `${d}: after the choice`);
   }
   for (const u of ['qubes-net-agent.socket', 'qubes-net-agent-watch.service', 'qubes-net-uplink-watch@.service', 'qubes-net-agent.service']) {
     has(u, 'ConditionPathExists=/run/qubes-net/ours');
@@ -346,11 +351,20 @@ test('the drop-ins keep upstream unit names and dispatch; our units are gated by
   has('qubes-net-agent.socket', 'ListenStream=/run/qubes-net/agent.sock');
   has('qubes-net-agent.socket', 'ConditionPathExists=/run/qubes-service/qubes-network');
   has('qubes-net-agent.service', 'ExecStart=/usr/bin/qubes-net-agent run --idle-exit 30000');
-  has('qubes-net-agent.service', 'NoNewPrivileges=yes');
-  has('qubes-net-agent.service', 'ProtectSystem=strict');
+  has('qubes-net-agent.service', 'ProtectSystem=yes');
+  has('qubes-net-agent.service', 'KillMode=process');
   assert.match(unit('qubes-net-agent.service'), /^CapabilityBoundingSet=CAP_NET_ADMIN\b/m);
-  assert.match(unit('qubes-net-agent-watch.service'), /--notify \/run\/qubes-net\/agent\.sock$/m);
+  has('qubes-net-agent-watch.service', 'ExecStart=/usr/lib/qubes-net/qubes-net-dispatch agent-watch');
+  has('qubes-net-agent-watch.service', 'ConditionPathExists=!/run/qubes-service/qubes-firewall');
+  // The watchers' arguments come from the agents' own watch-args.
+  const agentArgs = readFileSync(join(rpmRoot, 'usr/lib/qubes-net/agent-watch.args'), 'utf8').trim().split('\n');
+  assert.deepEqual(agentArgs.slice(-2), ['--notify', '/run/qubes-net/agent.sock']);
+  assert.ok(agentArgs.includes('--run-at-start') && !agentArgs.includes('--activate'), agentArgs.join(' '));
+  if (!built.missing.includes('packages/network-agent/dist/cli.js')) {
+    for (const key of ['/qubes-firewall/', '/qubes-netvm-primary-dns']) assert.ok(agentArgs.includes(key), `the agent's watcher watches ${key}`);
+  }
   assert.match(unit('qubes-net-uplink-watch@.service'), /--run -- \/usr\/bin\/qubes-net-guest apply %i$/m);
+  assert.match(unit('qubes-net-uplink-watch@.service'), /--qdb \/qubes-ip \\$/m);
   has('qubes-net-uplink-watch@.service', 'BindsTo=qubes-network-uplink@%i.service');
   has('qubes-net-choice.service', 'Before=sysinit.target network-pre.target qubes-antispoof.service qubes-iptables.service');
   for (const u of [...UNITS, ...OTHER_UNITS].filter((n) => n.endsWith('.service'))) assert.match(unit(u), /^TimeoutStartSec=\d+s$/m, `${u}: fails fast`);
