@@ -34,6 +34,32 @@ function unit(description, lines) {
   return `# Stand-in for upstream's unit (qubes-net packaging tests).\n[Unit]\nDescription=${description}\n${lines}\n`;
 }
 
+/**
+ * Upstream's boot-time uplink wait, as the reference describes it (§3.1): the interface whose MAC
+ * is /qubes-mac, else eth0, then start qubes-network-uplink@IFACE so that the uplink is configured
+ * before network.target. Records that it ran like every stand-in.
+ */
+function uplinkWait(version) {
+  return `#!/bin/sh
+# Stand-in for upstream's /usr/lib/qubes/init/network-uplink-wait.sh (${version}), built by qubes-net's packaging tests.
+echo "/usr/lib/qubes/init/network-uplink-wait.sh ${version} $*" >>${LOG}
+mac=$(qubesdb-read /qubes-mac 2>/dev/null) || mac=
+iface=
+for dev in /sys/class/net/*; do
+    [ -n "$mac" ] && [ "$(cat "$dev/address" 2>/dev/null)" = "$mac" ] && iface=\${dev##*/} && break
+done
+[ -n "$iface" ] || iface=eth0
+[ -e "/sys/class/net/$iface" ] || exit 0
+exec systemctl start "qubes-network-uplink@$iface.service"
+`;
+}
+
+/** Upstream's udev rule as the reference describes it (§3.1), in our own words. */
+const UDEV_RULE = `SUBSYSTEMS=="xen", KERNEL=="eth*", DRIVERS=="vif", ACTION=="add", RUN+="/usr/bin/systemctl restart --job-mode=replace qubes-network-uplink@%k.service"
+SUBSYSTEMS=="xen", KERNEL=="eth*", ENV{NET_ID_DRIVER}=="vif", ACTION=="add", RUN+="/usr/bin/systemctl restart --job-mode=replace qubes-network-uplink@%k.service"
+KERNEL=="eth*", ACTION=="remove", ENV{ID_NET_DRIVER}=="vif", RUN+="/usr/bin/systemctl stop --job-mode=replace qubes-network-uplink@%k.service"
+`;
+
 const ET = '/etc/qubes';
 /** upstream unit name → its [Unit]/[Service]/[Install] text, after the reference (§7.2). */
 const NETWORKING_UNITS = {
@@ -62,14 +88,14 @@ function packages(version) {
       '/usr/bin/qubes-firewall': exe('/usr/bin/qubes-firewall'),
       '/usr/lib/qubes/init/network-proxy-setup.sh': exe('/usr/lib/qubes/init/network-proxy-setup.sh'),
       '/usr/lib/qubes/init/network-proxy-stop.sh': exe('/usr/lib/qubes/init/network-proxy-stop.sh'),
-      '/usr/lib/qubes/init/network-uplink-wait.sh': exe('/usr/lib/qubes/init/network-uplink-wait.sh'),
+      '/usr/lib/qubes/init/network-uplink-wait.sh': { text: uplinkWait(version), mode: 0o755 },
       '/usr/lib/qubes/init/qubes-iptables': exe('/usr/lib/qubes/init/qubes-iptables'),
       '/usr/lib/qubes/init/updates-proxy-standin': exe('/usr/lib/qubes/init/updates-proxy-standin'),
       '/etc/qubes/qubes-antispoof.nft': nft,
       '/etc/qubes/qubes-ipv4.nft': nft,
       '/etc/qubes/qubes-ipv6.nft': nft,
       '/etc/qubes/qubes-ipv6-disabled.nft': nft,
-      '/etc/udev/rules.d/99-qubes-network.rules': conf('# upstream starts qubes-network-uplink@%k.service here\n'),
+      '/etc/udev/rules.d/99-qubes-network.rules': conf(UDEV_RULE),
       '/etc/dhclient.d/qubes-setup-dnat-to-ns.sh': { link: '../../usr/lib/qubes/qubes-setup-dnat-to-ns' },
       '/etc/qubes-rpc/qubes.UpdatesProxy': { ...exe('/etc/qubes-rpc/qubes.UpdatesProxy'), conffile: true },
       '/etc/tinyproxy/tinyproxy-updates.conf': conf('Port 8082\n'),
@@ -91,8 +117,21 @@ function packages(version) {
       depends: `libqubesdb (= ${version})`,
       files: {
         // Reads the test's stand-in database: one file per key under /var/lib/qubesdb-standin.
+        // A test's stand-in database (one file per key under /var/lib/qubesdb-standin), else the
+        // QubesDB daemon a booted lab runs, through qubes-net's own CLI; exit 2 when absent.
         '/usr/bin/qubesdb-read': {
-          text: `#!/bin/sh\n# Stand-in qubesdb-read (${version}): one file per key under /var/lib/qubesdb-standin; exit 2 when absent.\nfor key in "$@"; do\n  case "$key" in -*) continue ;; esac\n  f=/var/lib/qubesdb-standin$key\n  [ -f "$f" ] || exit 2\n  cat "$f"; echo\ndone\n`,
+          text: `#!/bin/sh
+# Stand-in qubesdb-read (${version}), built by qubes-net's packaging tests.
+db=\${QUBESDB_STANDIN_DIR:-/var/lib/qubesdb-standin}
+if [ ! -d "$db" ] && command -v qubes-net-qdb >/dev/null 2>&1; then
+    exec qubes-net-qdb read "$@"
+fi
+for key in "$@"; do
+    case "$key" in -*) continue ;; esac
+    [ -f "$db$key" ] || exit 2
+    cat "$db$key"; echo
+done
+`,
           mode: 0o755,
         },
       },
