@@ -12,7 +12,7 @@
 // and `systemctl -M` need machined): `systemctl`, `journalctl` and the installed commands
 // then see the container's mounts and its systemd.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync, readlinkSync, rmdirSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run, type RunResult } from '@qubes-net/common';
 import { nspawnEnv } from './image.js';
@@ -37,6 +37,8 @@ export interface ContainerOptions {
   env?: Record<string, string>;
 }
 
+const SIGRTMIN = 34;
+
 /** The environment a command gets inside: what systemd gives services, no host variables. */
 const INSIDE_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'LANG=C.UTF-8', 'HOME=/root', 'TERM=dumb'];
 
@@ -56,6 +58,8 @@ export class Container {
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
         this.exitInfo = { code, signal };
+        // nspawn leaves this directory behind when /run is not a tmpfs (it is ext4 here).
+        try { rmdirSync(`/run/systemd/nspawn/propagate/${opts.machine}`); } catch { /* none, or not empty */ }
         resolve();
       });
       child.once('error', () => {
@@ -170,7 +174,8 @@ export class Container {
     if (!this.running) return;
     const leader = this.leaderPid();
     if (leader) {
-      try { process.kill(leader, 'SIGRTMIN+4' as NodeJS.Signals); } catch { /* gone */ }
+      // Node has no name for real-time signals: SIGRTMIN (34 on Linux) + 4 asks systemd to power off.
+      try { process.kill(leader, SIGRTMIN + 4); } catch { /* gone */ }
     } else {
       this.child.kill('SIGTERM');
     }

@@ -14,7 +14,7 @@
 import { appendFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GATEWAY_MAC, forLog, type RunResult } from '@qubes-net/common';
-import { NetnsSession, XENSTORE_DIR, type Qube } from '@qubes-net/netns';
+import { INTERNET, NetnsSession, XENSTORE_DIR, configureUplink, type Qube } from '@qubes-net/netns';
 import { openQubesDB, type QubesDB } from '@qubes-net/qubesdb';
 import { firewallOps, ownEntries, ownEntriesOps, providerPreAttachOps, realAddresses, vifBackendEntries } from '../dom0/entries.js';
 import { parseFirewallRule } from '../dom0/firewall-rules.js';
@@ -30,8 +30,32 @@ import { instantiateRoot, type RootInstance, type RootLog } from './root.js';
 export const TEMPLATE_NAMES = ['debian-13'] as const;
 export type TemplateName = (typeof TEMPLATE_NAMES)[number];
 
+/** sys-net's NIC to the fake internet. */
+export const UPLINK_NIC = 'ens6';
+
 /** The hotplug script's path in the template, where the package installs it. */
 const VIF_SCRIPT = '/etc/xen/scripts/vif-route-qubes';
+
+/** qubes-sysinit's default services per /qubes-vm-type (reference 3.8). */
+const DEFAULT_SERVICES: Record<string, readonly string[]> = {
+  NetVM: ['network-manager', 'qubes-network', 'qubes-update-check', 'qubes-updates-proxy', 'meminfo-writer', 'qubes-firewall', 'software-rendering'],
+  ProxyVM: ['qubes-network', 'qubes-firewall', 'qubes-update-check', 'meminfo-writer', 'software-rendering'],
+  AppVM: ['qubes-update-check', 'meminfo-writer', 'tracker', 'evolution-data-server', 'software-rendering'],
+};
+const SERVICE_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
+
+/** The /run/qubes-service flags qubes-sysinit makes: defaults of the VM type, then "1"/"0" overrides. */
+export function serviceFlags(entries: ReadonlyMap<string, string>): string[] {
+  const on = new Set(DEFAULT_SERVICES[entries.get('/qubes-vm-type') ?? 'AppVM'] ?? []);
+  for (const [k, v] of entries) {
+    if (!k.startsWith('/qubes-service/')) continue;
+    const name = k.slice('/qubes-service/'.length);
+    if (!SERVICE_NAME.test(name)) continue;
+    if (v === '1') on.add(name);
+    else if (v === '0') on.delete(name);
+  }
+  return [...on].sort();
+}
 
 export interface TemplateLabOptions {
   /** Our .deb (packaging's `npm run package` output). */
@@ -142,12 +166,13 @@ export class TemplateLab {
       for (const p of ['/run/qubes', XENSTORE_DIR, '/rw']) await mkdir(ns.hostPath(p), { recursive: true });
       const services = join(logDir, 'qubes-service');
       await mkdir(services, { recursive: true });
-      for (const [k, v] of ownEntries(this.model, name)) {
-        if (k.startsWith('/qubes-service/') && v === '1') await writeFile(join(services, k.slice('/qubes-service/'.length)), '');
-      }
+      for (const svc of serviceFlags(ownEntries(this.model, name))) await writeFile(join(services, svc), '');
       if (spec.uplink) {
-        await this.internet.plug(ns);
-        cleanups.push(() => this.internet.unplug(ns));
+        // The NIC under a PCI name, as sys-net's passed-through NIC has: eth0 belongs to the
+        // Xen uplink, which the package's units manage (and deconfigure when dom0 gave none).
+        await this.internet.net.connectUplink(ns, UPLINK_NIC);
+        cleanups.push(() => this.internet.net.disconnectUplink());
+        await configureUplink(ns, UPLINK_NIC, { ipv6: INTERNET.netvm6, dns: [...this.internet.dnsServers] });
       }
       const instance = await instantiateRoot(this.image.dir, `${this.session.id}-${name}`.replace(/[^a-z0-9._-]/g, '-'));
       cleanups.push(() => instance.remove());
