@@ -10,10 +10,10 @@
 // Scenarios alternate round by round so that machine noise hits all of them alike.
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { run } from '@qubes-net/common';
 import { NetnsSession, type Qube } from '@qubes-net/netns';
+import { NftTransaction, createNftWriter } from '@qubes-net/common/kernel';
 import {
-  firewallSkeleton, compileQube, parseQubeEntries, qubeUpdateScript, ruleText, qubeChainName, libNftables, applyScript,
+  firewallSkeleton, compileQube, parseQubeEntries, qubeUpdateScript, addQubeUpdate, addFirewallSkeleton, ruleText, qubeChainName,
   type CompiledQube, type Target,
 } from '@qubes-net/firewall';
 
@@ -129,26 +129,26 @@ async function nftIn(q: Qube, script: string): Promise<void> {
 
 /** Child mode, run inside the netvm: apply times measured in that namespace. */
 async function applyChild(): Promise<void> {
-  const lib = libNftables();
-  if (!lib) throw new Error('libnftables not available');
-  const one = qubeUpdateScript(qube(CLIENT));
-  const time = async (apply: (s: string) => Promise<{ ok: boolean }>, n: number) => {
+  const lib = createNftWriter();
+  const bin = createNftWriter({ noLibrary: true });
+  const one = () => addQubeUpdate(new NftTransaction(), qube(CLIENT));
+  const time = async (apply: (tx: NftTransaction) => Promise<{ ok: boolean }>, n: number) => {
     const out: number[] = [];
     for (let i = 0; i < n; i++) {
       const t0 = performance.now();
-      const r = await apply(one);
+      const r = await apply(one());
       if (!r.ok) throw new Error('apply failed');
       out.push(performance.now() - t0);
     }
     return out;
   };
-  const viaLib = (s: string) => lib.apply(s);
-  const viaBin = (s: string) => applyScript(s);
-  await lib.apply('add table ip qubes-firewall\ndelete table ip qubes-firewall\n' + firewallSkeleton());
+  const viaLib = (tx: NftTransaction) => lib.apply(tx);
+  const viaBin = (tx: NftTransaction) => bin.apply(tx);
+  await lib.apply(addFirewallSkeleton(new NftTransaction().destroyTable({ family: 'ip', name: 'qubes-firewall' })));
   const lib0 = await time(viaLib, 40);
   const bin0 = await time(viaBin, 15);
-  let big = '';
-  for (let i = 0; i < OTHERS + 1; i++) big += qubeUpdateScript(qube(otherAddr(i)));
+  const big = new NftTransaction();
+  for (let i = 0; i < OTHERS + 1; i++) addQubeUpdate(big, qube(otherAddr(i)));
   const t0 = performance.now();
   await lib.apply(big);
   const load = performance.now() - t0;

@@ -1,22 +1,26 @@
 /*
- * qubes-net-hotplug: the per-vif Xen hotplug client of the qubes-net driver.
+ * qubes-net-hotplug: the per-vif Xen hotplug client of the qubes-net network agent.
  *
  * xl devd runs the vif script (vif-route-qubes, which execs this program) with the
  * environment variables `vif` and `XENBUS_PATH` and the command (online, offline, add,
  * remove) as the first argument. This client reads the vif's addresses, MAC and type from
  * xenstore with xenstore-read (fork/exec with argument arrays, never a shell), sends one JSON
- * request to the driver daemon's control socket, waits for the reply and, for online, writes
- * `hotplug-status connected` like Xen's hotplug helpers do on success. It exits 0 only when
- * the daemon reports the vif configured (online) or cleaned up (offline).
+ * request to the agent's control socket (protocol: ctl-protocol.h, generated from the
+ * TypeScript one), waits for the reply and, for online, writes `hotplug-status connected` like
+ * Xen's hotplug helpers do on success. It exits 0 only when the agent reports the vif
+ * configured (online) or cleaned up (offline); otherwise with the exit code of the reply's code.
  *
- * Starting Node for every vif would cost more than the whole configuration, so this client
- * never does while the daemon is up. When the socket is absent or nobody listens on it (no
- * daemon), it execs `qubes-net-driver hotplug <command>` (QUBES_NET_DRIVER_CLI), which does
- * the work in-process.
+ * The socket stays bound while the agent is down (systemd's .socket unit, or qubes-net-watch
+ * --activate in the lab): connecting starts the agent, and this client waits. A refused
+ * connection (an agent restarting without an activator) and a connection closed without a
+ * reply (an agent killed mid-request) are retried until the deadline: online and offline are
+ * idempotent, and the next instance rebuilds its state before answering. Only when the socket
+ * file does not exist at all does it exec `qubes-net-agent hotplug <command>`
+ * (QUBES_NET_AGENT_CLI), which does the work in-process.
  *
- * Environment: vif, XENBUS_PATH, QUBES_NET_DRIVER_SOCKET (default /run/qubes-net/driver.sock),
- * QUBES_NET_DRIVER_CLI (default /usr/bin/qubes-net-driver), QUBES_NET_HOTPLUG_TIMEOUT
- * (seconds to wait for the daemon's reply, default 120).
+ * Environment: vif, XENBUS_PATH, QUBES_NET_AGENT_SOCKET (default CTL_DEFAULT_AGENT_SOCKET),
+ * QUBES_NET_AGENT_CLI (default /usr/bin/qubes-net-agent), QUBES_NET_HOTPLUG_TIMEOUT (seconds
+ * to wait for the agent's reply, retries included, default 120).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,15 +36,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_SOCKET "/run/qubes-net/driver.sock"
-#define DEFAULT_CLI "/usr/bin/qubes-net-driver"
+#define DEFAULT_CLI "/usr/bin/qubes-net-agent"
 #define MAX_VALUE 4096
-#define MAX_REQUEST 65536
-#define MAX_REPLY 65536
+#define MAX_REQUEST CTL_MAX_REQUEST
+#define MAX_REPLY CTL_MAX_REPLY
 #define MAX_IPS 32
 
 static const char *prog = "qubes-net-hotplug";
 
+#include "ctl-protocol.h"
 #define CTL_CLIENT_LOG
 #include "ctl-client.h"
 
@@ -193,38 +197,28 @@ static const char *xs_path(int slot, const char *base, const char *leaf)
 	return path_buf[slot];
 }
 
-/* Records a failed online in xenstore like Xen's `fatal`, then exits 1. */
-static void fail(const char *command, const char *xenbus, const char *msg)
+/* Records a failed online in xenstore like Xen's `fatal`, then exits with `code`. */
+static void fail_with(const char *command, const char *xenbus, const char *msg, int code)
 {
 	logmsg("%s failed: %s", command, msg);
 	if (xenbus && strcmp(command, "online") == 0)
 		xs_write(xs_path(2, xenbus, "hotplug-error"), msg, xs_path(3, xenbus, "hotplug-status"), "error");
-	exit(1);
+	exit(code);
+}
+
+static void fail(const char *command, const char *xenbus, const char *msg)
+{
+	fail_with(command, xenbus, msg, CTL_EXIT_FAILURE);
 }
 
 static void exec_cli(const char *command, const char *xenbus)
 {
-	const char *cli = ctl_exec_cli("QUBES_NET_DRIVER_CLI", DEFAULT_CLI, "hotplug", command, NULL);
+	/* QUBES_NET_DRIVER_CLI: the name before the agent hosted the driver, honoured while harnesses still set it. */
+	const char *env = getenv("QUBES_NET_AGENT_CLI") || !getenv("QUBES_NET_DRIVER_CLI") ? "QUBES_NET_AGENT_CLI" : "QUBES_NET_DRIVER_CLI";
+	const char *cli = ctl_exec_cli(env, DEFAULT_CLI, "hotplug", command, NULL);
 	char msg[600];
-	snprintf(msg, sizeof(msg), "no driver daemon, and cannot run %s: %s", cli, strerror(errno));
+	snprintf(msg, sizeof(msg), "no agent socket, and cannot run %s: %s", cli, strerror(errno));
 	fail(command, xenbus, msg);
-}
-
-/* Copies the JSON string value of "error" from the reply (escapes kept simple). */
-static void reply_error(const char *reply, char *out, size_t cap)
-{
-	snprintf(out, cap, "the driver refused the event");
-	const char *p = strstr(reply, "\"error\":\"");
-	if (!p)
-		return;
-	p += 9;
-	size_t n = 0;
-	while (*p && *p != '"' && n + 1 < cap) {
-		if (*p == '\\' && p[1])
-			p++;
-		out[n++] = *p++;
-	}
-	out[n] = '\0';
 }
 
 static int valid_env_value(const char *v, size_t max)
@@ -257,16 +251,10 @@ int main(int argc, char **argv)
 	if (!xenbus && strcmp(command, "online") == 0)
 		fail(command, NULL, "environment variable XENBUS_PATH is missing");
 
-	/* The daemon first: without one, the CLI does everything (including xenstore). */
-	const char *sock_path = ctl_env_or("QUBES_NET_DRIVER_SOCKET", DEFAULT_SOCKET);
-	int fd = ctl_connect(sock_path);
-	if (fd < 0) {
-		if (errno == ENOENT || errno == ECONNREFUSED)
-			exec_cli(command, xenbus);
-		char msg[600];
-		snprintf(msg, sizeof(msg), "cannot connect to %s: %s", sock_path, strerror(errno));
-		fail(command, xenbus, msg);
-	}
+	/* No socket file at all: no agent is installed to answer; the CLI does everything (including xenstore). */
+	const char *sock_path = ctl_env_or("QUBES_NET_AGENT_SOCKET", CTL_DEFAULT_AGENT_SOCKET);
+	if (access(sock_path, F_OK) < 0 && errno == ENOENT)
+		exec_cli(command, xenbus);
 
 	/*
 	 * ip, mac and type with one xenstore-read (it takes several paths and prints one value
@@ -343,34 +331,24 @@ int main(int argc, char **argv)
 	if (req.overflow)
 		fail(command, xenbus, "request too large");
 
-	if (ctl_send_all(fd, req.data, req.len) < 0) {
-		char msg[600];
-		snprintf(msg, sizeof(msg), "cannot send to %s: %s", sock_path, strerror(errno));
-		fail(command, xenbus, msg);
-	}
 	int timeout_s = 120;
 	const char *t = getenv("QUBES_NET_HOTPLUG_TIMEOUT");
 	if (t && atoi(t) > 0)
 		timeout_s = atoi(t);
 	static char reply[MAX_REPLY];
-	ssize_t got = ctl_read_line(fd, reply, sizeof(reply), timeout_s * 1000L);
-	if (got <= 0) {
-		/* 0: closed (or reset) without a reply, which for the driver is a failure too. */
-		if (got == 0)
-			errno = ECONNRESET;
-		char msg[600];
-		snprintf(msg, sizeof(msg), "no reply from %s: %s", sock_path, strerror(errno));
-		fail(command, xenbus, msg);
+	char why[600];
+	int exists = 1;
+	if (ctl_request_retrying(sock_path, req.data, req.len, reply, sizeof(reply), timeout_s * 1000L, why, sizeof(why), &exists) < 0) {
+		if (!exists)
+			exec_cli(command, xenbus); /* the socket file went away meanwhile: no agent any more */
+		fail_with(command, xenbus, why, CTL_EXIT_NO_REPLY);
 	}
-	close(fd);
 
-	const char *p = reply;
-	while (*p == ' ' || *p == '\t')
-		p++;
-	if (strncmp(p, "{\"ok\":true", 10) != 0) {
+	if (!ctl_reply_ok(reply)) {
 		char msg[1024];
-		reply_error(reply, msg, sizeof(msg));
-		fail(command, xenbus, msg);
+		if (ctl_reply_string(reply, "message", msg, sizeof(msg)) < 0 && ctl_reply_string(reply, "error", msg, sizeof(msg)) < 0)
+			snprintf(msg, sizeof(msg), "the agent refused the event");
+		fail_with(command, xenbus, msg, ctl_reply_exit_code(reply));
 	}
 	if (strcmp(command, "online") == 0)
 		xs_write(xs_path(2, xenbus, "hotplug-status"), "connected", NULL, NULL);

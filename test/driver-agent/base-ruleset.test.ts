@@ -10,6 +10,10 @@ import { expectedRuleCounts } from '@qubes-net/driver-agent';
 import { needRoot, isRoot } from '../helpers/root.js';
 import { startQubesDB, type RunningQubesDB } from '../helpers/qubesdb.js';
 import { DRIVER_CLI } from './lab.js';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const RENDER_BASE = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'packages', 'driver-agent', 'scripts', 'render-base.mjs');
 
 let session: NetnsSession;
 let q: Qube;
@@ -73,4 +77,25 @@ test('with the qubes-firewall service on, the firewall skeleton comes in the sam
   const fw = (await q.exec('nft', ['list', 'chain', 'ip', 'qubes-firewall', 'forward'])).stdout;
   assert.match(fw, /policy drop/);
   assert.match(fw, /priority filter \+ 10/);
+});
+
+test('the boot files (render-base.mjs) load with plain nft -f, twice without duplicates, and are what the driver would load', async (t) => {
+  if (!needRoot(t)) return;
+  const r = await q.exec(process.execPath, [RENDER_BASE, '/run/qn-base-files'], { allowFailure: true });
+  assert.equal(r.exitCode, 0, r.stderr);
+  assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.split('/').pop()).sort(), ['base-dual-firewall.nft', 'base-dual.nft', 'base-ipv4-firewall.nft', 'base-ipv4.nft']);
+  for (const variant of ['base-ipv4.nft', 'base-dual-firewall.nft']) {
+    // Each variant from scratch, as at boot.
+    for (const table of [['ip', 'qubes'], ['ip6', 'qubes'], ['ip', 'qubes-firewall'], ['ip6', 'qubes-firewall']]) await q.exec('nft', ['delete', 'table', ...table], { allowFailure: true });
+    for (let i = 0; i < 2; i++) await q.exec('nft', ['-f', `/run/qn-base-files/${variant}`]);
+    const dual = variant.includes('dual');
+    const want = expectedRuleCounts(dual);
+    for (const f of dual ? (['ip', 'ip6'] as const) : (['ip'] as const)) {
+      const have = await counts(f);
+      for (const [chain, n] of want[f]) assert.equal(have?.get(chain), n, `${variant}: ${f} ${chain}`);
+    }
+    if (!dual) assert.equal(await counts('ip6'), undefined, 'the IPv4 variant has no ip6 table');
+    const fw = await counts('ip', 'qubes-firewall');
+    assert.equal(fw !== undefined, variant.includes('firewall'), `${variant}: firewall skeleton`);
+  }
 });

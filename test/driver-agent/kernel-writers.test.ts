@@ -86,58 +86,52 @@ test('flowtables: this kernel has none, the probe says so and the driver leaves 
   assert.notEqual(direct.exitCode, 0, 'the kernel really refuses flowtables');
 });
 
-test('nft session: one transaction per request, refusals reported, the process reused', async (t) => {
+test('the loop\'s writer: one transaction per call, a refused one leaves nothing behind', async (t) => {
   if (!needRoot(t)) return;
   const r = await inQube(`
-    const s = new m.NftSession();
+    const w = m.toolWriter;
     const out = [];
-    await s.apply(['add element ip qubes allowed { "vif6.0" . 10.137.0.61 }', 'add element ip qubes downstream { 10.137.0.61 }']);
-    try { await s.apply(['add element ip qubes allowed { "vif6.0" . 10.137.0.62 }', 'add element ip qubes nosuchset { 1.2.3.4 }']); out.push('no error'); }
+    await w.nft(['add element ip qubes allowed { "vif6.0" . 10.137.0.61 }', 'add element ip qubes downstream { 10.137.0.61 }']);
+    try { await w.nft(['add element ip qubes allowed { "vif6.0" . 10.137.0.62 }', 'add element ip qubes nosuchset { 1.2.3.4 }']); out.push('no error'); }
     catch (e) { out.push(e.message); }
-    await s.apply(['add element ip qubes allowed { "vif6.0" . 10.137.0.63 }']);
-    s.close();
+    await w.nft(['add element ip qubes allowed { "vif6.0" . 10.137.0.63 }']);
+    const ip = await w.ip([
+      { line: 'route replace 10.137.0.64 dev vif6.0 metric 100', vif: 'vif6.0', tolerant: false },
+      { line: 'route replace 10.137.0.65 dev vif99.0 metric 100', vif: 'vif99.0', tolerant: false },
+    ]);
+    out.push(ip.map((f) => f.vif).join(' '));
     return out;`);
-  assert.match(r[0], /nft refused the transaction: .*No such file or directory/s);
+  assert.match(r[0], /No such file or directory/s);
+  assert.equal(r[1], 'vif99.0');
   const allowed = (await q.exec('nft', ['list', 'set', 'ip', 'qubes', 'allowed'])).stdout;
   assert.match(allowed, /10\.137\.0\.61/);
   assert.doesNotMatch(allowed, /10\.137\.0\.62/, 'the refused transaction left nothing behind');
   assert.match(allowed, /10\.137\.0\.63/);
 });
 
-test('ip session: failures per line; a batch-killing failure breaks the session, the next request gets a new one', async (t) => {
-  if (!needRoot(t)) return;
-  const r = await inQube(`
-    const s = new m.IpSession();
-    const a = await s.apply([
-      { line: 'route replace 10.137.0.64 dev vif6.0 metric 100', vif: 'vif6.0', tolerant: false },
-      { line: 'route replace 10.137.0.65 dev vif99.0 metric 100', vif: 'vif99.0', tolerant: false },
-      { line: 'route replace 10.137.0.66 dev vif6.0 metric 100', vif: 'vif6.0', tolerant: false },
-    ]);
-    let broke = '';
-    try { await s.apply([{ line: 'neigh del 10.137.0.250 dev vif6.0', vif: 'vif6.0', tolerant: true }]); } catch (e) { broke = e.name; }
-    const b = await s.apply([{ line: 'route replace 10.137.0.67 dev vif6.0 metric 100', vif: 'vif6.0', tolerant: false }]);
-    s.close();
-    return { a: a.map((f) => f.vif + ' ' + f.message), broke, b };`);
-  assert.equal(r.a.length, 1);
-  assert.match(r.a[0], /^vif99\.0 Cannot find device/);
-  assert.equal(r.broke, 'SessionBroken');
-  assert.deepEqual(r.b, []);
-  const routes = (await q.exec('ip', ['route', 'show', 'dev', 'vif6.0'])).stdout;
-  for (const a of ['64', '66', '67']) assert.match(routes, new RegExp(`10\\.137\\.0\\.${a} `));
-});
-
-test('conntrack purge: only the addresses that changed hands, free when there is nothing', async (t) => {
+test('conntrack purge: deleted by filter, never listed; free when there is nothing', async (t) => {
   if (!needRoot(t)) return;
   const none = await inQube(`return m.purgeConntrack(['10.137.0.70']);`);
-  assert.deepEqual(none, { listed: 0, deleted: [], errors: [] }, 'no entries in this namespace: no process at all');
+  assert.deepEqual(none, { filters: [], errors: [] }, 'no entries in this namespace: no process at all');
   for (const [src, sport] of [['10.137.0.70', '1000'], ['10.137.0.71', '1001']]) {
     await q.exec('conntrack', ['-I', '-s', src!, '-d', '203.0.113.80', '-p', 'tcp', '--sport', sport!, '--dport', '80', '--state', 'ESTABLISHED', '-t', '600', '-u', 'ASSURED']);
   }
   await q.exec('conntrack', ['-I', '-s', '203.0.113.81', '-d', '10.137.0.70', '-p', 'udp', '--sport', '53', '--dport', '5353', '-t', '600']);
   const r = await inQube(`return m.purgeConntrack(['10.137.0.70', 'fd09::70']);`);
-  assert.deepEqual(r.deleted, ['10.137.0.70']);
   assert.deepEqual(r.errors, []);
+  assert.ok(r.filters.includes('-s 10.137.0.70') && r.filters.includes('-d 10.137.0.70'));
   const left = (await q.exec('conntrack', ['-L'], { allowFailure: true })).stdout;
   assert.doesNotMatch(left, /10\.137\.0\.70/, 'both directions purged');
   assert.match(left, /src=10\.137\.0\.71/, 'another address untouched');
+});
+
+test('conntrack purge of DNS flows: the flows to a virtual DNS address go, others stay', async (t) => {
+  if (!needRoot(t)) return;
+  await q.exec('conntrack', ['-I', '-s', '10.137.0.72', '-d', '10.139.1.1', '-p', 'udp', '--sport', '4000', '--dport', '53', '-t', '600']);
+  await q.exec('conntrack', ['-I', '-s', '10.137.0.72', '-d', '203.0.113.82', '-p', 'udp', '--sport', '4001', '--dport', '53', '-t', '600']);
+  const r = await inQube(`return m.purgeDnsFlows(['10.139.1.1', '10.139.1.2']);`);
+  assert.deepEqual(r.errors, []);
+  const left = (await q.exec('conntrack', ['-L'], { allowFailure: true })).stdout;
+  assert.doesNotMatch(left, /dst=10\.139\.1\.1 /, 'the DNATed query flow is gone');
+  assert.match(left, /dst=203\.0\.113\.82/, 'other flows untouched');
 });

@@ -160,7 +160,8 @@ export class DriverLab {
     };
     if (ip6) Object.assign(keys, { '/qubes-ip6': ip6, '/qubes-gateway6': GATEWAY6 });
     for (const [k, v] of Object.entries(keys)) await db.write(k, v);
-    const res = await qube.exec(process.execPath, [GUEST_CLI, 'apply'], { allowFailure: true });
+    // eth0 is a veth (driver "none"), which the guest agent only takes as an uplink when told.
+    const res = await qube.exec(process.execPath, [GUEST_CLI, 'apply'], { allowFailure: true, env: { QUBES_NET_UPLINK_DRIVERS: 'vif,none' } });
     if (res.exitCode !== 0) throw new Error(`guest agent apply in ${name} failed (${res.exitCode}): ${res.stdout}${res.stderr}`);
     const c: Client = { name, qube, vif, domid, ip, ip6, qdb, db };
     this.clients.set(name, c);

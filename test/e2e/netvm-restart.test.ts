@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { needRoot } from '../helpers/root.js';
 import { waitFor } from '../helpers/wait.js';
 import { INTERNET, dnsQuery, ping, tcpHold } from '@qubes-net/netns';
-import { killQube, restartQube, setUpstreamDns, startQube, stopQube } from '@qubes-net/lab';
+import { killQube, restartQube, setUpstreamDns, startQube, stopQube, sendAgentRequest } from '@qubes-net/lab';
 import { startLab, chainTopology, type E2ELab } from './fixture.js';
 
 let L: E2ELab;
@@ -78,17 +78,19 @@ test('an agent that crashes: traffic keeps flowing, the agent comes back and wor
   const hold = await tcpHold(L.ns('a'), INTERNET.web4, INTERNET.echoPorts[0]);
   try {
     await hold.waitForMoreEchoes(2);
-    const crashed = new Map([...fw.agents].map(([role, p]) => [role, p.pid]));
-    for (const role of ['driver', 'firewall'] as const) process.kill(fw.agents.get(role)!.pid, 'SIGKILL');
+    // The network agent (whichever instance the watcher started) and the watcher itself.
+    const st = await sendAgentRequest(fw.ns, { op: 'status' });
+    const agentPid = (st.details as { pid: number }).pid;
+    const watcherPid = fw.agents.get('agent')!.pid;
+    process.kill(agentPid, 'SIGKILL');
+    process.kill(watcherPid, 'SIGKILL');
     await hold.waitForMoreEchoes(3);
-    for (const role of ['driver', 'firewall'] as const) {
-      await waitFor(`${role} restarted`, () => { const p = fw.agents.get(role); return !!p && p.running && p.pid !== crashed.get(role); });
-    }
+    await waitFor('agent watcher restarted', () => { const p = fw.agents.get('agent'); return !!p && p.running && p.pid !== watcherPid; });
     await hold.waitForMoreEchoes(3);
   } finally {
     await hold.stop();
   }
-  // The restarted driver and firewall handle a new vif.
+  // A new instance, started on demand, handles a new vif.
   await stopQube(L.lab, 'b');
   await startQube(L.lab, 'b');
   await clientsOnline();

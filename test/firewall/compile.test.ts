@@ -116,6 +116,7 @@ test('removal, dns-addr and the skeleton scripts', () => {
     'add chain ip qubes-firewall qbs-10-137-0-7',
     'add element ip qubes-firewall dispatch { 10.137.0.7 : jump qbs-10-137-0-7 }',
     'delete element ip qubes-firewall dispatch { 10.137.0.7 }',
+    'add chain ip qubes-firewall qbs-10-137-0-7',
     'flush chain ip qubes-firewall qbs-10-137-0-7',
     'delete chain ip qubes-firewall qbs-10-137-0-7',
   ].join('\n') + '\n');

@@ -6,8 +6,9 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { MemoryQubesDB } from '@qubes-net/qubesdb';
-import { FirewallEngine, firewallSkeleton, parseConntrackLine, type HostResolution, type DnsServers, type Family } from '@qubes-net/firewall';
-import { FakeKernel } from './fake-kernel.js';
+import { NftTransaction } from '@qubes-net/common/kernel';
+import { FirewallEngine, addFirewallSkeleton, firewallTable, parseConntrackLine, type HostResolution, type DnsServers, type Family } from '@qubes-net/firewall';
+import { FirewallFakeKernel as FakeKernel } from './fake-kernel.js';
 import { waitFor } from '../helpers/wait.js';
 
 interface Setup {
@@ -23,7 +24,7 @@ interface Setup {
 async function setup(initial: Record<string, string>, opts: { refresh?: { minMs: number; maxMs: number; retryMs: number } } = {}): Promise<Setup> {
   const db = new MemoryQubesDB(initial);
   const kernel = new FakeKernel();
-  assert.deepEqual(await kernel.apply(firewallSkeleton()), { ok: true });
+  assert.deepEqual(await kernel.apply(addFirewallSkeleton(new NftTransaction())), { ok: true });
   const logs: Record<string, unknown>[] = [];
   const log = pino({ level: 'debug' }, new Writable({ write(chunk, _e, cb) { logs.push(JSON.parse(String(chunk))); cb(); } }));
   const names = new Map<string, HostResolution>();
@@ -74,11 +75,11 @@ test('initial load: every qube applied, bad ones blocked, others untouched, feed
   const k = s.kernel;
   assert.deepEqual(k.chain(4, 'qbs-10-137-0-7'), ['meta l4proto icmp accept comment "0000"', 'reject with icmp type admin-prohibited comment "policy"']);
   assert.deepEqual(k.chain(4, 'qbs-10-137-0-8'), ['reject with icmp type admin-prohibited comment "blocked"']);
-  assert.equal(k.tables[6].dispatch.get('fd09:24ef:4179::a89:7'), 'qbs-fd09-24ef-4179--a89-7');
-  assert.equal(k.tables[4].dispatch.size, 2, 'the invalid address gets no element: forward policy drop');
-  assert.deepEqual(k.tables[4].dnsAddr, ['10.139.1.1']);
+  assert.equal(k.dispatch(6).get('fd09:24ef:4179::a89:7'), 'qbs-fd09-24ef-4179--a89-7');
+  assert.equal(k.dispatch(4).size, 2, 'the invalid address gets no element: forward policy drop');
+  assert.deepEqual(k.dnsAddr(4), ['10.139.1.1']);
   // One transaction carried all three qubes.
-  assert.equal(k.scripts.filter((x) => x.includes('add chain ip qubes-firewall qbs-')).length, 1);
+  assert.equal(k.applied.filter((x) => x.includes('add chain ip qubes-firewall qbs-')).length, 1);
   // The counter continues from dom0's view; the outcome key is written last.
   assert.equal(await s.db.read('/qubes-firewall-handled/10.137.0.7'), '42');
   assert.equal(await s.db.read('/qubes-firewall-applied/10.137.0.7'), '42 ok 2 rules');
@@ -92,12 +93,12 @@ test('initial load: every qube applied, bad ones blocked, others untouched, feed
 test('dom0 rewrites one qube: only that qube\'s transaction, generation increments, rule writes alone do nothing', async () => {
   const s = await setup({ ...qube('10.137.0.7', { policy: 'drop' }), ...qube('10.137.0.9', { policy: 'accept' }) });
   await s.engine.start();
-  const before = s.kernel.scripts.length;
+  const before = s.kernel.applied.length;
   s.engine.onWatchEvent('/qubes-firewall/10.137.0.7/0000');
   await s.engine.idle();
-  assert.equal(s.kernel.scripts.length, before, 'no apply until the marker');
+  assert.equal(s.kernel.applied.length, before, 'no apply until the marker');
   await dom0Write(s, '10.137.0.7', { policy: 'drop', '0000': 'action=accept proto=udp' });
-  const applied = s.kernel.scripts.slice(before);
+  const applied = s.kernel.applied.slice(before);
   assert.equal(applied.length, 1);
   assert.doesNotMatch(applied[0]!, /10-137-0-9|10\.137\.0\.9/);
   assert.equal(s.kernel.chain(4, 'qbs-10-137-0-7')![0], 'meta l4proto udp accept comment "0000"');
@@ -109,11 +110,12 @@ test('dom0 rewrites one qube: only that qube\'s transaction, generation incremen
 test('removed entries remove the chain, the element and the feedback; also stale ones found at start', async () => {
   const s = await setup({ ...qube('10.137.0.7', { policy: 'accept' }), ...qube('10.137.0.8', { policy: 'accept' }) });
   // Left over from an earlier run: a qube no longer in QubesDB, plus a user's chain.
-  await s.kernel.apply('add chain ip qubes-firewall qbs-10-137-0-50\nadd element ip qubes-firewall dispatch { 10.137.0.50 : jump qbs-10-137-0-50 }\nadd chain ip qubes-firewall user-chain\n');
+  const t4 = firewallTable(4);
+  await s.kernel.apply(new NftTransaction().addChain(t4, 'qbs-10-137-0-50').addElements(t4, 'dispatch', [{ key: '10.137.0.50', value: { jump: 'qbs-10-137-0-50' } }]).addChain(t4, 'user-chain'));
   await s.db.write('/qubes-firewall-applied/10.137.0.50', '3 ok 1 rules');
   await s.engine.start();
   assert.equal(s.kernel.chain(4, 'qbs-10-137-0-50'), undefined);
-  assert.equal(s.kernel.tables[4].dispatch.has('10.137.0.50'), false);
+  assert.equal(s.kernel.dispatch(4).has('10.137.0.50'), false);
   assert.deepEqual(s.kernel.chain(4, 'user-chain'), []);
   assert.equal(await s.db.read('/qubes-firewall-applied/10.137.0.50'), undefined);
 
@@ -122,7 +124,7 @@ test('removed entries remove the chain, the element and the feedback; also stale
   s.engine.onWatchEvent('/qubes-firewall/10.137.0.8');
   await s.engine.idle();
   assert.equal(s.kernel.chain(4, 'qbs-10-137-0-8'), undefined);
-  assert.equal(s.kernel.tables[4].dispatch.has('10.137.0.8'), false);
+  assert.equal(s.kernel.dispatch(4).has('10.137.0.8'), false);
   assert.equal(await s.db.read('/qubes-firewall-applied/10.137.0.8'), undefined);
   assert.equal(await s.db.read('/qubes-firewall-handled/10.137.0.8'), '1', 'upstream\'s counter stays');
   assert.ok(s.kernel.chain(4, 'qbs-10-137-0-7'));
@@ -133,14 +135,19 @@ test('removed entries remove the chain, the element and the feedback; also stale
   await s.engine.stop();
 });
 
-test('a reload skips a qube dom0 is rewriting: its current rules stay until the marker', async () => {
+test('a resync for another cause skips a qube dom0 is rewriting: its current rules stay until the marker', async () => {
   const s = await setup(qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept proto=icmp' }));
   await s.engine.start();
   await s.db.rm('/qubes-firewall/10.137.0.7/');
   s.engine.onWatchEvent('/qubes-firewall/10.137.0.7/');
   await s.db.write('/qubes-firewall/10.137.0.7/policy', 'accept');
   s.engine.onWatchEvent('/qubes-firewall/10.137.0.7/policy');
-  await s.engine.reload();
+  // Our table deleted behind our back: the restore resyncs everything, except this qube.
+  await s.kernel.apply(new NftTransaction().deleteTable(firewallTable(6)));
+  s.dns.servers = { v4: ['10.139.1.2'], v6: [] };
+  s.engine.dnsMaybeChanged();
+  await s.engine.idle();
+  assert.ok(s.kernel.present(6), 'table restored');
   assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['meta l4proto icmp accept comment "0000"', 'reject with icmp type admin-prohibited comment "policy"'], 'half-written accept policy not applied');
   await s.db.write('/qubes-firewall/10.137.0.7', '');
   s.engine.onWatchEvent('/qubes-firewall/10.137.0.7');
@@ -151,15 +158,15 @@ test('a reload skips a qube dom0 is rewriting: its current rules stay until the 
 
 test('nft rejecting one qube in a batch: the others apply, that one is blocked and says why', async () => {
   const s = await setup({ ...qube('10.137.0.7', { policy: 'accept', '0000': 'action=accept proto=udp' }), ...qube('10.137.0.8', { policy: 'accept' }) });
-  s.kernel.rejectIf = (script) => script.includes('meta l4proto udp accept');
+  s.kernel.rejectIf = (script) => (script.includes('meta l4proto udp accept') ? 'Error: Could not process rule: Operation not supported' : undefined);
   await s.engine.start();
   assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-8'), ['accept comment "policy"']);
   assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['reject with icmp type admin-prohibited comment "blocked"']);
   assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.7'))!, /^1 blocked nft rejected the rules/);
   // If even the block is rejected, the element goes: the forward policy drops the qube.
-  s.kernel.rejectIf = (script) => script.includes('comment "blocked"') || script.includes('proto=udp') || script.includes('l4proto udp');
+  s.kernel.rejectIf = (script) => (script.includes('comment "blocked"') || script.includes('l4proto udp') ? 'Error: Could not process rule: Operation not supported' : undefined);
   await dom0Write(s, '10.137.0.7', { policy: 'accept', '0000': 'action=accept proto=udp' });
-  assert.equal(s.kernel.tables[4].dispatch.has('10.137.0.7'), false);
+  assert.equal(s.kernel.dispatch(4).has('10.137.0.7'), false);
   assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.7'))!, /^2 blocked .*forward policy drop/);
   await s.engine.stop();
 });
@@ -167,13 +174,13 @@ test('nft rejecting one qube in a batch: the others apply, that one is blocked a
 test('our table deleted behind our back is restored with every qube', async () => {
   const s = await setup({ ...qube('10.137.0.7', { policy: 'drop' }), ...qube('10.137.0.8', { policy: 'accept' }) });
   await s.engine.start();
-  s.kernel.tables[4] = { present: false, chains: new Map(), dispatch: new Map(), dnsAddr: [] };
+  assert.deepEqual(await s.kernel.apply(new NftTransaction().deleteTable(firewallTable(4))), { ok: true });
   await dom0Write(s, '10.137.0.7', { policy: 'drop', '0000': 'action=accept proto=icmp' });
   await s.engine.idle();
   assert.deepEqual(s.kernel.chain(4, 'forward')?.length, 3);
-  assert.equal(s.kernel.tables[4].dispatch.get('10.137.0.8'), 'qbs-10-137-0-8');
+  assert.equal(s.kernel.dispatch(4).get('10.137.0.8'), 'qbs-10-137-0-8');
   assert.equal(s.kernel.chain(4, 'qbs-10-137-0-7')!.length, 2);
-  assert.deepEqual(s.kernel.tables[4].dnsAddr, ['10.139.1.1']);
+  assert.deepEqual(s.kernel.dnsAddr(4), ['10.139.1.1']);
   await s.engine.stop();
 });
 
@@ -201,7 +208,7 @@ test('names are re-resolved when their TTL runs out; an unchanged answer costs n
   const s = await setup(qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept dsthost=web.test' }), { refresh: { minMs: 30, maxMs: 60_000, retryMs: 30 } });
   s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.80'], ttlSeconds: 0 });
   await s.engine.start();
-  const applied = () => s.kernel.scripts.filter((x) => x.includes('add chain ip qubes-firewall qbs-10-137-0-7')).length;
+  const applied = () => s.kernel.applied.filter((x) => x.includes('add chain ip qubes-firewall qbs-10-137-0-7')).length;
   assert.equal(applied(), 1);
   await waitFor('a second lookup', () => s.lookups.length >= 2);
   await s.engine.idle();
@@ -235,15 +242,15 @@ test('changed DNS servers: dns-addr replaced, names looked up again, flows to th
   s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.90'], ttlSeconds: 3600 });
   s.engine.dnsMaybeChanged();
   await s.engine.idle();
-  assert.deepEqual(s.kernel.tables[4].dnsAddr, ['192.0.2.53']);
-  assert.deepEqual(s.kernel.tables[6].dnsAddr, ['2001:db8::53']);
+  assert.deepEqual(s.kernel.dnsAddr(4), ['192.0.2.53']);
+  assert.deepEqual(s.kernel.dnsAddr(6), ['2001:db8::53']);
   assert.deepEqual(s.kernel.deleted, [dnsFlow]);
   assert.equal(s.kernel.chain(4, 'qbs-10-137-0-7')![1], 'ip daddr 203.0.113.90 accept comment "0001"');
   // Unchanged servers: nothing happens.
-  const n = s.kernel.scripts.length;
+  const n = s.kernel.applied.length;
   s.engine.dnsMaybeChanged();
   await s.engine.idle();
-  assert.equal(s.kernel.scripts.length, n);
+  assert.equal(s.kernel.applied.length, n);
   await s.engine.stop();
 });
 
@@ -258,11 +265,11 @@ test('status lists each qube with its outcome and which connected qubes have no 
 
 test('a failure in the middle of a round (nft listing fails) leads to a full resync, not to lost updates', async () => {
   const s = await setup(qube('10.137.0.7', { policy: 'accept' }));
-  const real = s.kernel.readState.bind(s.kernel);
+  const real = s.kernel.list.bind(s.kernel);
   let failures = 1;
-  s.kernel.readState = async (family) => {
+  s.kernel.list = async (what) => {
     if (failures-- > 0) throw new Error('nft: netlink: Device or resource busy');
-    return real(family);
+    return real(what);
   };
   await s.engine.start();
   assert.ok(s.logs.some((l) => l.msg === 'firewall loop failed; full resync in 1 s'));

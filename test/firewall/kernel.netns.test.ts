@@ -6,8 +6,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { run } from '@qubes-net/common';
+import { NftTransaction } from '@qubes-net/common/kernel';
 import {
-  firewallSkeleton, compileQube, parseQubeEntries, qubeUpdateScript, qubeRemovalScript, dnsSetScript, applyScript, readFamilyState, qubeChainName,
+  addFirewallSkeleton, compileQube, parseQubeEntries, addQubeUpdate, addQubeRemoval, addDnsSet, firewallNftWriter, firewallTable, readFamilyState, qubeChainName,
   type Target,
 } from '@qubes-net/firewall';
 import { needRoot } from '../helpers/root.js';
@@ -18,6 +19,9 @@ async function namespace(t: import('node:test').TestContext): Promise<string> {
   t.after(() => run('ip', ['netns', 'del', ns], { allowFailure: true }));
   return ns;
 }
+
+const apply = (tx: NftTransaction, ns: string) => firewallNftWriter({ netns: ns }).apply(tx);
+const skeleton = () => addFirewallSkeleton(new NftTransaction());
 
 const ruleset = async (ns: string) => (await run('ip', ['netns', 'exec', ns, 'nft', 'list', 'ruleset'])).stdout;
 
@@ -32,16 +36,16 @@ function compiled(target: Target, rules: Record<string, string>) {
 test('the skeleton is idempotent and leaves qube chains, elements, sets and user chains alone', async (t) => {
   if (!needRoot(t)) return;
   const ns = await namespace(t);
-  assert.deepEqual(await applyScript(firewallSkeleton(), { netns: ns }), { ok: true });
+  assert.deepEqual(await apply(skeleton(), ns), { ok: true });
   const once = await ruleset(ns);
-  assert.deepEqual(await applyScript(firewallSkeleton(), { netns: ns }), { ok: true });
+  assert.deepEqual(await apply(skeleton(), ns), { ok: true });
   assert.equal(await ruleset(ns), once, 'loading it again changes nothing');
   const q = compiled({ addr: '10.137.0.7', family: 4 }, { policy: 'drop', '0000': 'action=accept proto=icmp' });
   const q6 = compiled({ addr: 'fd09:24ef:4179::a89:7', family: 6 }, { policy: 'accept' });
-  const extra = qubeUpdateScript(q) + qubeUpdateScript(q6) + dnsSetScript(4, ['10.139.1.1']) + 'add chain ip qubes-firewall my-chain\nadd rule ip qubes-firewall my-chain counter\n';
-  assert.deepEqual(await applyScript(extra, { netns: ns }), { ok: true });
+  const extra = addDnsSet(addQubeUpdate(addQubeUpdate(new NftTransaction(), q), q6), 4, ['10.139.1.1']).addChain(firewallTable(4), 'my-chain').addRule(firewallTable(4), 'my-chain', 'counter');
+  assert.deepEqual(await apply(extra, ns), { ok: true });
   const full = await ruleset(ns);
-  assert.deepEqual(await applyScript(firewallSkeleton(), { netns: ns }), { ok: true });
+  assert.deepEqual(await apply(skeleton(), ns), { ok: true });
   assert.equal(await ruleset(ns), full);
   const st = await readFamilyState(4, { netns: ns });
   assert.equal(st.forwardPolicy, 'drop');
@@ -51,9 +55,9 @@ test('the skeleton is idempotent and leaves qube chains, elements, sets and user
   assert.deepEqual(st.dnsAddr, ['10.139.1.1']);
   assert.equal((await readFamilyState(6, { netns: ns })).dispatch.get('fd09:24ef:4179::a89:7'), 'qbs-fd09-24ef-4179--a89-7');
   // Re-applying a qube replaces its rules (no duplicates); removing works whether or not it exists.
-  assert.deepEqual(await applyScript(qubeUpdateScript(q), { netns: ns }), { ok: true });
+  assert.deepEqual(await apply(addQubeUpdate(new NftTransaction(), q), ns), { ok: true });
   assert.equal((await readFamilyState(4, { netns: ns })).chains.get('qbs-10-137-0-7')?.rules, 2);
-  for (let i = 0; i < 2; i++) assert.deepEqual(await applyScript(qubeRemovalScript('10.137.0.7', 4), { netns: ns }), { ok: true });
+  for (let i = 0; i < 2; i++) assert.deepEqual(await apply(addQubeRemoval(new NftTransaction(), '10.137.0.7', 4), ns), { ok: true });
   const after = await readFamilyState(4, { netns: ns });
   assert.equal(after.dispatch.has('10.137.0.7'), false);
   assert.equal(after.chains.has('qbs-10-137-0-7'), false);
@@ -63,10 +67,10 @@ test('the skeleton is idempotent and leaves qube chains, elements, sets and user
 test('a rejected transaction changes nothing and says why', async (t) => {
   if (!needRoot(t)) return;
   const ns = await namespace(t);
-  await applyScript(firewallSkeleton(), { netns: ns });
+  await apply(skeleton(), ns);
   const before = await ruleset(ns);
-  const good = qubeUpdateScript(compiled({ addr: '10.137.0.7', family: 4 }, { policy: 'accept' }));
-  const res = await applyScript(good + 'add rule ip qubes-firewall qbs-10-137-0-7 frobnicate\n', { netns: ns });
+  const tx = addQubeUpdate(new NftTransaction(), compiled({ addr: '10.137.0.7', family: 4 }, { policy: 'accept' })).addRule(firewallTable(4), 'qbs-10-137-0-7', 'frobnicate');
+  const res = await apply(tx, ns);
   assert.equal(res.ok, false);
   assert.match(!res.ok ? res.error : '', /frobnicate|syntax error/);
   assert.equal(await ruleset(ns), before);
@@ -91,9 +95,9 @@ const validRule = fc.record({
 test('random well-formed rule sets: nft accepts every compiled chain, holding exactly the compiled rules', async (t) => {
   if (!needRoot(t)) return;
   const ns = await namespace(t);
-  await applyScript(firewallSkeleton(), { netns: ns });
+  await apply(skeleton(), ns);
   const sets = fc.sample(fc.tuple(fc.array(validRule, { minLength: 0, maxLength: 10 }), fc.constantFrom('accept', 'drop')), { numRuns: 300, seed: 4242 });
-  let script = '';
+  const tx = new NftTransaction();
   const expected = new Map<string, number>();
   sets.forEach(([rules, policy], i) => {
     const v6 = i % 3 === 0;
@@ -103,10 +107,10 @@ test('random well-formed rule sets: nft accepts every compiled chain, holding ex
     rules.filter((r) => !(v6 && r.includes('dst4='))).forEach((r, k) => (entries[String(k).padStart(4, '0')] = r));
     const c = compiled(target, entries);
     assert.notEqual(c.outcome, 'blocked', JSON.stringify(entries));
-    script += qubeUpdateScript(c);
+    addQubeUpdate(tx, c);
     expected.set(c.chain, c.rules.length);
   });
-  const res = await applyScript(script, { netns: ns });
+  const res = await apply(tx, ns);
   assert.deepEqual(res, { ok: true });
   const st4 = await readFamilyState(4, { netns: ns });
   const st6 = await readFamilyState(6, { netns: ns });

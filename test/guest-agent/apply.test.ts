@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:net';
 import { needRoot, isRoot } from '../helpers/root.js';
 import { waitFor } from '../helpers/wait.js';
 import { ping } from '@qubes-net/netns';
-import { APPENDIX_A_STATE, GuestLab } from './harness.js';
+import { APPENDIX_A_STATE, CLI, GuestLab, parseLogLines } from './harness.js';
 
 let lab: GuestLab;
 
@@ -240,4 +240,19 @@ test('in a qube that provides network: the ip-change hook runs and the driver is
   assert.ok(res.logs.some((l) => l.msg === 'ip change hook ran'), res.stdout);
   assert.equal(await readFile(`${hookDir}/hook-ran`, 'utf8'), 'ran\n');
   await waitFor('driver told', () => requests.length === 1);
+});
+
+test('a link that is not a Xen frontend is left alone unless QUBES_NET_UPLINK_DRIVERS allows its driver', async (t) => {
+  if (!needRoot(t)) return;
+  await reset();
+  await lab.writeAppendixA();
+  const before = await lab.dump();
+  // No override: eth0 is a veth (no device, driver "none"), as a physical NIC would be refused.
+  const res = await lab.client.exec(process.execPath, [CLI, 'apply', 'eth0'], { allowFailure: true, env: { QUBES_NET_LOG_LEVEL: 'debug' } });
+  assert.equal(res.exitCode, 3, res.stdout);
+  const err = parseLogLines(res.stdout).find((l) => l.msg === 'not an uplink, left alone');
+  assert.equal(err?.driver, 'none', res.stdout);
+  assert.equal(await lab.dump(), before, 'nothing changed');
+  const ok = await lab.cli(['apply', 'eth0']);
+  assert.equal(ok.code, 0, ok.stdout);
 });

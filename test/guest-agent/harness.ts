@@ -35,6 +35,8 @@ export async function writeCliWrapper(path: string, marker: string): Promise<voi
 }
 
 export const CLIENT_MAC = '00:16:3e:5e:6c:00';
+/** The client's eth0 is a veth (no device: driver "none"); on Xen only driver vif counts. */
+export const LAB_UPLINK_ENV = { QUBES_NET_UPLINK_DRIVERS: 'vif,none' } as const;
 export const VIF = 'vif12.0';
 
 export type { LogLine };
@@ -109,19 +111,19 @@ export class GuestLab {
 
   /** Runs the CLI once inside the client. */
   async cli(args: string[]): Promise<{ code: number; logs: LogLine[]; stdout: string }> {
-    const res = await this.client.exec(process.execPath, [CLI, ...args], { allowFailure: true, env: { QUBES_NET_LOG_LEVEL: 'debug' } });
+    const res = await this.client.exec(process.execPath, [CLI, ...args], { allowFailure: true, env: { QUBES_NET_LOG_LEVEL: 'debug', ...LAB_UPLINK_ENV } });
     return { code: res.exitCode, logs: parseLogLines(res.stdout), stdout: res.stdout };
   }
 
   /** Runs `qubes-net-uplink ARGS` inside the client (the CLI it falls back to: `cli`, see writeCliWrapper). */
   async uplink(args: string[], cli: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-    const res = await this.client.exec(UPLINK, args, { allowFailure: true, env: { QUBES_NET_GUEST_CLI: cli, QUBES_NET_LOG_LEVEL: 'debug', ...env } });
+    const res = await this.client.exec(UPLINK, args, { allowFailure: true, env: { QUBES_NET_GUEST_CLI: cli, QUBES_NET_LOG_LEVEL: 'debug', ...LAB_UPLINK_ENV, ...env } });
     return { code: res.exitCode, stdout: res.stdout, stderr: res.stderr };
   }
 
   /** Starts `qubes-net-guest run` inside the client, collecting its log lines. */
   startAgent(args: string[] = []): Agent {
-    const { child, logs, exited } = spawnAgent(this.client, [CLI, 'run', ...args]);
+    const { child, logs, exited } = spawnAgent(this.client, [CLI, 'run', ...args], { ...LAB_UPLINK_ENV });
     return {
       child,
       logs,

@@ -6,15 +6,18 @@ test('agents come from the checkout by default, or from a root or a bin director
   const def = resolveAgentCommands({ env: {} });
   assert.equal(def.guest[0], process.execPath);
   assert.equal(def.guest[1], `${PACKAGES_DIR}/guest-agent/dist/cli.js`);
-  assert.deepEqual(def.guest.slice(2), ['run']);
+  assert.deepEqual(def.guest.slice(2), []);
+  assert.deepEqual(def.agent, [process.execPath, `${PACKAGES_DIR}/network-agent/dist/cli.js`]);
+  assert.ok(def.watch.endsWith('/qubes-net-watch'));
   assert.deepEqual(def.vifScript, [`${PACKAGES_DIR}/driver-agent/scripts/vif-route-qubes`]);
 
   const root = resolveAgentCommands({ env: { QUBES_NET_AGENT_ROOT: '/opt/x' } });
-  assert.deepEqual(root.firewall, [process.execPath, '/opt/x/firewall/dist/cli.js', 'run']);
+  assert.deepEqual(root.agent, [process.execPath, '/opt/x/network-agent/dist/cli.js']);
   assert.deepEqual(root.vifScript, ['/opt/x/driver-agent/scripts/vif-route-qubes']);
 
   const bin = resolveAgentCommands({ env: { QUBES_NET_AGENT_BINDIR: '/usr/bin', QUBES_NET_VIF_SCRIPT: '/etc/xen/scripts/vif-route-qubes', QUBES_NET_HOTPLUG: '/usr/lib/qubes-net/qubes-net-hotplug' } });
-  assert.deepEqual(bin.driver, ['/usr/bin/qubes-net-driver', 'run']);
+  assert.deepEqual(bin.agent, ['/usr/bin/qubes-net-agent']);
+  assert.equal(bin.watch, '/usr/bin/qubes-net-watch');
   assert.deepEqual(bin.qubesdbDaemon, ['/usr/bin/qubes-net-qdb', 'daemon']);
   assert.deepEqual(bin.vifScript, ['/etc/xen/scripts/vif-route-qubes']);
   assert.deepEqual(bin.vifScriptEnv, { QUBES_NET_HOTPLUG: '/usr/lib/qubes-net/qubes-net-hotplug' });

@@ -1,6 +1,11 @@
 // The only way this project runs external programs: execa with an argument array, never a
 // shell, so no QubesDB value can be interpreted as shell syntax.
 import type { Options } from 'execa';
+import { CommandError } from './command-error.js';
+
+export { CommandError } from './command-error.js';
+// The one process runner (timeouts kill the group; completion on exit, not pipe close).
+export { runProcess, ProcessError, type ProcessOptions, type ProcessResult } from './kernel/process.js';
 
 // execa is loaded on first use: it costs ~10 MB and tens of ms at start-up, which agents whose
 // hot path never runs a program (the QubesDB daemon) should not pay.
@@ -10,19 +15,6 @@ export interface RunResult {
   stdout: string;
   stderr: string;
   exitCode: number;
-}
-
-export class CommandError extends Error {
-  constructor(
-    readonly command: string,
-    readonly args: readonly string[],
-    readonly exitCode: number | undefined,
-    readonly stderr: string,
-    readonly stdout: string,
-  ) {
-    super(`${command} ${args.join(' ')} failed (exit ${exitCode ?? 'signal'}): ${stderr.trim() || stdout.trim()}`);
-    this.name = 'CommandError';
-  }
 }
 
 export interface RunOptions {

@@ -7,3 +7,4 @@ export * from './sd-notify.js';
 export * from './root.js';
 export * from './version.js';
 export * from './jsonl-server.js';
+export * from './exit-codes.js';

@@ -6,7 +6,9 @@ import { runDaemon } from './daemon.js';
 import { hotplug } from './hotplug.js';
 import { request, NoDaemonError } from './control-client.js';
 import { formatStatus } from './status.js';
-import { Driver, type StatusReport } from './driver.js';
+import { DriverLoop, type StatusReport } from './loop.js';
+import { driverOptions } from './daemon.js';
+import { loadBaseRuleset } from './base.js';
 import { openDriverQubesDB } from './qubesdb-open.js';
 import { setQubesDBLogger } from '@qubes-net/qubesdb/library';
 
@@ -15,14 +17,14 @@ async function viaDaemon(opts: CommonOptions, req: Record<string, unknown>): Pro
 }
 
 async function statusWithoutDaemon(opts: CommonOptions): Promise<StatusReport> {
-  const qdb = openDriverQubesDB(opts);
-  const driver = new Driver({ qdb, log: createLogger('driver-status', 'warn'), resolvConf: opts.resolvConf, resolved: opts.resolved, hooksDir: opts.hooksDir, firewall: opts.firewall, firewallPidFile: opts.firewallPidFile });
+  const dopts = driverOptions(opts, createLogger('driver-status', 'warn'));
+  const driver = new DriverLoop(dopts);
   try {
-    await driver.startReadOnly();
+    await driver.start({ apply: false });
     return await driver.status();
   } finally {
     await driver.stop();
-    await qdb.close().catch(() => undefined);
+    await dopts.qdb.close().catch(() => undefined);
   }
 }
 
@@ -50,11 +52,9 @@ async function main(argv: string[]): Promise<number> {
       return -1; // keeps running
     case 'base-ruleset': {
       const qdb = openDriverQubesDB(opts);
-      const driver = new Driver({ qdb, log: createLogger('driver'), resolvConf: opts.resolvConf, resolved: opts.resolved, hooksDir: opts.hooksDir, firewall: opts.firewall, firewallPidFile: opts.firewallPidFile });
       try {
-        await driver.loadBaseOnly();
+        await loadBaseRuleset({ qdb, log: createLogger('driver'), firewall: opts.firewall });
       } finally {
-        await driver.stop();
         await qdb.close().catch(() => undefined);
       }
       return 0;
@@ -63,8 +63,9 @@ async function main(argv: string[]): Promise<number> {
       return hotplug({ command: opts.positionals[0] ?? process.env.command ?? '', vif: process.env.vif, xenbusPath: process.env.XENBUS_PATH }, opts);
     case 'dns-changed': {
       try {
-        const r = await viaDaemon(opts, { op: 'dns-changed' });
-        process.stdout.write(opts.json ? JSON.stringify(r) + '\n' : `dns ${r.changed ? 'changed' : 'unchanged'}: ${r.mode} ${(r.upstream as string[] | undefined)?.join(' ') ?? ''}\n`);
+        const r = await viaDaemon(opts, { op: 'sync', reason: 'dns-changed' });
+        const d = (r.details ?? {}) as { changed?: boolean; mode?: string; upstream?: string[] };
+        process.stdout.write(opts.json ? JSON.stringify({ ok: r.ok, ...d }) + '\n' : `dns ${d.changed ? 'changed' : 'unchanged'}: ${d.mode} ${d.upstream?.join(' ') ?? ''}\n`);
         return r.ok ? 0 : 1;
       } catch (err) {
         // No daemon: nothing holds a mapping to update; the daemon learns DNS when it starts.
@@ -77,7 +78,7 @@ async function main(argv: string[]): Promise<number> {
       setQubesDBLogger(createLogger('qubesdb-client', 'warn'));
       let s: StatusReport;
       try {
-        s = (await viaDaemon(opts, { op: 'status' })) as unknown as StatusReport;
+        s = (await viaDaemon(opts, { op: 'status' })).details as unknown as StatusReport;
       } catch (err) {
         if (!(err instanceof NoDaemonError)) throw err;
         s = await statusWithoutDaemon(opts);

@@ -20,7 +20,7 @@ export class ControlServer {
       answer: (line) => this.answer(line),
       tooLong: (partial) => {
         this.log.error({ source: 'control-socket', value: forLog(partial) }, 'request too long');
-        return formatReply({ ok: false, error: 'request too long' });
+        return formatReply({ ok: false, code: 'request-too-long', message: 'request too long', details: {}, error: 'request too long' });
       },
     });
   }
@@ -38,13 +38,13 @@ export class ControlServer {
     let reply: { ok: boolean } & Record<string, unknown>;
     if (!parsed.ok) {
       this.log.error({ source: 'control-socket', value: forLog(line), reason: parsed.error }, 'bad control request');
-      reply = { ok: false, error: parsed.error };
+      reply = { ok: false, code: 'bad-request', message: parsed.error, details: {}, error: parsed.error };
     } else {
       try {
         reply = await this.handler(parsed.request);
       } catch (err) {
         this.log.error({ op: parsed.request.op, err: String(err) }, 'control request failed');
-        reply = { ok: false, error: String(err) };
+        reply = { ok: false, code: 'internal-error', message: String(err), details: {}, error: String(err) };
       }
     }
     return formatReply(reply);

@@ -6,9 +6,9 @@
 // same without starting Node and execs this command only when no daemon runs.
 import { createLogger, forLog, type Logger } from '@qubes-net/common';
 import { runProcess as run } from './kernel/process.js';
-import { Driver } from './driver.js';
+import { DriverLoop } from './loop.js';
+import { driverOptions } from './daemon.js';
 import { request, NoDaemonError } from './control-client.js';
-import { openDriverQubesDB } from './qubesdb-open.js';
 import type { CommonOptions } from './options.js';
 import type { EventResult } from './model/planner.js';
 
@@ -67,13 +67,13 @@ export async function hotplug(input: HotplugInput, opts: CommonOptions, log: Log
 }
 
 async function inProcess(ev: Record<string, unknown>, opts: CommonOptions, log: Logger): Promise<EventResult> {
-  const qdb = openDriverQubesDB(opts);
-  const driver = new Driver({ qdb, log, resolvConf: opts.resolvConf, resolved: opts.resolved, hooksDir: opts.hooksDir, firewall: opts.firewall, firewallPidFile: opts.firewallPidFile });
+  const dopts = driverOptions(opts, log);
+  const driver = new DriverLoop(dopts);
   try {
-    await driver.startOneShot();
+    await driver.start();
     return await driver.submit(ev as { op: unknown; vif: unknown });
   } finally {
     await driver.stop();
-    await qdb.close().catch(() => undefined);
+    await dopts.qdb.close().catch(() => undefined);
   }
 }

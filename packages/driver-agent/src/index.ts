@@ -1,7 +1,11 @@
 // Public surface of @qubes-net/driver-agent (for the lab, tests and benches).
-export { Driver, type DriverOptions, type StatusReport, type DnsState } from './driver.js';
+export { DriverLoop, DriverLoop as Driver, type DriverOptions, type DriverRequest, type Reply, type StatusReport, type DnsState } from './loop.js';
+export { Turn, type TurnOutcome, type TurnSysctl } from './managers/turn.js';
+export { toolWriter, type KernelWriter } from './kernel/writer.js';
+export { readXenVifs, parseXenstoreLs, type XenVif } from './kernel/xen-vifs.js';
+export { loadBaseRuleset, renderBaseFiles } from './base.js';
 export * from './model/base-check.js';
-export { runDaemon, controlHandler } from './daemon.js';
+export { runDaemon, controlHandler, driverOptions } from './daemon.js';
 export { hotplug, type HotplugInput } from './hotplug.js';
 export { request as controlRequest, NoDaemonError } from './control-client.js';
 export { ControlServer } from './control-server.js';
@@ -22,6 +26,5 @@ export * from './model/reconcile.js';
 export * from './model/feedback.js';
 export { parseBatchErrors, applyIpLines, type IpFailure } from './kernel/ip-writer.js';
 export { kernelHasFlowtables } from './kernel/nft-writer.js';
-export { NftSession, IpSession, SessionBroken } from './kernel/tool-session.js';
-export { parseConntrackList, purgeConntrack } from './kernel/conntrack.js';
+export { parseConntrackList, purgeConntrack, purgeDnsFlows } from './kernel/conntrack.js';
 export { parseMonitorLine } from './kernel/uplink-monitor.js';

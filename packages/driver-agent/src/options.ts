@@ -9,6 +9,7 @@ export interface CommonOptions {
   resolved: 'auto' | 'off';
   resolvedRunDir?: string;
   qubesdbRunDir?: string;
+  xenstoreDir?: string;
   hooksDir: string;
   firewall: 'auto' | 'on' | 'off';
   firewallPidFile: string;
@@ -23,7 +24,7 @@ commands:
   base-ruleset              load the base tables once (every qube, at boot) and exit
   hotplug online|offline    Xen hotplug entry (env vif, XENBUS_PATH); via the daemon, or
                             done in-process when no daemon runs
-  dns-changed               re-learn the upstream DNS servers now
+  dns-changed               re-learn the provider settings and upstream DNS servers now
   status [--json]           vifs, DNS mapping, and whether the kernel matches
   reconcile                 compare the kernel with the desired state and correct it
 options:
@@ -34,6 +35,8 @@ options:
   --no-resolved             never ask systemd-resolved
   --resolved-dir PATH       (/run/systemd/resolve)
   --qubesdb-run-dir DIR     QubesDB sockets directory (default: the library's)
+  --xenstore-dir DIR        the lab's xenstore stand-in (default: QN_XENSTORE_DIR, then
+                            /run/qubes-net-xenstore if present, else the xenstore tools)
   --hooks-dir DIR           (/rw/config/network-hooks.d)
   --firewall | --no-firewall  load the firewall skeleton (default: /qubes-service/qubes-firewall)
   --firewall-pid PATH       (/run/qubes-net/firewall.pid)
@@ -50,6 +53,7 @@ export function parseOptions(argv: readonly string[]): CommonOptions {
       'no-resolved': { type: 'boolean' },
       'resolved-dir': { type: 'string' },
       'qubesdb-run-dir': { type: 'string' },
+      'xenstore-dir': { type: 'string' },
       'hooks-dir': { type: 'string' },
       firewall: { type: 'boolean' },
       'no-firewall': { type: 'boolean' },
@@ -66,6 +70,7 @@ export function parseOptions(argv: readonly string[]): CommonOptions {
     resolved: values['no-resolved'] ? 'off' : 'auto',
     ...(values['resolved-dir'] ? { resolvedRunDir: values['resolved-dir'] } : {}),
     ...(values['qubesdb-run-dir'] ? { qubesdbRunDir: values['qubesdb-run-dir'] } : {}),
+    ...(values['xenstore-dir'] ? { xenstoreDir: values['xenstore-dir'] } : {}),
     hooksDir: values['hooks-dir'] ?? '/rw/config/network-hooks.d',
     firewall: values.firewall ? 'on' : values['no-firewall'] ? 'off' : 'auto',
     firewallPidFile: values['firewall-pid'] ?? '/run/qubes-net/firewall.pid',

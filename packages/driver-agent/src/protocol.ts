@@ -6,6 +6,7 @@ export const MAX_REQUEST_BYTES = 64 * 1024;
 
 export type Request =
   | { op: 'online' | 'offline'; vif: unknown; ips?: unknown; mac?: unknown; type?: unknown; xenbusPath?: unknown }
+  | { op: 'sync'; reason?: unknown }
   | { op: 'dns-changed' }
   | { op: 'status' }
   | { op: 'reconcile' };
@@ -23,6 +24,8 @@ export function parseRequest(line: string): { ok: true; request: Request } | { o
     case 'online':
     case 'offline':
       return { ok: true, request: { op: r.op, vif: r.vif, ips: r.ips, mac: r.mac, type: r.type, xenbusPath: r.xenbusPath } };
+    case 'sync':
+      return { ok: true, request: { op: 'sync', reason: r.reason } };
     case 'dns-changed':
     case 'status':
     case 'reconcile':

@@ -1,6 +1,6 @@
 // `qubes-net-driver status`: from the daemon when it runs, else computed read-only from
 // QubesDB and the kernel. Text for people, --json for scripts.
-import type { StatusReport } from './driver.js';
+import type { StatusReport } from './loop.js';
 
 export function formatStatus(s: StatusReport): string {
   const lines: string[] = [];

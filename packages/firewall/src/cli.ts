@@ -33,6 +33,8 @@ Options (run):
   --custom-persist-file PATH   flag file that skips the /rw hooks
   --no-hooks              do not run user hooks
   --nft-binary            spawn nft for every change (default: libnftables in-process if present)
+  --hook-wait-ms N        kill a user hook (and what it started) after N ms (default 120000)
+  --writing-timeout-ms N  stop waiting for dom0's marker after a rule change (default 10000)
   --dns-timeout-ms N      per-try timeout of name lookups (default ${DEFAULT_RESOLVE.timeoutMs})
   --min-refresh-s N, --max-refresh-s N, --retry-refresh-s N   re-resolution bounds
 Options (render): --resolv-conf PATH, --qubesdb-dir DIR, --rules-file FILE (JSON object
@@ -53,7 +55,7 @@ interface Parsed {
 
 const VALUE_FLAGS = new Set([
   'pidfile', 'status-file', 'resolv-conf', 'qubesdb-dir', 'hooks-etc', 'hooks-rw', 'user-script', 'custom-persist-file',
-  'dns-timeout-ms', 'min-refresh-s', 'max-refresh-s', 'retry-refresh-s', 'rules-file',
+  'dns-timeout-ms', 'hook-wait-ms', 'writing-timeout-ms', 'min-refresh-s', 'max-refresh-s', 'retry-refresh-s', 'rules-file',
 ]);
 const BOOL_FLAGS = new Set(['json', 'no-hooks', 'help', 'version', 'nft-binary']);
 
@@ -122,6 +124,8 @@ async function main(argv: string[]): Promise<number> {
         ? undefined
         : { etcDir: str(p, 'hooks-etc', opts.hooks!.etcDir), rwDir: str(p, 'hooks-rw', opts.hooks!.rwDir), userScript: str(p, 'user-script', opts.hooks!.userScript) };
       if (p.flags.has('nft-binary')) opts.nftBinary = true;
+      if (p.flags.has('hook-wait-ms')) opts.hookWaitMs = positiveInt(p, 'hook-wait-ms', 120_000);
+      if (p.flags.has('writing-timeout-ms')) opts.writingTimeoutMs = positiveInt(p, 'writing-timeout-ms', 10_000);
       opts.resolve = { ...opts.resolve, timeoutMs: positiveInt(p, 'dns-timeout-ms', opts.resolve.timeoutMs) };
       opts.refresh = {
         minMs: positiveInt(p, 'min-refresh-s', opts.refresh.minMs / 1000) * 1000,

@@ -7,11 +7,12 @@
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { existsSync, watch as fsWatch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { run, sdNotify, forLog, type Logger } from '@qubes-net/common';
+import { sdNotify, forLog, type Logger } from '@qubes-net/common';
+import { NftTransaction, runProcess } from '@qubes-net/common/kernel';
 import { openQubesDB, type QubesDB, type OpenOptions } from '@qubes-net/qubesdb';
 import { FirewallEngine, WATCH_PATHS, type EngineStatus } from './engine.js';
-import { firewallSkeleton } from './model/skeleton.js';
-import { applyScript } from './kernel/nft.js';
+import { addFirewallSkeleton } from './model/skeleton.js';
+import { firewallNftWriter } from './kernel/nft.js';
 import { readResolvConf, resolveHost, type ResolveOptions, DEFAULT_RESOLVE } from './kernel/dns.js';
 import { realKernel } from './kernel/port.js';
 import { runHooks, DEFAULT_HOOK_PATHS, type HookPaths } from './hooks.js';
@@ -37,6 +38,10 @@ export interface DaemonOptions {
   refresh: RefreshBounds;
   /** Spawn `nft -f` for every change instead of using libnftables in-process. */
   nftBinary?: boolean;
+  /** How long each user hook may run before its process group is killed. */
+  hookWaitMs?: number;
+  /** See EngineOptions.writingTimeoutMs. */
+  writingTimeoutMs?: number;
   /** For tests: an already open QubesDB instead of openQubesDB(qubesdb). */
   db?: QubesDB;
 }
@@ -130,13 +135,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<number> {
   const startedAt = new Date();
   let statusTimer: NodeJS.Timeout | undefined;
 
-  const nft = await run('nft', ['--version'], { allowFailure: true }).catch(() => undefined);
+  const nft = await runProcess(['nft', '--version'], { allowFailure: true, timeoutMs: 10_000 }).catch(() => undefined);
   if (!nft || nft.exitCode !== 0) {
     log.fatal('nft not found: the firewall needs nftables');
     return 1;
   }
   // Fail closed before anything else: the forward policy drop exists from here on.
-  const skel = await applyScript(firewallSkeleton());
+  const skel = await firewallNftWriter(opts.nftBinary ? { noLibrary: true } : {}).apply(addFirewallSkeleton(new NftTransaction()));
   if (!skel.ok) {
     log.fatal({ error: forLog(skel.error, 1000) }, 'cannot create the firewall tables');
     return 1;
@@ -147,7 +152,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<number> {
   await writeFile(opts.pidfile, `${process.pid}\n`);
 
   const db = opts.db ?? openQubesDB(opts.qubesdb);
-  if (opts.hooks) await runHooks(opts.hooks, await customPersistEnabled(db, opts.customPersistFile, log), log);
+  if (opts.hooks) await runHooks(opts.hooks, await customPersistEnabled(db, opts.customPersistFile, log), log, opts.hookWaitMs);
 
   const kernel = realKernel(opts.nftBinary ? { nftBinary: true } : {});
   log.info({ applier: kernel.applier }, 'nft transactions via ' + kernel.applier);
@@ -162,6 +167,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<number> {
       return r.servers;
     },
     refresh: opts.refresh,
+    ...(opts.writingTimeoutMs !== undefined ? { writingTimeoutMs: opts.writingTimeoutMs } : {}),
     onSettled: () => statusSoon(),
   });
 

@@ -3,24 +3,30 @@
 // queue, so two updates of the same qube never interleave; kernel and QubesDB access come in
 // through ports, so the logic is testable without either.
 import { forLog, type Logger } from '@qubes-net/common';
+import { NftTransaction, type NftApplyResult, type NftJson } from '@qubes-net/common/kernel';
 import type { QubesDB } from '@qubes-net/qubesdb';
 import { FIREWALL_PREFIX, markerTarget, parseQubeEntries, parseTarget, describeErrors, type Target } from './model/parse.js';
-import { blockAllRules, compileQube, dnsSetScript, outcomeSummary, qubeRemovalScript, qubeUpdateScript, type CompiledQube, type HostResolution } from './model/compile.js';
+import { addDnsSet, addQubeRemoval, addQubeUpdate, blockAllRules, compileQube, outcomeSummary, type CompiledQube, type HostResolution } from './model/compile.js';
 import { forbiddenConnections, type Connection } from './model/conntrack-match.js';
 import { refreshDelayMs, DEFAULT_REFRESH, type RefreshBounds } from './model/refresh.js';
-import { staleObjectsScript, type KernelView } from './model/reconcile.js';
+import { addStaleRemoval } from './model/reconcile.js';
 import { sameServers, type DnsServers } from './model/resolv-conf.js';
-import { firewallSkeleton, type Family } from './model/skeleton.js';
+import { addFirewallSkeleton, type Family } from './model/skeleton.js';
+import { readFamilyState } from './kernel/nft.js';
 import type { ParsedQube, Rule } from './model/rules.js';
 import { NameCache } from './name-cache.js';
 import { clearFeedback, readHandledCounter, writeApplyFeedback } from './feedback.js';
 
-export type ApplyResult = { ok: true } | { ok: false; error: string };
+export type ApplyResult = NftApplyResult;
 
-/** Everything the engine does to the kernel. */
+/**
+ * Everything the engine does to the kernel: nft through the one writer's interface (the real
+ * writer, or common's FakeKernel in unit tests), and conntrack.
+ */
 export interface KernelPort {
-  apply(script: string): Promise<ApplyResult>;
-  readState(family: Family): Promise<KernelView & { present: boolean }>;
+  apply(tx: NftTransaction): Promise<NftApplyResult>;
+  /** `nft -j list …`; undefined when the object does not exist. */
+  list(what: readonly string[]): Promise<NftJson | undefined>;
   /** Connections whose original source is `src`, or all of the family without `src`. */
   listConnections(family: Family, src?: string): Promise<{ ok: boolean; conns: Connection[]; error?: string }>;
   deleteConnection(conn: Connection): Promise<{ ok: boolean; error?: string }>;
@@ -40,6 +46,12 @@ export interface EngineOptions {
   now?: () => number;
   /** Called whenever a round of work has finished (the daemon refreshes its status file). */
   onSettled?: () => void;
+  /**
+   * How long a qube stays "being rewritten" (rule keys changed, marker not yet written)
+   * before the engine stops waiting for its marker and applies what QubesDB holds: a marker
+   * event lost with a dropped watch connection must not keep old rules in force.
+   */
+  writingTimeoutMs?: number;
 }
 
 export const CONNECTED_IPS = ['/connected-ips', '/connected-ips6'] as const;
@@ -49,6 +61,7 @@ interface QubeState {
   target: Target;
   parsed: ParsedQube;
   compiled: CompiledQube;
+  /** The rendered update transaction (to tell whether a refresh changes anything). */
   script: string;
   generation: number;
   appliedAt: number;
@@ -120,8 +133,10 @@ export class FirewallEngine {
   private dns: DnsServers = { v4: [], v6: [] };
 
   private readonly qubes = new Map<string, QubeState>();
-  /** Qubes whose rules dom0 is rewriting (rule keys changed, marker not yet written). */
-  private readonly writing = new Set<string>();
+  /** Qubes whose rules dom0 is rewriting (rule keys changed, marker not yet written) → since. */
+  private readonly writing = new Map<string, number>();
+  private readonly writingTimers = new Map<string, NodeJS.Timeout>();
+  private readonly writingTimeoutMs: number;
   private readonly pending = new Map<string, Mode>();
   private syncRequested: string | undefined;
   private dnsCheckRequested = false;
@@ -142,6 +157,7 @@ export class FirewallEngine {
     this.now = opts.now ?? Date.now;
     this.readDnsServers = opts.readDnsServers;
     this.onSettled = opts.onSettled;
+    this.writingTimeoutMs = opts.writingTimeoutMs ?? 10_000;
     // Any of this VM's resolvers answers for both record types (A and AAAA).
     this.names = new NameCache((host, family) => opts.resolve(host, family, [...this.dns.v4, ...this.dns.v6]), this.bounds, this.now);
   }
@@ -159,6 +175,8 @@ export class FirewallEngine {
   /** SIGHUP: re-read resolv.conf, forget resolved names, re-apply every qube. */
   reload(): Promise<void> {
     this.names.clear();
+    // A marker missed earlier must not keep a qube's old rules: trust what QubesDB holds now.
+    this.clearWriting('reload');
     this.dnsCheckRequested = true;
     this.requestSync('reload');
     return this.idle();
@@ -177,21 +195,48 @@ export class FirewallEngine {
       return;
     }
     if (path === FIREWALL_PREFIX || path === FIREWALL_PREFIX.slice(0, -1)) {
-      // The whole directory changed (or the watch reconnected and changes may be lost).
+      // The whole directory changed, or the watch reconnected and events may be lost (a
+      // marker among them): "writing" states are stale, a marker present now is trusted.
+      this.clearWriting('watch');
       this.requestSync('watch');
       return;
     }
     if (!path.startsWith(FIREWALL_PREFIX)) return;
     const marker = markerTarget(path);
     if (marker !== undefined) {
-      this.writing.delete(marker);
+      this.endWriting(marker);
       this.pending.set(marker, 'marker');
       this.kick();
       return;
     }
     // A rule key or the rm of a qube's directory: dom0 is rewriting; its marker comes last.
     const addr = path.slice(FIREWALL_PREFIX.length).split('/')[0]!;
-    if (addr) this.writing.add(addr);
+    if (addr) this.startWriting(addr);
+  }
+
+  private startWriting(addr: string): void {
+    if (this.writing.has(addr) || this.stopped) return;
+    this.writing.set(addr, this.now());
+    const timer = setTimeout(() => {
+      if (!this.writingTimers.has(addr)) return;
+      this.endWriting(addr);
+      this.log.warn({ ip: addr, waitedMs: this.writingTimeoutMs }, 'rules changed without a marker: applying what QubesDB holds');
+      this.pending.set(addr, 'marker');
+      this.kick();
+    }, this.writingTimeoutMs);
+    timer.unref?.();
+    this.writingTimers.set(addr, timer);
+  }
+
+  private endWriting(addr: string): void {
+    this.writing.delete(addr);
+    clearTimeout(this.writingTimers.get(addr));
+    this.writingTimers.delete(addr);
+  }
+
+  private clearWriting(reason: string): void {
+    if (this.writing.size) this.log.info({ reason, qubes: [...this.writing.keys()].slice(0, 20) }, 'forgetting unfinished rewrites');
+    for (const addr of [...this.writing.keys()]) this.endWriting(addr);
   }
 
   /** Resolves when no work is queued or running. */
@@ -203,6 +248,7 @@ export class FirewallEngine {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    for (const addr of [...this.writing.keys()]) this.endWriting(addr);
     for (const q of this.qubes.values()) clearTimeout(q.timer);
     await this.running;
   }
@@ -289,16 +335,33 @@ export class FirewallEngine {
   private async loadDnsServers(initial: boolean): Promise<void> {
     const servers = await this.readDnsServers();
     if (!initial && sameServers(servers, this.dns)) return;
+    const tx = addDnsSet(addDnsSet(new NftTransaction(), 4, servers.v4), 6, servers.v6);
+    const res = await this.applyWithSkeletonRecovery(tx, servers);
+    if (!res.ok) {
+      // Not committed: this.dns keeps what the kernel holds, so the next check tries again.
+      this.log.error({ error: forLog(res.error, 500), v4: servers.v4, v6: servers.v6 }, 'dns-addr update failed; retrying in 1 s');
+      this.retryDnsSoon();
+      return;
+    }
     this.dns = servers;
-    const res = await this.applyWithSkeletonRecovery(dnsSetScript(4, servers.v4) + dnsSetScript(6, servers.v6));
-    if (!res.ok) this.log.error({ error: forLog(res.error, 500) }, 'dns-addr update failed');
-    else this.log.info({ v4: servers.v4, v6: servers.v6 }, initial ? 'dns servers loaded' : 'dns servers changed');
+    this.log.info({ v4: servers.v4, v6: servers.v6 }, initial ? 'dns servers loaded' : 'dns servers changed');
     if (initial) return;
     // New upstream DNS: names may resolve differently now, and flows to the old servers
     // that only specialtarget=dns allowed must not survive.
     this.names.clear();
     for (const q of this.qubes.values()) if (hostsOf(q.parsed).length && !this.pending.has(q.target.addr)) this.pending.set(q.target.addr, 'refresh');
     await this.cutForbidden([...this.qubes.values()].map((q) => q.compiled));
+  }
+
+  private dnsRetryTimer: NodeJS.Timeout | undefined;
+
+  private retryDnsSoon(): void {
+    if (this.stopped || this.dnsRetryTimer) return;
+    this.dnsRetryTimer = setTimeout(() => {
+      this.dnsRetryTimer = undefined;
+      this.dnsMaybeChanged();
+    }, 1_000);
+    this.dnsRetryTimer.unref?.();
   }
 
   private async readConnected(): Promise<void> {
@@ -349,11 +412,14 @@ export class FirewallEngine {
       }
       wanted.push(target);
     }
-    // Qubes being rewritten by dom0 keep their current rules until their marker arrives.
-    const keep = new Set([...wanted.map((t) => t.addr), ...[...this.writing].filter((a) => this.qubes.has(a))]);
+    // Qubes being rewritten by dom0 keep their current rules until their marker arrives (or
+    // the rewrite times out). At start, and after a reconnect or reload (which cleared every
+    // "writing" state), a marker present is trusted.
+    if (reason === 'start') this.clearWriting(reason);
+    const keep = new Set([...wanted.map((t) => t.addr), ...[...this.writing.keys()].filter((a) => this.qubes.has(a))]);
     await this.removeStale(keep);
     const preps: Prepared[] = wanted
-      .filter((t) => !(reason !== 'start' && this.writing.has(t.addr)))
+      .filter((t) => !this.writing.has(t.addr))
       .map((target) => ({ target, parsed: parseQubeEntries(target, perTarget.get(target.addr) ?? new Map()), mode: 'marker' as const }));
     this.log.info({ reason, qubes: preps.length }, 'loading all rules');
     await this.applyPrepared(preps);
@@ -362,17 +428,17 @@ export class FirewallEngine {
 
   /** Removes chains/elements (and feedback) of qubes no longer in QubesDB. */
   private async removeStale(keep: ReadonlySet<string>): Promise<void> {
-    let script = '';
+    const tx = new NftTransaction();
     const gone = new Set<string>();
     for (const family of [4, 6] as const) {
-      const state = await this.kernel.readState(family);
+      const state = await readFamilyState(family, this.kernel);
       if (!state.present) continue;
-      script += staleObjectsScript(family, state, keep);
+      addStaleRemoval(tx, family, { dispatch: state.dispatch, chains: state.chains.keys() }, keep);
       for (const addr of state.dispatch.keys()) if (!keep.has(addr) && parseTarget(addr)) gone.add(addr);
     }
     for (const addr of this.qubes.keys()) if (!keep.has(addr)) gone.add(addr);
-    if (script) {
-      const res = await this.kernel.apply(script);
+    if (!tx.isEmpty) {
+      const res = await this.kernel.apply(tx);
       if (!res.ok) this.log.error({ error: forLog(res.error, 500) }, 'removing stale rules failed');
     }
     for (const addr of gone) {
@@ -403,13 +469,21 @@ export class FirewallEngine {
         if (q) preps.push({ target, parsed: q.parsed, mode });
         continue;
       }
+      // Rule keys changed after this marker: dom0 is writing the next version; its marker
+      // (or the rewrite timeout) brings it. Applying now could apply half of it.
+      if (this.writing.has(target.addr)) continue;
       try {
         const marker = await this.db.read(FIREWALL_PREFIX + target.addr);
         if (marker === undefined) {
+          if (this.writing.has(target.addr)) continue;
           await this.removeQube(target);
           continue;
         }
         const entries = await this.db.multiread(`${FIREWALL_PREFIX}${target.addr}/`);
+        if (this.writing.has(target.addr)) {
+          this.log.info({ ip: target.addr }, 'rules changed while being read: waiting for the next marker');
+          continue;
+        }
         preps.push({ target, parsed: parseQubeEntries(target, entries), mode });
       } catch (e) {
         // QubesDB unavailable: keep the current rules; the watch reconnect triggers a resync.
@@ -420,8 +494,13 @@ export class FirewallEngine {
   }
 
   private async removeQube(target: Target): Promise<void> {
-    const res = await this.kernel.apply(qubeRemovalScript(target.addr, target.family));
-    if (!res.ok) this.log.error({ ip: target.addr, error: forLog(res.error, 500) }, 'removing rules failed');
+    const res = await this.kernel.apply(addQubeRemoval(new NftTransaction(), target.addr, target.family));
+    if (!res.ok) {
+      // Its chain may still be in force: keep our record so a full resync retries.
+      this.log.error({ ip: target.addr, error: forLog(res.error, 500) }, 'removing rules failed; full resync in 1 s');
+      this.resyncSoon();
+      return;
+    }
     this.forget(target.addr);
     await this.safeFeedback(target.addr, () => clearFeedback(this.db, target.addr));
     this.log.info({ ip: target.addr }, 'rules removed');
@@ -451,7 +530,8 @@ export class FirewallEngine {
     const resolved = await this.resolveAll(preps);
     const items = preps.map((p, i) => {
       const compiled = compileQube(p.parsed, resolved[i]!);
-      return { prep: p, compiled, script: qubeUpdateScript(compiled), resolutions: [...resolved[i]!.values()] };
+      const tx = addQubeUpdate(new NftTransaction(), compiled);
+      return { prep: p, compiled, tx, script: tx.error ? `invalid: ${tx.error.message}` : tx.render(), resolutions: [...resolved[i]!.values()] };
     });
     // A TTL refresh that changes nothing needs no transaction and no feedback.
     const todo = items.filter((it) => it.prep.mode === 'marker' || this.qubes.get(it.prep.target.addr)?.script !== it.script);
@@ -459,7 +539,10 @@ export class FirewallEngine {
 
     for (let i = 0; i < todo.length; i += this.batchSize) {
       const batch = todo.slice(i, i + this.batchSize);
-      const res = await this.applyWithSkeletonRecovery(batch.map((b) => b.script).join(''));
+      // Each qube's update is whole inside the batch's one transaction: all or nothing.
+      const tx = new NftTransaction();
+      for (const b of batch) tx.append(b.tx);
+      const res = await this.applyWithSkeletonRecovery(tx);
       if (!res.ok) {
         // One qube's rules rejected by nft must not hold the others back: apply one by one.
         if (batch.length > 1) this.log.warn({ qubes: batch.length, error: forLog(res.error, 300) }, 'batch rejected; applying qube by qube');
@@ -471,8 +554,8 @@ export class FirewallEngine {
   }
 
   /** Rules, else block-all, else no dispatch element at all (the forward policy drops). */
-  private async applyOneFailClosed(it: { prep: Prepared; compiled: CompiledQube; script: string }, knownError?: string): Promise<void> {
-    const first = knownError !== undefined ? { ok: false as const, error: knownError } : await this.kernel.apply(it.script);
+  private async applyOneFailClosed(it: { prep: Prepared; compiled: CompiledQube; tx: NftTransaction; script: string }, knownError?: string): Promise<void> {
+    const first = knownError !== undefined ? { ok: false as const, error: knownError } : await this.kernel.apply(it.tx);
     if (first.ok) return;
     const ip = it.prep.target.addr;
     this.log.error({ ip, error: forLog(first.error, 500) }, 'nft rejected the rules: blocking the qube');
@@ -480,31 +563,42 @@ export class FirewallEngine {
     it.compiled.reasons = [`nft rejected the rules: ${forLog(first.error.split('\n')[0], 200)}`];
     it.compiled.rules = blockAllRules();
     it.compiled.hosts = new Map();
-    it.script = qubeUpdateScript(it.compiled);
-    const block = await this.kernel.apply(it.script);
+    it.tx = addQubeUpdate(new NftTransaction(), it.compiled);
+    it.script = it.tx.render();
+    const block = await this.kernel.apply(it.tx);
     if (block.ok) return;
-    const removal = await this.kernel.apply(qubeRemovalScript(ip, it.prep.target.family));
+    const removal = await this.kernel.apply(addQubeRemoval(new NftTransaction(), ip, it.prep.target.family));
     if (removal.ok) {
       it.compiled.reasons.push('no chain: forward policy drop');
       return;
     }
-    this.log.fatal({ ip, error: forLog(removal.error, 500) }, 'failed to block traffic');
+    this.log.fatal({ ip, error: forLog(removal.error, 500) }, 'failed to block traffic; full resync in 1 s');
     it.compiled.reasons.push(`failed to block traffic: ${forLog(removal.error.split('\n')[0], 200)}`);
+    // What the kernel holds for this qube is unknown: never let a refresh think it is current.
+    it.script = 'unknown';
+    this.resyncSoon();
   }
 
-  /** Applies a script; if our table vanished (someone deleted it), restores it first. */
-  private async applyWithSkeletonRecovery(script: string): Promise<ApplyResult> {
-    const res = await this.kernel.apply(script);
-    if (res.ok) return res;
+  private resyncSoon(): void {
+    if (this.stopped) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.requestSync('after failure'), 1_000);
+    this.retryTimer.unref?.();
+  }
+
+  /** Applies a transaction; if our table vanished (someone deleted it), restores it first. */
+  private async applyWithSkeletonRecovery(tx: NftTransaction, dns: DnsServers = this.dns): Promise<ApplyResult> {
+    const res = await this.kernel.apply(tx);
+    if (res.ok || res.code === 'invalid') return res;
     const missing = [];
-    for (const family of [4, 6] as const) if (!(await this.kernel.readState(family)).present) missing.push(family);
+    for (const family of [4, 6] as const) if (!(await readFamilyState(family, this.kernel)).present) missing.push(family);
     if (missing.length === 0) return res;
     this.log.error({ families: missing }, 'firewall table missing: restoring it');
-    const skel = await this.kernel.apply(firewallSkeleton() + dnsSetScript(4, this.dns.v4) + dnsSetScript(6, this.dns.v6));
+    const skel = await this.kernel.apply(addDnsSet(addDnsSet(addFirewallSkeleton(new NftTransaction()), 4, dns.v4), 6, dns.v6));
     if (!skel.ok) return skel;
     // Every qube's chain went with the table: rebuild them all after this pass.
     this.requestSync('table restored');
-    return this.kernel.apply(script);
+    return this.kernel.apply(tx);
   }
 
   private async cutForbidden(compiled: readonly CompiledQube[]): Promise<void> {

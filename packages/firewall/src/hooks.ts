@@ -5,7 +5,8 @@
 // user's to trust for this). A failing hook is logged and does not stop the daemon.
 import { readdir, stat, access, constants } from 'node:fs/promises';
 import { join } from 'node:path';
-import { run, forLog, type Logger } from '@qubes-net/common';
+import { forLog, type Logger } from '@qubes-net/common';
+import { runProcess } from '@qubes-net/common/kernel';
 
 export interface HookPaths {
   etcDir: string;
@@ -22,6 +23,7 @@ export const DEFAULT_HOOK_PATHS: HookPaths = {
 export interface HookResult {
   path: string;
   exitCode: number;
+  timedOut?: boolean;
 }
 
 async function isExecutableFile(path: string): Promise<boolean> {
@@ -53,13 +55,22 @@ export async function listHooks(paths: HookPaths, customPersist: boolean): Promi
   return out;
 }
 
-export async function runHooks(paths: HookPaths, customPersist: boolean, log: Logger, timeoutMs = 120_000): Promise<HookResult[]> {
+/** Default time a hook may run before its process group is killed (`--hook-wait-ms`). */
+export const DEFAULT_HOOK_WAIT_MS = 120_000;
+
+/**
+ * Runs the hooks one after the other. Each ends when its process exits (a hook that starts a
+ * daemon in the background returns at once), or is killed with its process group after
+ * `timeoutMs`: a hung hook must not keep the firewall from loading qubes' rules.
+ */
+export async function runHooks(paths: HookPaths, customPersist: boolean, log: Logger, timeoutMs = DEFAULT_HOOK_WAIT_MS): Promise<HookResult[]> {
   if (customPersist) log.info({ skipped: [paths.rwDir, paths.userScript] }, 'custom-persist on: /rw hooks skipped');
   const results: HookResult[] = [];
   for (const path of await listHooks(paths, customPersist)) {
-    const res = await run(path, [], { allowFailure: true, timeoutMs }).catch((e) => ({ exitCode: -1, stdout: '', stderr: String((e as Error).message) }));
-    results.push({ path, exitCode: res.exitCode });
-    if (res.exitCode === 0) log.info({ hook: path }, 'hook ran');
+    const res = await runProcess([path], { allowFailure: true, timeoutMs }).catch((e) => ({ exitCode: -1, stdout: '', stderr: String((e as Error).message), timedOut: false }));
+    results.push({ path, exitCode: res.exitCode, ...(res.timedOut ? { timedOut: true } : {}) });
+    if (res.exitCode === 0 && !res.timedOut) log.info({ hook: path }, 'hook ran');
+    else if (res.timedOut) log.error({ hook: path, timeoutMs }, 'hook killed after its time limit');
     else log.error({ hook: path, exitCode: res.exitCode, stderr: forLog(res.stderr, 500) }, 'hook failed');
   }
   return results;

@@ -1,21 +1,19 @@
 // @qubes-net/firewall: dom0's per-qube firewall rules in nftables.
-export { firewallSkeleton, qubeChainName, FIREWALL_TABLE, DISPATCH_MAP, DNS_SET, FORWARD_CHAIN, FORWARD_PRIORITY, nftFamily } from './model/skeleton.js';
+export { firewallSkeleton, addFirewallSkeleton, addFamilySkeleton, firewallTable, qubeChainName, FIREWALL_TABLE, DISPATCH_MAP, DNS_SET, FORWARD_CHAIN, FORWARD_PRIORITY, nftFamily } from './model/skeleton.js';
 export type { Family } from './model/skeleton.js';
 export * from './model/rules.js';
 export { parseRule, parseQubeEntries, parseTarget, parseCidr, parseHostname, markerTarget, describeErrors, FIREWALL_PREFIX, type Target } from './model/parse.js';
-export { compileQube, ruleText, qubeUpdateScript, qubeRemovalScript, dnsSetScript, outcomeSummary, blockAllRules, type CompiledQube, type EffectiveRule, type HostResolution, type Outcome } from './model/compile.js';
+export { compileQube, ruleText, ruleExpr, addQubeUpdate, addQubeRemoval, addDnsSet, qubeUpdateScript, qubeRemovalScript, dnsSetScript, outcomeSummary, blockAllRules, type CompiledQube, type EffectiveRule, type HostResolution, type Outcome } from './model/compile.js';
 export { parseConntrackLine, parseConntrackList, isBlocked, forbiddenConnections, conntrackDeleteArgs, cidrContains, type Connection, type Tuple } from './model/conntrack-match.js';
 export { parseResolvConf, type DnsServers } from './model/resolv-conf.js';
 export { refreshDelayMs, DEFAULT_REFRESH, type RefreshBounds } from './model/refresh.js';
-export { staleObjectsScript } from './model/reconcile.js';
+export { staleObjectsScript, addStaleRemoval } from './model/reconcile.js';
 export { FirewallEngine, WATCH_PATHS, type KernelPort, type EngineOptions, type EngineStatus } from './engine.js';
 export { HANDLED_PREFIX, APPLIED_PREFIX, DNS_PREFIX } from './feedback.js';
-export { runHooks, listHooks, DEFAULT_HOOK_PATHS, type HookPaths } from './hooks.js';
+export { runHooks, listHooks, DEFAULT_HOOK_PATHS, DEFAULT_HOOK_WAIT_MS, type HookPaths } from './hooks.js';
 export { resolveHost, readResolvConf } from './kernel/dns.js';
 export { realKernel } from './kernel/port.js';
-export { libNftables } from './kernel/libnftables.js';
-export { applyScript } from './kernel/nft.js';
-export { readFamilyState } from './kernel/nft.js';
+export { readFamilyState, firewallNftWriter } from './kernel/nft.js';
 export { renderQube } from './render.js';
 export { collectStatus, formatStatus } from './status.js';
-export { runDaemon, defaultDaemonOptions, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';
+export { runDaemon, defaultDaemonOptions, watchResolvConf, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';

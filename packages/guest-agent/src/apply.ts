@@ -10,7 +10,8 @@ import type { KernelState } from './model/kernel-state.js';
 import { KEY } from './model/keys.js';
 import { planUplink, sameRecord, type OwnedRecord, type UplinkPlan } from './model/plan.js';
 import { parseUplinkConfig, readUplinkKeys, type ConfigOutcome } from './model/read-config.js';
-import { chooseUplink, type UplinkChoice } from './model/uplink.js';
+import { BACKEND_MAC, chooseUplink, isUplinkCandidate, uplinkDrivers, type UplinkChoice } from './model/uplink.js';
+import { linkDrivers } from './kernel/link-driver.js';
 import { applyIpBatch, ipv6Usable, readKernelState } from './kernel/ip.js';
 import { DEFAULT_DRIVER_SOCKET, DEFAULT_HOOKS, notifyDriverDnsChanged, runIpChangeHooks } from './kernel/provider-hooks.js';
 import { readRecord, writeRecord, DEFAULT_STATE_DIR } from './kernel/record.js';
@@ -84,13 +85,19 @@ export interface Evaluation {
   plan: UplinkPlan;
   ipv6: boolean;
   owned: OwnedRecord | undefined;
+  /** The chosen link exists but is not a Xen uplink: its driver (left alone). */
+  notUplink?: string;
 }
 
 /** Reads QubesDB and the kernel and computes the plan, without changing anything. */
 export async function evaluate(db: QubesDB, paths: AgentPaths, iface: string | undefined, preRead?: Promise<KernelState>): Promise<Evaluation & { state: KernelState }> {
   const [keys, state] = await Promise.all([readUplinkKeys(db), preRead ?? readKernelState()]);
-  const choice = chooseUplink(state.links, keys.get(KEY.mac), iface);
+  const allowed = uplinkDrivers(process.env.QUBES_NET_UPLINK_DRIVERS);
+  const drivers = await linkDrivers(state.links.filter((l) => l.ifname !== 'lo').map((l) => l.ifname));
+  const eligible = (l: { ifname: string; mac: string | undefined }): boolean => isUplinkCandidate(l, drivers.get(l.ifname) ?? 'none', allowed);
+  const choice = chooseUplink(state.links, keys.get(KEY.mac), iface, eligible);
   const link = state.links.find((l) => l.ifname === choice.ifname);
+  const notUplink = link && !eligible(link) ? (drivers.get(link.ifname) ?? 'none') : undefined;
   const outcome = parseUplinkConfig(keys, link?.mac);
   const wantsIpv6 = outcome.kind === 'ok' && outcome.config.ip6 !== undefined;
   const [ipv6, owned] = await Promise.all([
@@ -99,7 +106,7 @@ export async function evaluate(db: QubesDB, paths: AgentPaths, iface: string | u
   ]);
   const desired = desiredUplink(choice.ifname, outcome, { ipv6 });
   const plan = planUplink(state, desired, owned);
-  return { choice, outcome, desired, plan, ipv6, owned, state };
+  return { choice, outcome, desired, plan, ipv6, owned, state, ...(notUplink !== undefined ? { notUplink } : {}) };
 }
 
 /**
@@ -155,6 +162,12 @@ export async function applyOnce(ctx: ApplyContext, preRead?: Promise<KernelState
   if (plan.ifindex !== undefined && ctx.isRemoved?.(ifname, plan.ifindex)) {
     log.debug({ ifname }, 'uplink removed on request, left alone until the next apply request');
     return { ifname, status: 'unconfigured', detail: `${ifname} removed`, changed: false, linkPresent: true, providesNetwork: outcome.providesNetwork, exitCode: EXIT.ok, outcome };
+  }
+  if (ev.notUplink !== undefined) {
+    // Upstream's udev rule only fires for Xen frontends; this guards every other way in.
+    const detail = `${ifname} is not a Xen uplink (driver ${ev.notUplink}${ev.state.links.find((l) => l.ifname === ifname)?.mac === BACKEND_MAC ? ', backend MAC' : ''}; QUBES_NET_UPLINK_DRIVERS=${uplinkDrivers(process.env.QUBES_NET_UPLINK_DRIVERS).join(',')})`;
+    log.error({ ifname, driver: ev.notUplink, by: choice.by }, 'not an uplink, left alone');
+    return { ifname, status: 'error', detail, changed: false, linkPresent: true, providesNetwork: outcome.providesNetwork, exitCode: EXIT.kernel, outcome };
   }
   logOutcome(log, ev, ctx);
 

@@ -9,21 +9,29 @@ import { DEFAULT_CONTROL_SOCKET } from './control/protocol.js';
 import { EXIT } from './exit-codes.js';
 import { packageVersion } from '@qubes-net/common/version';
 import { parseIfname } from './model/uplink.js';
+import * as WATCH_ARGS from './model/watch-args.js';
 
 const HELP = `Usage: qubes-net-guest <command> [IFACE] [options]
 
-Configures the uplink (the interface whose MAC is /qubes-mac, else eth0) from QubesDB:
-addresses, permanent gateway neighbours, group 1 and up, gateway and default routes,
-resolv.conf. Only what this agent added is ever removed.
+Configures the uplink from QubesDB: addresses, permanent gateway neighbours, group 1 and
+up, gateway and default routes, resolv.conf. Only what this agent added is ever removed.
+The uplink is a Xen frontend (sysfs driver vif, not the backend MAC fe:ff:ff:ff:ff:ff): the
+one whose MAC is /qubes-mac, else eth0; QUBES_NET_UPLINK_DRIVERS=vif,none widens the driver
+set (none: links without a device, such as the lab's veths).
 
 Commands:
-  apply [IFACE]          configure once and exit (for the udev-started uplink unit)
+  apply [IFACE]          configure once and exit: the one-shot the udev-started uplink unit
+                         and qubes-net-watch run. Concurrent applies and removes wait for
+                         each other.
   remove IFACE           take the link down and remove what this agent configured on it
-                         (apply and remove: while a daemon (run) answers on the control
-                         socket, it does the work and this exits with its exit code;
-                         with no daemon, this process does it)
-  run [IFACE]            stay up: apply now, then on every relevant QubesDB change and
-                         whenever the uplink appears or reappears
+  watch-args IFACE [--cli PATH] [--run-at-start] [--json]
+                         print the qubes-net-watch arguments that keep IFACE applied (the
+                         QubesDB keys, the link, and --run -- CLI apply IFACE), one per line
+                         or as a JSON array; --cli is the command it runs (default
+                         /usr/bin/qubes-net-guest; a .js/.cjs/.mjs file runs with this node)
+  run [IFACE]            DEPRECATED (qubes-net-watch + apply replace it): stay up, apply now
+                         and on every relevant QubesDB change and link event. While it
+                         answers on the control socket, apply and remove hand it the work.
   status [IFACE] [--json]
                          show what is configured and whether it matches QubesDB
 
@@ -66,6 +74,10 @@ interface Args {
   iface?: string;
   json: boolean;
   runDir?: string;
+  cli?: string;
+  runAtStart: boolean;
+  /** apply's options as given, for watch-args to pass on. */
+  applyArgs: string[];
   debounceMs?: number;
   controlSocket: string;
   noDaemon: boolean;
@@ -82,6 +94,9 @@ function parseArgs(argv: string[]): Args {
   const positional: string[] = [];
   let json = false;
   let noDaemon = false;
+  let runAtStart = false;
+  let cli: string | undefined;
+  const applyArgs: string[] = [];
   let runDir: string | undefined;
   let debounceMs: number | undefined;
   let controlSocket = DEFAULT_CONTROL_SOCKET;
@@ -99,11 +114,13 @@ function parseArgs(argv: string[]): Args {
       // eslint-disable-next-line no-fallthrough
       case '--json': json = true; break;
       case '--no-daemon': noDaemon = true; break;
-      case '--resolv-conf': paths.resolvConf = value(); break;
+      case '--run-at-start': runAtStart = true; break;
+      case '--cli': cli = value(); break;
+      case '--resolv-conf': paths.resolvConf = value(); applyArgs.push(a, paths.resolvConf); break;
       case '--qubesdb-run-dir': runDir = value(); break;
-      case '--state-dir': paths.stateDir = value(); break;
-      case '--driver-socket': paths.driverSocket = value(); break;
-      case '--control-socket': controlSocket = value(); break;
+      case '--state-dir': paths.stateDir = value(); applyArgs.push(a, paths.stateDir); break;
+      case '--driver-socket': paths.driverSocket = value(); applyArgs.push(a, paths.driverSocket); break;
+      case '--control-socket': controlSocket = value(); applyArgs.push(a, controlSocket); break;
       case '--debounce-ms': {
         const v = value();
         if (!/^\d{1,5}$/.test(v)) usage(`--debounce-ms wants milliseconds, got ${JSON.stringify(v)}`);
@@ -117,12 +134,18 @@ function parseArgs(argv: string[]): Args {
   }
   const [command, iface, ...extra] = positional;
   if (!command) usage('a command is needed');
-  if (!['apply', 'remove', 'run', 'status'].includes(command)) usage(`unknown command ${JSON.stringify(command)}`);
+  if (!['apply', 'remove', 'run', 'status', 'watch-args'].includes(command)) usage(`unknown command ${JSON.stringify(command)}`);
   if (extra.length) usage(`unexpected argument ${JSON.stringify(extra[0])}`);
   if (iface !== undefined && !parseIfname(iface)) usage(`not an interface name: ${JSON.stringify(iface.slice(0, 40))}`);
-  if (command === 'remove' && iface === undefined) usage('remove needs the interface');
-  if (noDaemon && command !== 'apply' && command !== 'remove') usage('--no-daemon is for apply and remove');
-  const args: Args = { command, json, paths, controlSocket, noDaemon };
+  if ((command === 'remove' || command === 'watch-args') && iface === undefined) usage(`${command} needs the interface`);
+  if (noDaemon) applyArgs.push('--no-daemon');
+  for (const v of [cli, ...applyArgs, runDir]) {
+    if (v !== undefined && (v === '' || /[\0-\x1f]/.test(v))) usage('option values must be non-empty, without control characters');
+  }
+  if ((cli !== undefined || runAtStart) && command !== 'watch-args') usage('--cli and --run-at-start are for watch-args');
+  if (noDaemon && command !== 'apply' && command !== 'remove' && command !== 'watch-args') usage('--no-daemon is for apply and remove');
+  const args: Args = { command, json, paths, controlSocket, noDaemon, runAtStart, applyArgs };
+  if (cli !== undefined) args.cli = cli;
   if (iface !== undefined) args.iface = iface;
   if (runDir !== undefined) args.runDir = runDir;
   if (debounceMs !== undefined) args.debounceMs = debounceMs;
@@ -183,10 +206,37 @@ async function viaDaemon(args: Args, logP: Promise<Logger>): Promise<number | un
   return exitCode;
 }
 
+/** One apply/remove at a time in this network namespace; held until the process exits. */
+async function holdLock(logP: Promise<Logger>): Promise<void> {
+  const { acquireApplyLock } = await import('./kernel/apply-lock.js');
+  try {
+    const lock = await acquireApplyLock();
+    if (lock.waitedMs > 0) void logP.then((log) => log.debug({ waitedMs: lock.waitedMs }, 'waited for another apply'));
+  } catch (err) {
+    (await logP).error({ error: (err as Error).message }, 'apply lock not acquired');
+    process.exit(EXIT.kernel);
+  }
+}
+
+function watchArgsCommand(args: Args): number {
+  const cli = args.cli ?? '/usr/bin/qubes-net-guest';
+  const { watchArgs } = WATCH_ARGS;
+  const out = watchArgs(args.iface!, {
+    cli: /\.(c|m)?js$/.test(cli) ? [process.execPath, cli] : [cli],
+    runAtStart: args.runAtStart,
+    applyArgs: args.applyArgs,
+    ...(args.runDir !== undefined ? { qubesdbRunDir: args.runDir } : {}),
+    ...(args.debounceMs !== undefined ? { debounceMs: args.debounceMs } : {}),
+  });
+  process.stdout.write(args.json ? JSON.stringify(out) + '\n' : out.join('\n') + '\n');
+  return 0;
+}
+
 async function apply(args: Args): Promise<number> {
   const logP = logger();
   const served = await viaDaemon(args, logP);
   if (served !== undefined) return served;
+  await holdLock(logP);
   // The kernel read runs in `ip` while this process loads the logger and the FFI client.
   const { readKernelState } = await import('./kernel/ip.js');
   const stateP = readKernelState();
@@ -207,6 +257,7 @@ async function remove(args: Args): Promise<number> {
   const logP = logger();
   const served = await viaDaemon(args, logP);
   if (served !== undefined) return served;
+  await holdLock(logP);
   const log = await logP;
   const { removeUplink } = await import('./remove.js');
   const res = await removeUplink(args.iface!, args.paths, log);
@@ -237,6 +288,7 @@ async function status(args: Args): Promise<number> {
 
 async function runDaemon(args: Args): Promise<void> {
   const log = await logger();
+  log.warn({ replacement: 'qubes-net-watch $(qubes-net-guest watch-args IFACE)' }, 'qubes-net-guest run is deprecated');
   const { openDb } = await import('./qubesdb-open.js');
   const { GuestDaemon, DaemonStoppingError } = await import('./daemon.js');
   const { ControlServer } = await import('./control/server.js');
@@ -308,6 +360,8 @@ async function main(): Promise<void> {
     case 'remove': process.exit(await remove(args));
     // eslint-disable-next-line no-fallthrough
     case 'status': process.exit(await status(args));
+    // eslint-disable-next-line no-fallthrough
+    case 'watch-args': process.exit(watchArgsCommand(args));
     // eslint-disable-next-line no-fallthrough
     case 'run': await runDaemon(args); break;
   }

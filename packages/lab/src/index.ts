@@ -10,6 +10,7 @@ export * from './runtime/agent-commands.js';
 export * from './runtime/qdb-ops.js';
 export { Lab, DEFAULT_STATE_ROOT, type LabOptions, type ProgressEvent, type RunningQube, type VifAttachment, type AgentRole } from './runtime/lab.js';
 export { LabInternet, INTERNET_QUBE } from './runtime/internet.js';
+export { sendAgentRequest, agentSocketPath } from './runtime/agent-control.js';
 export { QubeProcess } from './runtime/processes.js';
 export { callControl, serveControl, LabNotRunning, type ControlRequest } from './runtime/control.js';
 export { runSupervisor, CONTROL_SOCKET } from './runtime/supervisor.js';

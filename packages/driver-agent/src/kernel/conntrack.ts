@@ -1,13 +1,15 @@
-// Purging stale conntrack entries of addresses that changed hands, so that a connection of
-// a qube that owned the address before cannot continue as "established" for the new owner.
-// Upstream runs `conntrack -D -s A` and `-D -d A` per address (two processes each). Here the
-// common case costs nothing: when the namespace has no conntrack entries at all (the
-// per-namespace counter is 0) there is nothing to purge; otherwise one listing per address
-// family finds which of the addresses have entries, and only those are deleted.
+// Purging conntrack entries that must not live on (issue 13.5): those of addresses that
+// changed hands (a connection of the address' previous owner must not continue as
+// "established" for the new one), and the DNATed DNS flows when the upstream servers change
+// (they would keep going to the old server). Entries are deleted by filter (`conntrack -D`),
+// never listed: a listing of the whole table is unbounded in size. When the namespace has no
+// entries at all (the per-namespace counter is 0) no process runs.
 import { runProcess as run } from './process.js';
 import { conntrackCount } from './procfs.js';
 
-/** The original-direction source and destination of each `conntrack -L` line. */
+export const CONNTRACK_TIMEOUT_MS = 5_000;
+
+/** The original-direction source and destination of each `conntrack -L` line (tests, tools). */
 export function parseConntrackList(text: string): Array<{ src: string; dst: string }> {
   const out: Array<{ src: string; dst: string }> = [];
   for (const line of text.split('\n')) {
@@ -19,41 +21,33 @@ export function parseConntrackList(text: string): Array<{ src: string; dst: stri
 }
 
 export interface PurgeResult {
-  listed: number;
-  deleted: string[];
+  /** Filters that ran (`-s A`, `-d A`). */
+  filters: string[];
   errors: string[];
 }
 
-async function deleteEntries(flag: '-s' | '-d', addr: string, family: 'ipv4' | 'ipv6', errors: string[]): Promise<void> {
-  const res = await run('conntrack', ['-D', '-f', family, flag, addr], { allowFailure: true });
-  // conntrack exits 1 when there was nothing (left) to delete; that is success here.
+async function deleteEntries(flag: '-s' | '-d', addr: string, result: PurgeResult): Promise<void> {
+  const family = addr.includes(':') ? 'ipv6' : 'ipv4';
+  result.filters.push(`${flag} ${addr}`);
+  const res = await run('conntrack', ['-D', '-f', family, flag, addr], { allowFailure: true, timeoutMs: CONNTRACK_TIMEOUT_MS }).catch((e: Error) => ({ exitCode: -1, stderr: e.message, stdout: '' }));
+  // conntrack exits 1 when there was nothing to delete; that is success here.
   if (res.exitCode !== 0 && !/0 flow entries have been deleted/.test(res.stderr)) {
-    errors.push(`conntrack -D ${flag} ${addr}: ${res.stderr.trim()}`);
+    result.errors.push(`conntrack -D ${flag} ${addr}: ${res.stderr.trim() || `exit ${res.exitCode}`}`);
   }
 }
 
+/** Entries from or to any of these addresses (original direction). */
 export async function purgeConntrack(addrs: readonly string[]): Promise<PurgeResult> {
-  const result: PurgeResult = { listed: 0, deleted: [], errors: [] };
+  const result: PurgeResult = { filters: [], errors: [] };
   if (addrs.length === 0 || conntrackCount() === 0) return result;
-  const jobs: Promise<void>[] = [];
-  for (const family of ['ipv4', 'ipv6'] as const) {
-    const wanted = new Set(addrs.filter((a) => a.includes(':') === (family === 'ipv6')));
-    if (wanted.size === 0) continue;
-    const listing = await run('conntrack', ['-L', '-f', family], { allowFailure: true });
-    if (listing.exitCode !== 0) {
-      result.errors.push(`conntrack -L -f ${family}: ${listing.stderr.trim()}`);
-      continue;
-    }
-    const entries = parseConntrackList(listing.stdout);
-    result.listed += entries.length;
-    const bySrc = new Set(entries.map((e) => e.src));
-    const byDst = new Set(entries.map((e) => e.dst));
-    for (const a of wanted) {
-      if (bySrc.has(a)) jobs.push(deleteEntries('-s', a, family, result.errors));
-      if (byDst.has(a)) jobs.push(deleteEntries('-d', a, family, result.errors));
-      if (bySrc.has(a) || byDst.has(a)) result.deleted.push(a);
-    }
-  }
-  await Promise.all(jobs);
+  await Promise.all(addrs.flatMap((a) => [deleteEntries('-s', a, result), deleteEntries('-d', a, result)]));
+  return result;
+}
+
+/** Entries whose original destination is one of the virtual DNS addresses (DNATed queries). */
+export async function purgeDnsFlows(virtualDns: readonly string[]): Promise<PurgeResult> {
+  const result: PurgeResult = { filters: [], errors: [] };
+  if (virtualDns.length === 0 || conntrackCount() === 0) return result;
+  await Promise.all(virtualDns.map((a) => deleteEntries('-d', a, result)));
   return result;
 }

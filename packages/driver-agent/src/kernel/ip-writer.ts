@@ -47,7 +47,7 @@ function groupsOf(lines: readonly IpLine[]): IpLine[][] {
   return groups;
 }
 
-export async function applyIpLines(lines: readonly IpLine[]): Promise<IpFailure[]> {
+export async function applyIpLines(lines: readonly IpLine[], timeoutMs = 10_000): Promise<IpFailure[]> {
   if (lines.length === 0) return [];
   for (const l of lines) if (l.line.includes('\n')) throw new Error(`ip batch line contains a newline: ${JSON.stringify(l.line)}`);
   const groups = groupsOf(lines);
@@ -60,7 +60,7 @@ export async function applyIpLines(lines: readonly IpLine[]): Promise<IpFailure[
     }
     text.push(SENTINEL);
   }
-  const res = await run('ip', ['-force', '-batch', '-'], { input: text.join('\n') + '\n', allowFailure: true });
+  const res = await run('ip', ['-force', '-batch', '-'], { input: text.join('\n') + '\n', allowFailure: true, timeoutMs });
   const failures: IpFailure[] = [];
   for (const [n, message] of parseBatchErrors(res.stderr)) {
     const l = lineAt.get(n);
@@ -72,5 +72,5 @@ export async function applyIpLines(lines: readonly IpLine[]): Promise<IpFailure[
   const message = trailingMessage(res.stderr);
   const stuck = groups[completed]!;
   for (const l of stuck) if (!failures.some((f) => f.line === l.line && f.vif === l.vif)) failures.push({ ...l, message });
-  return [...failures, ...(await applyIpLines(groups.slice(completed + 1).flat()))];
+  return [...failures, ...(await applyIpLines(groups.slice(completed + 1).flat(), timeoutMs))];
 }

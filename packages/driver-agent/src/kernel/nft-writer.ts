@@ -1,9 +1,9 @@
 // nft access for the driver: one transaction per call, and the flowtable probe.
 import { runProcess } from './process.js';
 
-export async function applyNft(statements: readonly string[]): Promise<void> {
+export async function applyNft(statements: readonly string[], timeoutMs = 10_000): Promise<void> {
   if (statements.length === 0) return;
-  await runProcess('nft', ['-f', '-'], { input: statements.join('\n') + '\n' });
+  await runProcess('nft', ['-f', '-'], { input: statements.join('\n') + '\n', timeoutMs });
 }
 
 /**
@@ -12,6 +12,6 @@ export async function applyNft(statements: readonly string[]): Promise<void> {
  */
 export async function kernelHasFlowtables(): Promise<boolean> {
   const probe = 'table inet qubes-net-probe {\n  flowtable f {\n    hook ingress priority filter\n    devices = { lo }\n  }\n}\n';
-  const res = await runProcess('nft', ['-c', '-f', '-'], { input: probe, allowFailure: true });
+  const res = await runProcess('nft', ['-c', '-f', '-'], { input: probe, allowFailure: true, timeoutMs: 10_000 });
   return res.exitCode === 0;
 }

@@ -36,7 +36,21 @@ export function runProcess(command: string, args: readonly string[], opts: Proce
       child.stdin!.on('error', () => undefined); // the program may exit without reading it all
       child.stdin!.end(opts.input);
     }
-    child.once('close', (code, signal) => {
+    // Finish when the program exits, not when its pipes close: a hook that backgrounds a
+    // daemon keeps them open for ever. What the pipes still hold is read for a moment.
+    let grace: NodeJS.Timeout | undefined;
+    child.once('exit', () => {
+      grace = setTimeout(() => {
+        child.stdout!.destroy();
+        child.stderr!.destroy();
+        child.emit('close', child.exitCode, child.signalCode);
+      }, 200);
+    });
+    let settled = false;
+    child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(grace);
       clearTimeout(timer);
       if (failed) return reject(failed);
       const stdout = Buffer.concat(out).toString('utf8');
@@ -52,14 +66,14 @@ export function runProcess(command: string, args: readonly string[], opts: Proce
 
 /** `ip -j ARGS` parsed (an empty output is an empty list). */
 export async function ipJsonFast<T = unknown>(args: readonly string[]): Promise<T> {
-  const { stdout } = await runProcess('ip', ['-j', ...args]);
+  const { stdout } = await runProcess('ip', ['-j', ...args], { timeoutMs: 10_000 });
   const text = stdout.trim();
   return (text ? JSON.parse(text) : []) as T;
 }
 
 /** `nft -j list …` parsed; undefined when the object does not exist. */
 export async function nftListJsonFast(what: readonly string[]): Promise<{ nftables: Record<string, any>[] } | undefined> {
-  const res = await runProcess('nft', ['-j', 'list', ...what], { allowFailure: true });
+  const res = await runProcess('nft', ['-j', 'list', ...what], { allowFailure: true, timeoutMs: 10_000 });
   if (res.exitCode !== 0) {
     if (/No such file or directory|does not exist/.test(res.stderr)) return undefined;
     throw new CommandError('nft', ['-j', 'list', ...what], res.exitCode, res.stderr, res.stdout);

@@ -128,8 +128,11 @@ export function connectedStatements(f: Family, addrs: readonly string[]): string
   return out;
 }
 
-/** The whole base transaction. */
-export function baseRulesetScript(opts: BaseRulesetOptions): string {
+/**
+ * The whole base transaction: the only place the base ruleset is built (the loop's start,
+ * the `base-ruleset` command and the files rendered for boot all call it).
+ */
+export function renderBaseRuleset(opts: BaseRulesetOptions): string {
   const families: Family[] = opts.ipv6 ? ['ip', 'ip6'] : ['ip'];
   const lines: string[] = [];
   for (const f of families) lines.push(...declarations(f));
@@ -142,6 +145,9 @@ export function baseRulesetScript(opts: BaseRulesetOptions): string {
   if (opts.extra) lines.push(...opts.extra);
   return lines.join('\n') + '\n';
 }
+
+/** @deprecated the old name of renderBaseRuleset. */
+export const baseRulesetScript = renderBaseRuleset;
 
 /** A set element of `allowed`: the vif name and one of its addresses. */
 export function allowedElement(vif: string, addr: string): string {

@@ -1,19 +1,8 @@
-// The firewall's nft writes and reads. Every change is one `nft -f` transaction.
-import { nftApply, nftListJson, CommandError, type NftOptions } from '@qubes-net/common';
-import { FIREWALL_TABLE, DISPATCH_MAP, FORWARD_CHAIN, nftFamily, type Family } from '../model/skeleton.js';
+// The firewall's view of its tables in the kernel, read through the one nft writer.
+import { createNftWriter, type NftWriter } from '@qubes-net/common/kernel';
+import { FIREWALL_TABLE, DISPATCH_MAP, DNS_SET, FORWARD_CHAIN, nftFamily, type Family } from '../model/skeleton.js';
 
 export type ApplyResult = { ok: true } | { ok: false; error: string };
-
-/** Applies `script` atomically; failure is a value (nft's message), not an exception. */
-export async function applyScript(script: string, opts: NftOptions = {}): Promise<ApplyResult> {
-  try {
-    await nftApply(script, opts);
-    return { ok: true };
-  } catch (e) {
-    const msg = e instanceof CommandError ? e.stderr.trim() || e.message : String((e as Error)?.message ?? e);
-    return { ok: false, error: msg };
-  }
-}
 
 export interface ChainInfo {
   name: string;
@@ -30,10 +19,22 @@ export interface FamilyState {
   dnsAddr: string[];
 }
 
+/** A writer bound to a namespace (tests, lab) or to our own. */
+export function firewallNftWriter(opts: { netns?: string; noLibrary?: boolean } = {}): NftWriter {
+  const inner = createNftWriter(opts.netns || opts.noLibrary ? { noLibrary: true } : {});
+  if (!opts.netns) return inner;
+  const netns = opts.netns;
+  return {
+    apply: (tx, o = {}) => inner.apply(tx, { ...o, netns }),
+    list: (what) => inner.list(what, { netns }),
+  };
+}
+
 /** What our table of `family` holds now (chains with rule counts, dispatch, dns-addr). */
-export async function readFamilyState(family: Family, opts: NftOptions = {}): Promise<FamilyState> {
+export async function readFamilyState(family: Family, nft: NftWriter | { netns?: string } = {}): Promise<FamilyState> {
+  const writer = 'list' in nft ? nft : firewallNftWriter(nft);
   const state: FamilyState = { present: false, dispatch: new Map(), chains: new Map(), dnsAddr: [] };
-  const json = await nftListJson(['table', nftFamily(family), FIREWALL_TABLE], opts);
+  const json = await writer.list(['table', nftFamily(family), FIREWALL_TABLE]);
   if (!json) return state;
   state.present = true;
   for (const item of json.nftables) {
@@ -53,7 +54,7 @@ export async function readFamilyState(family: Family, opts: NftOptions = {}): Pr
           state.dispatch.set(el[0], String(target ?? '?'));
         }
       }
-    } else if (item.set?.name === 'dns-addr') {
+    } else if (item.set?.name === DNS_SET) {
       for (const el of item.set.elem ?? []) if (typeof el === 'string') state.dnsAddr.push(el);
     }
   }

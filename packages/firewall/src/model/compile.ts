@@ -2,7 +2,8 @@
 // them. The result is both the nft text (one transaction touching only that qube) and the
 // effective rules the conntrack matcher walks, so the two can never disagree.
 import { forLog } from '@qubes-net/common';
-import { DISPATCH_MAP, DNS_SET, FIREWALL_TABLE, nftFamily, qubeChainName, type Family } from './skeleton.js';
+import { NftTransaction } from '@qubes-net/common/kernel';
+import { DISPATCH_MAP, DNS_SET, firewallTable, qubeChainName, type Family } from './skeleton.js';
 import { describeErrors } from './parse.js';
 import type { Cidr, ParsedQube, PortRange, Rule } from './rules.js';
 
@@ -123,8 +124,8 @@ function portText(p: PortRange): string {
   return p.lo === p.hi ? String(p.lo) : `${p.lo}-${p.hi}`;
 }
 
-/** The nft statement list of one effective rule (without `add rule … chain`). */
-export function ruleText(family: Family, r: EffectiveRule): string {
+/** The nft expression of one effective rule (without `add rule … chain` and comment). */
+export function ruleExpr(family: Family, r: EffectiveRule): string {
   const ipKw = family === 4 ? 'ip' : 'ip6';
   const icmpKw = family === 4 ? 'icmp' : 'icmpv6';
   const parts: string[] = [];
@@ -141,52 +142,55 @@ export function ruleText(family: Family, r: EffectiveRule): string {
     parts.push(protos.length === 1 ? `${protos[0]} dport ${portText(r.ports)}` : `meta l4proto { ${protos.join(', ')} } th dport ${portText(r.ports)}`);
   }
   parts.push(r.verdict === 'accept' ? 'accept' : `reject with ${icmpKw} type admin-prohibited`);
-  parts.push(`comment "${r.key}"`);
   return parts.join(' ');
 }
 
-function tableRef(family: Family): string {
-  return `${nftFamily(family)} ${FIREWALL_TABLE}`;
+/** The nft statement list of one effective rule, comment included (for display). */
+export function ruleText(family: Family, r: EffectiveRule): string {
+  return `${ruleExpr(family, r)} comment "${r.key}"`;
 }
 
 /**
- * One qube's update as nft commands: (re)define its chain and make sure the dispatch map sends
- * its source address there. The element's verdict depends only on the address, so adding it
- * again is a no-op and never needs a delete. Touches nothing else.
+ * One qube's update: (re)define its chain and make sure the dispatch map sends its source
+ * address there. The element's verdict depends only on the address, so adding it again is a
+ * no-op and never needs a delete. Touches nothing else.
  */
-export function qubeUpdateScript(q: Pick<CompiledQube, 'addr' | 'family' | 'chain' | 'rules'>): string {
-  const t = tableRef(q.family);
-  const lines = [`add chain ${t} ${q.chain}`, `flush chain ${t} ${q.chain}`];
-  for (const r of q.rules) lines.push(`add rule ${t} ${q.chain} ${ruleText(q.family, r)}`);
-  lines.push(`add element ${t} ${DISPATCH_MAP} { ${q.addr} : jump ${q.chain} }`);
-  return lines.join('\n') + '\n';
+export function addQubeUpdate(tx: NftTransaction, q: Pick<CompiledQube, 'addr' | 'family' | 'chain' | 'rules'>): NftTransaction {
+  const t = firewallTable(q.family);
+  tx.addChain(t, q.chain).flushChain(t, q.chain);
+  for (const r of q.rules) tx.addRule(t, q.chain, ruleExpr(q.family, r), { comment: r.key });
+  return tx.addElements(t, DISPATCH_MAP, [{ key: q.addr, value: { jump: q.chain } }]);
 }
 
 /**
  * Removes a qube whose entries are gone: its dispatch element first (a chain still referenced
  * cannot be deleted), then its chain; its traffic then meets the forward policy drop. Deleting a
- * missing object would fail the whole transaction, so both are added first: the script works
+ * missing object would fail the whole transaction, so both are added first: this works
  * whether or not the kernel holds them, and needs no prior listing.
  */
-export function qubeRemovalScript(addr: string, family: Family): string {
-  const t = tableRef(family);
+export function addQubeRemoval(tx: NftTransaction, addr: string, family: Family): NftTransaction {
+  const t = firewallTable(family);
   const chain = qubeChainName(addr);
-  return [
-    `add chain ${t} ${chain}`,
-    `add element ${t} ${DISPATCH_MAP} { ${addr} : jump ${chain} }`,
-    `delete element ${t} ${DISPATCH_MAP} { ${addr} }`,
-    `flush chain ${t} ${chain}`,
-    `delete chain ${t} ${chain}`,
-  ].join('\n') + '\n';
+  return tx.addChain(t, chain).destroyElements(t, DISPATCH_MAP, [{ key: addr, value: { jump: chain } }]).destroyChain(t, chain);
 }
 
 /** Replaces the contents of `dns-addr` for one family (this VM's own resolvers). */
+export function addDnsSet(tx: NftTransaction, family: Family, servers: readonly string[]): NftTransaction {
+  const t = firewallTable(family);
+  return tx.flushSet(t, DNS_SET).addElements(t, DNS_SET, [...new Set(servers)]);
+}
+
+/** Text forms of the above (render CLI, tests, the bench's baseline). */
+export function qubeUpdateScript(q: Pick<CompiledQube, 'addr' | 'family' | 'chain' | 'rules'>): string {
+  return addQubeUpdate(new NftTransaction(), q).render();
+}
+
+export function qubeRemovalScript(addr: string, family: Family): string {
+  return addQubeRemoval(new NftTransaction(), addr, family).render();
+}
+
 export function dnsSetScript(family: Family, servers: readonly string[]): string {
-  const t = tableRef(family);
-  const lines = [`flush set ${t} ${DNS_SET}`];
-  const unique = [...new Set(servers)];
-  if (unique.length) lines.push(`add element ${t} ${DNS_SET} { ${unique.join(', ')} }`);
-  return lines.join('\n') + '\n';
+  return addDnsSet(new NftTransaction(), family, servers).render();
 }
 
 /** The feedback word and reason, as written to /qubes-firewall-applied/<ip>. */

@@ -2,7 +2,8 @@
 // qubes whose entries were removed while we were not running, or a dispatch element pointing
 // at the wrong chain). Only objects we own are considered: `qbs-*` chains and dispatch
 // elements; user chains in our tables are never touched.
-import { DISPATCH_MAP, FIREWALL_TABLE, nftFamily, qubeChainName, type Family } from './skeleton.js';
+import { NftTransaction } from '@qubes-net/common/kernel';
+import { DISPATCH_MAP, firewallTable, qubeChainName, type Family } from './skeleton.js';
 
 export interface KernelView {
   /** Source address → chain its dispatch element jumps to. */
@@ -10,19 +11,23 @@ export interface KernelView {
   chains: Iterable<string>;
 }
 
-/** nft commands removing our stale objects of `family`; empty when there are none. */
-export function staleObjectsScript(family: Family, kernel: KernelView, wanted: ReadonlySet<string>): string {
-  const t = `${nftFamily(family)} ${FIREWALL_TABLE}`;
-  const lines: string[] = [];
+/** Adds the removal of our stale objects of `family` (known present: just listed) to `tx`. */
+export function addStaleRemoval(tx: NftTransaction, family: Family, kernel: KernelView, wanted: ReadonlySet<string>): NftTransaction {
+  const t = firewallTable(family);
   const keptChains = new Set<string>();
   for (const [addr, chain] of kernel.dispatch) {
     if (wanted.has(addr) && chain === qubeChainName(addr)) keptChains.add(chain);
-    else lines.push(`delete element ${t} ${DISPATCH_MAP} { ${addr} }`);
+    else tx.deleteElements(t, DISPATCH_MAP, [addr]);
   }
   const wantedChains = new Set([...wanted].map(qubeChainName));
   for (const chain of kernel.chains) {
     if (!chain.startsWith('qbs-') || wantedChains.has(chain)) continue;
-    lines.push(`flush chain ${t} ${chain}`, `delete chain ${t} ${chain}`);
+    tx.flushChain(t, chain).deleteChain(t, chain);
   }
-  return lines.length ? lines.join('\n') + '\n' : '';
+  return tx;
+}
+
+/** nft commands removing our stale objects of `family`; empty when there are none. */
+export function staleObjectsScript(family: Family, kernel: KernelView, wanted: ReadonlySet<string>): string {
+  return addStaleRemoval(new NftTransaction(), family, kernel, wanted).render();
 }

@@ -10,6 +10,8 @@
 // on every load would append duplicates (upstream's bug), so that chain alone is flushed and
 // refilled, inside the same atomic transaction: no packet ever sees it empty.
 
+import { NftTransaction, type NftTableRef } from '@qubes-net/common/kernel';
+
 export const FIREWALL_TABLE = 'qubes-firewall';
 export const DISPATCH_MAP = 'dispatch';
 export const DNS_SET = 'dns-addr';
@@ -34,29 +36,39 @@ export function qubeChainName(addr: string): string {
   return 'qbs-' + addr.replace(/[.:]/g, '-');
 }
 
-function familySkeleton(family: Family): string[] {
-  const fam = nftFamily(family);
-  const t = `${fam} ${FIREWALL_TABLE}`;
-  const saddr = family === 4 ? 'ip saddr' : 'ip6 saddr';
-  return [
-    `add table ${t}`,
-    `add set ${t} ${DNS_SET} { type ${nftAddrType(family)}; }`,
-    `add map ${t} ${DISPATCH_MAP} { type ${nftAddrType(family)} : verdict; }`,
-    `add chain ${t} ${FORWARD_CHAIN} { type filter hook forward priority ${FORWARD_PRIORITY}; policy drop; }`,
-    `flush chain ${t} ${FORWARD_CHAIN}`,
-    `add rule ${t} ${FORWARD_CHAIN} ct state established,related accept`,
+/** Our table of this IP family. */
+export function firewallTable(family: Family): NftTableRef {
+  return { family: nftFamily(family), name: FIREWALL_TABLE };
+}
+
+/** Adds one family's skeleton to `tx`. */
+export function addFamilySkeleton(tx: NftTransaction, family: Family): NftTransaction {
+  const t = firewallTable(family);
+  const type = nftAddrType(family);
+  return tx
+    .addTable(t)
+    .addSet(t, DNS_SET, { type })
+    .addMap(t, DISPATCH_MAP, { type, value: 'verdict' })
+    .addChain(t, FORWARD_CHAIN, { type: 'filter', hook: 'forward', priority: FORWARD_PRIORITY, policy: 'drop' })
+    .flushChain(t, FORWARD_CHAIN)
+    .addRule(t, FORWARD_CHAIN, 'ct state established,related accept')
     // Only traffic from downstream qubes is ours to filter; everything else is the driver's.
-    `add rule ${t} ${FORWARD_CHAIN} iifname != "vif*" accept`,
+    .addRule(t, FORWARD_CHAIN, 'iifname != "vif*" accept')
     // One hash lookup per packet however many qubes there are; no element → policy drop.
-    `add rule ${t} ${FORWARD_CHAIN} ${saddr} vmap @${DISPATCH_MAP}`,
-  ];
+    .addRule(t, FORWARD_CHAIN, `${family === 4 ? 'ip' : 'ip6'} saddr vmap @${DISPATCH_MAP}`);
+}
+
+/** Adds both families' skeletons to `tx`. */
+export function addFirewallSkeleton(tx: NftTransaction): NftTransaction {
+  return addFamilySkeleton(addFamilySkeleton(tx, 4), 6);
 }
 
 /**
  * The idempotent nft script creating `ip qubes-firewall` and `ip6 qubes-firewall`: set
  * `dns-addr`, verdict map `dispatch` (source address → jump to the qube's chain) and the base
- * chain `forward` (hook forward, priority filter + 10, policy drop).
+ * chain `forward` (hook forward, priority filter + 10, policy drop). Text for the driver's
+ * base ruleset and the build-time base files.
  */
 export function firewallSkeleton(): string {
-  return [...familySkeleton(4), ...familySkeleton(6)].join('\n') + '\n';
+  return addFirewallSkeleton(new NftTransaction()).render();
 }

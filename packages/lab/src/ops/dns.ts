@@ -1,9 +1,9 @@
 // Changing sys-net's upstream DNS (what a DHCP renewal or a VPN does): the uplink qube's
-// resolv.conf is rewritten, its driver is told (as NetworkManager's dispatcher hook would), and
+// resolv.conf is rewritten, its network agent is told (as NetworkManager's dispatcher hook would), and
 // the driver's /qubes-dns-upstream must then show the new servers.
 import { parseIPv4, parseIPv6 } from '@qubes-net/common';
 import type { Lab } from '../runtime/lab.js';
-import { driverSocketPath, sendDriverRequest } from '../runtime/driver-control.js';
+import { sendAgentRequest } from '../runtime/agent-control.js';
 import { waitUntil } from '../runtime/qdb-ops.js';
 
 /** What the virtual DNS pair should map to: the first two IPv4 servers (IPv6 ones are ignored). */
@@ -21,7 +21,8 @@ export async function setUpstreamDns(lab: Lab, servers: string[]): Promise<{ ups
   let upstream: string | undefined;
   const want = expectedUpstream(servers);
   for (const rq of uplinks) {
-    await sendDriverRequest(driverSocketPath(rq.ns), { op: 'dns-changed' }).catch((err) => lab.log.warn({ qube: rq.name, err: String(err) }, 'driver did not take dns-changed'));
+    const r = await sendAgentRequest(rq.ns, { op: 'sync', reason: 'uplink DNS changed' }).catch((err) => ({ ok: false, message: String(err) }));
+    if (!r.ok) lab.log.warn({ qube: rq.name, err: r.message }, 'network agent did not take the DNS change');
     let last: string | undefined;
     upstream = await waitUntil(`${rq.name}'s driver to map the virtual DNS to ${want.join(' ') || '(nothing: dropped)'} (/qubes-dns-upstream)`, async () => {
       last = await rq.db.read('/qubes-dns-upstream');

@@ -2,7 +2,10 @@
 // (packages/*/dist). For an installed or unpacked package, point QUBES_NET_AGENT_ROOT at a
 // directory laid out like packages/ (guest-agent/dist/cli.js, driver-agent/scripts/…), or
 // QUBES_NET_AGENT_BINDIR at a directory holding the installed commands (qubes-net-guest,
-// qubes-net-driver, qubes-net-firewall, qubes-net-qdb, vif-route-qubes).
+// qubes-net-agent, qubes-net-qdb, vif-route-qubes; qubes-net-watch there or at QUBES_NET_WATCH).
+//
+// The runtime shape (docs/runtime-shape.md): what stays resident in a qube is the C watcher;
+// `guest` (apply) and `agent` (run) are the one-shot and on-demand Node commands it starts.
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,10 +13,12 @@ import { fileURLToPath } from 'node:url';
 export interface AgentCommands {
   /** QubesDB daemon; the lab appends `--ready-fd 3`. */
   qubesdbDaemon: string[];
-  /** Guest agent (`… run`). */
+  /** Guest agent command, without its subcommand (the lab runs `apply IFACE`). */
   guest: string[];
-  driver: string[];
-  firewall: string[];
+  /** Network agent command, without its subcommand (the watcher runs `run`). */
+  agent: string[];
+  /** The C watcher, qubes-net-watch. */
+  watch: string;
   /** The Xen hotplug script; the lab appends `online` / `offline`. */
   vifScript: string[];
   /** Extra environment for the hotplug script (where its C client is, in a checkout). */
@@ -42,9 +47,9 @@ export function resolveAgentCommands(opts: AgentCommandOptions = {}): AgentComma
   if (binDir && !opts.root) {
     return {
       qubesdbDaemon: [join(binDir, 'qubes-net-qdb'), 'daemon'],
-      guest: [join(binDir, 'qubes-net-guest'), 'run'],
-      driver: [join(binDir, 'qubes-net-driver'), 'run'],
-      firewall: [join(binDir, 'qubes-net-firewall'), 'run'],
+      guest: [join(binDir, 'qubes-net-guest')],
+      agent: [join(binDir, 'qubes-net-agent')],
+      watch: env.QUBES_NET_WATCH ?? join(binDir, 'qubes-net-watch'),
       vifScript: [vifOverride ?? join(binDir, 'vif-route-qubes')],
       vifScriptEnv: hotplugEnv(env, [join(binDir, 'qubes-net-hotplug')]),
     };
@@ -53,9 +58,9 @@ export function resolveAgentCommands(opts: AgentCommandOptions = {}): AgentComma
   const qdbCli = join(root, 'qubesdb', 'dist', 'cli.js');
   return {
     qubesdbDaemon: existsSync(qdbCli) ? nodeScript(qdbCli, 'daemon') : nodeScript(join(root, 'qubesdb', 'dist', 'daemon-main-bin.js')),
-    guest: nodeScript(join(root, 'guest-agent', 'dist', 'cli.js'), 'run'),
-    driver: nodeScript(join(root, 'driver-agent', 'dist', 'cli.js'), 'run'),
-    firewall: nodeScript(join(root, 'firewall', 'dist', 'cli.js'), 'run'),
+    guest: nodeScript(join(root, 'guest-agent', 'dist', 'cli.js')),
+    agent: nodeScript(join(root, 'network-agent', 'dist', 'cli.js')),
+    watch: env.QUBES_NET_WATCH ?? [join(root, '..', 'native-bindings', 'build', 'qubes-net-watch'), join(root, 'native', 'qubes-net-watch')].find((c) => existsSync(c)) ?? join(root, '..', 'native-bindings', 'build', 'qubes-net-watch'),
     vifScript: [vifOverride ?? join(root, 'driver-agent', 'scripts', 'vif-route-qubes')],
     // The script hands the event to the C client; in a checkout that is native-bindings' build.
     vifScriptEnv: hotplugEnv(env, [join(root, '..', 'native-bindings', 'build', 'qubes-net-hotplug'), join(root, 'native', 'qubes-net-hotplug')]),
@@ -70,6 +75,6 @@ function hotplugEnv(env: NodeJS.ProcessEnv, candidates: string[]): Record<string
 
 /** The files behind the commands that are missing (a clear error before anything starts). */
 export function missingAgentFiles(cmds: AgentCommands): string[] {
-  const files = [cmds.qubesdbDaemon, cmds.guest, cmds.driver, cmds.firewall, cmds.vifScript].map((c) => (c[0] === process.execPath ? c[1]! : c[0]!));
+  const files = [cmds.qubesdbDaemon, cmds.guest, cmds.agent, [cmds.watch], cmds.vifScript].map((c) => (c[0] === process.execPath ? c[1]! : c[0]!));
   return files.filter((f) => !existsSync(f));
 }

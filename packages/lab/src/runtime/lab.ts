@@ -17,9 +17,16 @@ import { resolveAgentCommands, missingAgentFiles, type AgentCommands } from './a
 import { LabInternet } from './internet.js';
 import { applyOps, parseFeedback, readOwnManaged, waitUntil, type Feedback } from './qdb-ops.js';
 import { startInQube, type QubeProcess } from './processes.js';
-import { driverSocketPath, sendDriverRequest } from './driver-control.js';
+import { sendAgentRequest } from './agent-control.js';
+import { watchArgs } from '@qubes-net/guest-agent/watch-args';
+import { agentWatchArgs } from '@qubes-net/network-agent/watch-args';
 
-export type AgentRole = 'guest' | 'driver' | 'firewall';
+/**
+ * What stays resident in a qube: `guest`, the uplink's watcher (qubes-net-watch --run
+ * qubes-net-guest apply eth0), and in network qubes `agent`, the watcher that starts
+ * qubes-net-agent on demand (--activate on its control socket).
+ */
+export type AgentRole = 'guest' | 'agent';
 
 export const DEFAULT_STATE_ROOT = '/run/qubes-net-lab';
 
@@ -39,6 +46,8 @@ export interface LabOptions {
   onProgress?: (e: ProgressEvent) => void;
   /** Guard for each wait on agent feedback (default 30 s; only protects against hangs). */
   waitTimeoutMs?: number;
+  /** The network agents' --idle-exit (default QUBES_NET_LAB_IDLE_EXIT_MS, else 30000). */
+  idleExitMs?: number;
 }
 
 export interface VifAttachment {
@@ -84,6 +93,7 @@ export class Lab {
   readonly log: Logger;
   readonly running = new Map<string, RunningQube>();
   readonly waitTimeoutMs: number;
+  readonly idleExitMs: number;
   private nextDomid = 1;
   private readonly t0 = Date.now();
   private readonly onProgress: ((e: ProgressEvent) => void) | undefined;
@@ -99,6 +109,8 @@ export class Lab {
     this.log = opts.logger ?? createLogger('lab');
     this.onProgress = opts.onProgress;
     this.waitTimeoutMs = opts.waitTimeoutMs ?? 30_000;
+    const envIdle = process.env.QUBES_NET_LAB_IDLE_EXIT_MS;
+    this.idleExitMs = opts.idleExitMs ?? (envIdle && /^\d+$/.test(envIdle) ? Number(envIdle) : 30_000);
   }
 
   /** Creates the lab's session and fake internet; starts no qube (see ops/lifecycle up()). */
@@ -183,9 +195,9 @@ export class Lab {
         this.progress({ qube: name, step: 'uplink to the fake internet', detail: this.internet.describe() });
       }
       if (spec.providesNetwork) {
-        await Promise.all([this.startAgent(rq, 'driver'), this.startAgent(rq, 'firewall')]);
-        await this.waitDriverReady(rq);
-        this.progress({ qube: name, step: 'driver and firewall agents running' });
+        await this.startAgent(rq, 'agent');
+        await this.waitAgentReady(rq);
+        this.progress({ qube: name, step: 'network agent ready (started on demand by its watcher)' });
       }
       return rq;
     } catch (err) {
@@ -205,7 +217,7 @@ export class Lab {
   async stopAgents(name: string): Promise<void> {
     const rq = this.running.get(name);
     if (!rq) return;
-    for (const role of ['guest', 'firewall', 'driver'] as const) await rq.agents.get(role)?.stop();
+    for (const role of ['guest', 'agent'] as const) await rq.agents.get(role)?.stop();
   }
 
   /** Stops (or kills) every process of the domain and removes its namespaces. */
@@ -228,8 +240,20 @@ export class Lab {
   async startAgent(rq: RunningQube, role: AgentRole): Promise<QubeProcess> {
     const existing = rq.agents.get(role);
     if (existing?.running) return existing;
-    const argv = this.agentCommands[role];
-    const proc = await startInQube(rq.ns, role, argv, join(rq.logDir, `${role}.log`), { env: { QUBES_NET_QUBE: rq.name } });
+    const env = { QUBES_NET_QUBE: rq.name, QUBES_NET_UPLINK_DRIVERS: 'vif,none' }; // veth uplinks: driver "none"
+    const cmds = this.agentCommands;
+    let argv: string[];
+    if (role === 'guest') {
+      // As udev would on the vif's arrival: apply once; then the watcher follows QubesDB and the link.
+      const applied = await rq.ns.exec(cmds.guest[0]!, [...cmds.guest.slice(1), 'apply', 'eth0'], { allowFailure: true, env });
+      await appendFile(join(rq.logDir, 'guest-apply.log'), applied.stdout + applied.stderr).catch(() => undefined);
+      if (applied.exitCode !== 0) this.log.warn({ qube: rq.name, code: applied.exitCode }, 'first uplink apply failed; the watcher retries on the next change');
+      argv = [cmds.watch, ...watchArgs('eth0', { cli: cmds.guest })];
+    } else {
+      // Every network qube of the lab filters its clients (the firewall service on, as Qubes sets it for providers).
+      argv = [cmds.watch, ...agentWatchArgs({ cli: cmds.agent, uplinks: ['eth0'], runArgs: ['--idle-exit', String(this.idleExitMs), '--firewall', 'on'] })];
+    }
+    const proc = await startInQube(rq.ns, role, argv, join(rq.logDir, `${role}.log`), { env });
     rq.agents.set(role, proc);
     proc.exited.then((e) => {
       if (proc.stopping) return;
@@ -262,11 +286,13 @@ export class Lab {
     timer.unref();
   }
 
-  private async waitDriverReady(rq: RunningQube): Promise<void> {
-    const driver = rq.agents.get('driver')!;
-    await waitUntil(`the driver agent's control socket in ${rq.name}`, async () => {
-      if (!driver.running) throw new Error(`the driver agent in ${rq.name} exited (code ${driver.exit?.code}; log ${driver.logFile})`);
-      return (await sendDriverRequest(driverSocketPath(rq.ns), { op: 'status' }).catch(() => undefined))?.ok === true;
+  /** Asks the agent's socket for status until the agent (started by that very request) is ready. */
+  private async waitAgentReady(rq: RunningQube): Promise<void> {
+    const watcher = rq.agents.get('agent')!;
+    await waitUntil(`the network agent's control socket in ${rq.name}`, async () => {
+      if (!watcher.running) throw new Error(`the agent's watcher in ${rq.name} exited (code ${watcher.exit?.code}; log ${watcher.logFile})`);
+      const r = await sendAgentRequest(rq.ns, { op: 'status' }, 10_000).catch(() => undefined);
+      return r?.ok === true && (r.details as { ready?: boolean }).ready === true;
     }, { timeoutMs: this.waitTimeoutMs });
   }
 

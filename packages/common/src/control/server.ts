@@ -1,0 +1,175 @@
+// The server side of the control socket: one request line per connection, one reply line,
+// then the connection ends. It listens either on a socket inherited through socket
+// activation (systemd, or qubes-net-watch --activate: LISTEN_FDS/LISTEN_PID, fd 3) or on a
+// path it binds itself (root only, 0600). `stopAccepting` closes the listening fd without
+// removing an activated socket's file, so connections arriving after it wait in the
+// activator's backlog and start the next instance.
+import { chmod, mkdir, unlink } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { dirname } from 'node:path';
+import type { Logger } from '../log.js';
+import { formatReply, MAX_REQUEST_BYTES, parseRequest, reply, type Reply, type Request } from './protocol.js';
+
+export const SD_LISTEN_FDS_START = 3;
+
+/** fd 3 when this process was socket-activated (LISTEN_PID is ours and LISTEN_FDS ≥ 1). */
+export function activatedFd(env: NodeJS.ProcessEnv = process.env, pid = process.pid): number | undefined {
+  if (env.LISTEN_PID !== String(pid)) return undefined;
+  const n = Number(env.LISTEN_FDS);
+  return Number.isInteger(n) && n >= 1 ? SD_LISTEN_FDS_START : undefined;
+}
+
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export interface ControlServerOptions {
+  path: string;
+  /** Inherited listening fd (activation); else the path is bound. */
+  fd?: number | undefined;
+  log: Logger;
+  handle: (req: Request) => Promise<Reply>;
+  /** A connection that has sent no whole request by then is dropped. */
+  requestTimeoutMs?: number;
+}
+
+export class ControlServer {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  private inFlight = 0;
+  private drainWaiters: (() => void)[] = [];
+
+  constructor(private readonly opts: ControlServerOptions) {}
+
+  get activated(): boolean {
+    return this.opts.fd !== undefined;
+  }
+
+  get busy(): number {
+    return this.inFlight;
+  }
+
+  async listen(): Promise<void> {
+    const server = createServer({ allowHalfOpen: true }, (sock) => this.serve(sock));
+    this.server = server;
+    if (this.opts.fd !== undefined) {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ fd: this.opts.fd }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      this.opts.log.info({ socket: this.opts.path, fd: this.opts.fd }, 'control socket inherited (activation)');
+      return;
+    }
+    const path = this.opts.path;
+    await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+    if (await answers(path)) throw new Error(`another agent answers on ${path}`);
+    await unlink(path).catch(() => undefined);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      // bind(2) creates the file inside listen(): with this umask only root can ever use it.
+      const umask = process.umask(0o177);
+      try {
+        server.listen(path, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      } finally {
+        process.umask(umask);
+      }
+    });
+    await chmod(path, 0o600);
+    this.opts.log.info({ socket: path }, 'control socket listening');
+  }
+
+  /**
+   * Closes the listening fd (first step of an idle exit or a stop). A socket this process
+   * bound itself is unlinked too, so clients see "no agent" and use the one-shot path; an
+   * activated one stays with its activator.
+   */
+  async stopAccepting(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    if (!this.activated) await unlink(this.opts.path).catch(() => undefined);
+    // server.close() calls back only once every connection ended: requests in flight finish first.
+    await Promise.race([closed, this.drained()]);
+  }
+
+  /** Resolves once no request is being answered. */
+  drained(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((r) => this.drainWaiters.push(r));
+  }
+
+  /** Drops connections that have not sent a request (after stopAccepting and drained). */
+  dropIdle(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  private serve(sock: Socket): void {
+    this.sockets.add(sock);
+    sock.on('close', () => this.sockets.delete(sock));
+    sock.on('error', () => undefined); // a client that went away: nothing to tell anyone
+    sock.setTimeout(this.opts.requestTimeoutMs ?? 10_000, () => sock.destroy());
+    let buf = '';
+    let taken = false;
+    sock.setEncoding('utf8');
+    const take = (line: string) => {
+      taken = true;
+      sock.setTimeout(0);
+      sock.pause();
+      void this.answer(sock, line);
+    };
+    sock.on('data', (chunk: string) => {
+      if (taken) return;
+      buf += chunk;
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) take(buf.slice(0, nl));
+      else if (Buffer.byteLength(buf) > MAX_REQUEST_BYTES) {
+        taken = true;
+        sock.end(formatReply(reply('bad-request', `request longer than ${MAX_REQUEST_BYTES} bytes`)));
+      }
+    });
+    // A client that half-closes after its line without a newline still gets an answer.
+    sock.on('end', () => {
+      if (!taken && buf.trim() !== '') take(buf);
+      else if (!taken) sock.end();
+    });
+  }
+
+  private async answer(sock: Socket, line: string): Promise<void> {
+    this.inFlight++;
+    let r: Reply;
+    try {
+      const parsed = parseRequest(line);
+      if (!parsed.ok) {
+        this.opts.log.warn({ source: 'control-socket', reason: parsed.reply.message }, 'bad control request');
+        r = parsed.reply;
+      } else {
+        r = await this.opts.handle(parsed.request);
+      }
+    } catch (err) {
+      this.opts.log.error({ err: String(err) }, 'control request failed');
+      r = reply('internal', String((err as Error)?.message ?? err));
+    } finally {
+      this.inFlight--;
+    }
+    if (!sock.destroyed) sock.end(formatReply(r));
+    if (this.inFlight === 0) {
+      const w = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const f of w) f();
+    }
+  }
+}

@@ -1,0 +1,469 @@
+// The driver: a thin loop over per-feature managers (managers/). Each turn gathers what the
+// managers want into ONE nft transaction and ONE ip batch; each manager commits its own state
+// only once the kernel accepted the transaction. Any failed write sets `needFullSync`, and the
+// next turn rebuilds from the kernel (kube-proxy's needFullSync); a periodic full turn catches
+// what changed behind our back. There is one start path: a full turn, with the vif set
+// rebuilt from Xen's backend entries and the kernel (never from our QubesDB feedback).
+//
+// Host processes (the network agent) use start(), handle(request), stop() and the idle
+// signal (hasWork(), onIdle); the CLI's one-shot commands use the same start path.
+import type { Logger } from '@qubes-net/common';
+import type { QubesDB } from '@qubes-net/qubesdb';
+import type { RawVifEvent } from './model/vif-event.js';
+import type { EventResult } from './model/planner.js';
+import { renderBaseRuleset, connectedStatements } from './model/ruleset.js';
+import { dnsChainStatements } from './model/dns.js';
+import { fakeIpBaseStatements } from './model/fake-ip.js';
+import { reconcile } from './model/reconcile.js';
+import { baseDifferences } from './model/base-check.js';
+import { kernelHasFlowtables } from './kernel/nft-writer.js';
+import { observe } from './kernel/observe.js';
+import { readSysctl, writeSysctl, kernelHasIPv6 } from './kernel/procfs.js';
+import { readXenVifs, xenstoreDirFromEnv } from './kernel/xen-vifs.js';
+import { toolWriter, type KernelWriter } from './kernel/writer.js';
+import type { IpFailure } from './kernel/ip-writer.js';
+import { IdleCollector } from './idle-gc.js';
+import { Turn } from './managers/turn.js';
+import { ProviderManager, WATCHED_KEYS } from './managers/provider.js';
+import { DnsManager, type DnsState } from './managers/dns.js';
+import { UplinkManager } from './managers/uplink.js';
+import { VifManager } from './managers/vifs.js';
+import { FeedbackManager } from './managers/feedback.js';
+
+export type { DnsState } from './managers/dns.js';
+
+export interface DriverOptions {
+  qdb: QubesDB;
+  log: Logger;
+  resolvConf: string;
+  resolved: 'auto' | 'off';
+  resolvedRunDir?: string;
+  hooksDir: string;
+  /** auto: follow /qubes-service/qubes-firewall. */
+  firewall: 'auto' | 'on' | 'off';
+  firewallPidFile: string;
+  /** Extra time to gather a burst before applying it; 0 = the current event-loop turn only. */
+  batchWindowMs?: number;
+  /** The lab's xenstore stand-in directory; default: QN_XENSTORE_DIR, the lab's path, else the xenstore tools. */
+  xenstoreDir?: string;
+  /** Full turn every N ms while following (0 = never). Default 300000. */
+  reconcileIntervalMs?: number;
+  /** The kernel writer (tests pass a fake). */
+  writer?: KernelWriter;
+  /** Called whenever the loop runs out of work (the host's idle-exit clock). */
+  onIdle?: () => void;
+}
+
+export interface StatusReport {
+  ok: true;
+  generation: number;
+  vifs: Array<{ vif: string; domid: number; ips: string[]; mac: string; state: string; generation: number; detail: string }>;
+  dns: { mode: string; pairs: Array<{ virtual: string; target?: string }>; upstream: string[]; source: string; rejected: Array<{ server: string; reason: string }> } | undefined;
+  forwarding: { ipv4: boolean; ipv6: boolean };
+  flowtables: boolean;
+  firewall: boolean;
+  antispoofDrops: { ip: number; ip6: number };
+  kernel: { inSync: boolean; differences: string[] };
+  /** The process' own memory (bytes), for the RSS budget. */
+  memory: { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number };
+}
+
+/** Requests of the control protocol (docs/runtime-shape.md); `dns-changed` is the old name of a DNS sync. */
+export type DriverRequest =
+  | ({ op: 'online' | 'offline' } & Omit<RawVifEvent, 'op'>)
+  | { op: 'sync'; reason?: unknown }
+  | { op: 'dns-changed' }
+  | { op: 'status' }
+  | { op: 'reconcile' };
+
+/** The reply shape shared by every agent; `error` repeats the message for the C hotplug client. */
+export interface Reply {
+  ok: boolean;
+  code: string;
+  message: string;
+  details: Record<string, unknown>;
+  error?: string;
+}
+
+const MAX_BACKOFF_MS = 30_000;
+
+export class DriverLoop {
+  readonly provider: ProviderManager;
+  readonly dns: DnsManager;
+  readonly uplink: UplinkManager;
+  readonly vifs: VifManager;
+  readonly feedback: FeedbackManager;
+  ipv6Kernel = true;
+  flowtables = false;
+
+  private readonly log: Logger;
+  private readonly writer: KernelWriter;
+  private readonly idleGc = new IdleCollector();
+  private serial: Promise<unknown> = Promise.resolve();
+  private needFullSync = true;
+  private fullSyncFailures = 0;
+  private fullSyncNotBefore = 0;
+  private started = false;
+  private ready = false;
+  private stopped = false;
+  private scheduled = false;
+  private fullReason = 'start';
+  private lastDifferences: string[] = [];
+  private timers = new Set<NodeJS.Timeout>();
+  private watchClose: (() => Promise<void>) | undefined;
+  private reconcileTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: DriverOptions) {
+    this.log = opts.log;
+    this.writer = opts.writer ?? toolWriter;
+    this.feedback = new FeedbackManager({ qdb: opts.qdb, log: opts.log });
+    this.provider = new ProviderManager({ qdb: opts.qdb, log: opts.log, firewall: opts.firewall, ipv6Kernel: () => this.ipv6Kernel });
+    this.dns = new DnsManager({ log: opts.log, resolvConf: opts.resolvConf, resolved: opts.resolved, ...(opts.resolvedRunDir ? { resolvedRunDir: opts.resolvedRunDir } : {}), firewallPidFile: opts.firewallPidFile });
+    this.dns.onChanged = (s) => this.feedback.dnsUpstream(s.mapping.upstream);
+    this.uplink = new UplinkManager({ log: opts.log, onChange: () => this.kick(), onVifGone: (vif) => this.vifGone(vif) });
+    this.vifs = new VifManager({ qdb: opts.qdb, log: opts.log, hooksDir: opts.hooksDir, feedback: this.feedback });
+  }
+
+  // ---------------------------------------------------------------- public surface
+
+  /**
+   * The one start path: a full turn (base ruleset, provider settings, DNS, the vif set from
+   * Xen and the kernel, corrections), then forwarding. `apply: false` plans the same state
+   * without touching the kernel (status without a daemon); `follow` watches QubesDB, the DNS
+   * source and the uplink, and reconciles periodically (long-running hosts).
+   */
+  async start(o: { apply?: boolean; follow?: boolean } = {}): Promise<void> {
+    const apply = o.apply !== false;
+    this.ipv6Kernel = kernelHasIPv6();
+    if (apply) {
+      this.flowtables = await kernelHasFlowtables();
+      this.uplink.flowtables = this.flowtables;
+      this.log.info({ flowtables: this.flowtables, ipv6: this.ipv6Kernel }, this.flowtables ? 'flowtables available' : 'no flowtables in this kernel: forwarding without flow offload');
+    }
+    if (o.follow) await this.follow();
+    if (!apply) {
+      await this.exclusive(async () => {
+        const turn = new Turn(true);
+        await this.planFull(turn);
+        turn.commit();
+        this.provider.forwarding = { ipv4: readSysctl('net/ipv4/ip_forward') === '1', ipv6: readSysctl('net/ipv6/conf/all/forwarding') === '1' };
+      });
+    } else {
+      await this.exclusive(() => this.turn());
+      if (this.needFullSync) throw new Error('the start transaction was refused (see the log)');
+    }
+    this.ready = true;
+    this.kick();
+  }
+
+  /** Answers one control request. */
+  async handle(req: DriverRequest): Promise<Reply> {
+    switch (req.op) {
+      case 'online':
+      case 'offline': {
+        const r = await this.submit(req);
+        const details = { ...(r.vif ? { vif: r.vif } : {}), ...(r.state ? { state: r.state } : {}), ...(r.generation !== undefined ? { generation: r.generation } : {}) };
+        if (r.ok) return { ok: true, code: 'ok', message: `${r.vif} ${r.state}`, details };
+        const message = r.error ?? 'failed';
+        return { ok: false, code: r.inputError ? 'invalid-input' : 'kernel-refused', message, details, error: message };
+      }
+      case 'sync':
+      case 'dns-changed': {
+        const reason = req.op === 'sync' && typeof req.reason === 'string' ? req.reason.slice(0, 100) : req.op;
+        const before = this.dns.state?.mapping;
+        await this.sync(reason);
+        const d = this.dns.state;
+        const changed = !!d && before !== d.mapping && JSON.stringify(before) !== JSON.stringify(d.mapping);
+        return { ok: true, code: 'ok', message: `dns ${changed ? 'changed' : 'unchanged'}`, details: { changed, mode: d?.mapping.mode, upstream: d?.mapping.upstream ?? [] } };
+      }
+      case 'status':
+        return { ok: true, code: 'ok', message: 'status', details: { ...(await this.status()) } };
+      case 'reconcile': {
+        const { differences } = await this.reconcileNow();
+        return { ok: true, code: 'ok', message: `${differences.length} correction(s)`, details: { differences } };
+      }
+    }
+  }
+
+  /** Queues one vif event; resolves once its turn is applied. */
+  submit(raw: RawVifEvent): Promise<EventResult> {
+    const p = this.vifs.submit(raw);
+    this.kick();
+    return p;
+  }
+
+  /** Re-reads the provider's keys and DNS now (a `sync` request, SIGHUP, the C watcher). */
+  async sync(reason: string): Promise<void> {
+    this.provider.dirty = true;
+    this.dns.dirty = true;
+    this.log.debug({ reason }, 'sync requested');
+    await this.exclusive(() => this.turn());
+  }
+
+  /** A full turn now; the differences it corrected. */
+  reconcileNow(): Promise<{ differences: string[] }> {
+    return this.exclusive(async () => {
+      this.needFullSync = true;
+      this.fullSyncNotBefore = 0;
+      this.fullReason = 'reconcile request';
+      await this.turn();
+      return { differences: this.lastDifferences };
+    });
+  }
+
+  /** Whether anything is queued, scheduled or running. */
+  hasWork(): boolean {
+    return this.scheduled || this.vifs.hasWork || this.provider.dirty || this.dns.dirty || this.uplink.dirty || (this.needFullSync && Date.now() >= this.fullSyncNotBefore);
+  }
+
+  get generation(): number {
+    return this.vifs.generation;
+  }
+
+  status(): Promise<StatusReport> {
+    return this.exclusive(async () => {
+      const obs = await observe({ ipv6: this.ipv6Kernel });
+      const fix = reconcile(this.vifs.state, obs.kernel);
+      const differences = [...baseDifferences(obs.tables, this.ipv6Kernel, this.dns.state?.mapping), ...fix.differences];
+      if (readSysctl('net/ipv4/ip_forward') !== '1' && this.provider.forwarding.ipv4) differences.push('ipv4 forwarding is off');
+      const d = this.dns.state;
+      return {
+        ok: true,
+        generation: this.vifs.generation - 1,
+        vifs: [...this.vifs.state.vifs.values()].sort((a, b) => a.spec.domid - b.spec.domid || a.spec.devid - b.spec.devid).map((r) => ({
+          vif: r.spec.vif, domid: r.spec.domid, ips: [...r.spec.ipv4, ...r.spec.ipv6], mac: r.spec.mac ?? '', state: r.state, generation: r.generation, detail: r.detail,
+        })),
+        dns: d ? { mode: d.mapping.mode, pairs: d.mapping.pairs, upstream: d.mapping.upstream, source: d.source, rejected: d.rejected } : undefined,
+        forwarding: { ...this.provider.forwarding },
+        flowtables: this.flowtables,
+        firewall: this.provider.firewallLoaded,
+        antispoofDrops: obs.tables.antispoofDrops,
+        kernel: { inSync: differences.length === 0, differences },
+        memory: (({ rss, heapUsed, heapTotal, external, arrayBuffers }) => ({ rss, heapUsed, heapTotal, external, arrayBuffers }))(process.memoryUsage()),
+      };
+    });
+  }
+
+  /** Stops watching; the kernel keeps what was configured (fail closed, restart without a gap). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.idleGc.stop();
+    for (const t of this.timers) clearTimeout(t);
+    clearInterval(this.reconcileTimer);
+    this.dns.close();
+    this.uplink.stop();
+    await this.watchClose?.().catch(() => undefined);
+    await this.serial.catch(() => undefined);
+    this.vifs.drop('the driver is stopping');
+  }
+
+  // ---------------------------------------------------------------- watching
+
+  private async follow(): Promise<void> {
+    await this.dns.source.watch(() => {
+      this.dns.dirty = true;
+      this.kick();
+    });
+    this.uplink.follow();
+    const w = this.opts.qdb.watch(WATCHED_KEYS);
+    this.watchClose = () => w.close();
+    void (async () => {
+      try {
+        for await (const path of w) {
+          if (this.stopped) break;
+          this.log.debug({ key: path }, 'qubesdb key changed');
+          this.provider.dirty = true;
+          this.later(10, () => this.kick());
+        }
+      } catch (err) {
+        if (!this.stopped) this.log.error({ err: String(err) }, 'qubesdb watch ended');
+      }
+    })();
+    const every = this.opts.reconcileIntervalMs ?? 300_000;
+    if (every > 0) {
+      this.reconcileTimer = setInterval(() => {
+        this.needFullSync = true;
+        this.fullReason = 'periodic';
+        this.kick();
+      }, every);
+      this.reconcileTimer.unref();
+    }
+  }
+
+  private vifGone(vif: string): void {
+    if (!this.vifs.state.vifs.has(vif)) return;
+    this.log.info({ vif }, 'vif disappeared');
+    void this.submit({ op: 'offline', vif });
+  }
+
+  private later(ms: number, fn: () => void): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    this.timers.add(t);
+  }
+
+  // ---------------------------------------------------------------- the loop
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.serial.then(fn, fn);
+    this.serial = next.catch(() => undefined);
+    return next;
+  }
+
+  private kick(): void {
+    if (this.scheduled || !this.ready || this.stopped) return;
+    if (!this.hasWork()) {
+      this.idleGc.touch();
+      this.opts.onIdle?.();
+      return;
+    }
+    this.scheduled = true;
+    const go = () => {
+      void this.exclusive(() => this.turn())
+        .catch((err) => this.log.error({ err: String(err) }, 'loop turn failed'))
+        .finally(() => {
+          this.scheduled = false;
+          this.kick();
+        });
+    };
+    if (this.opts.batchWindowMs) this.later(this.opts.batchWindowMs, go);
+    else setImmediate(go);
+  }
+
+  /** One turn: full when a rebuild is due (and no rollback waits), else the managers' deltas. */
+  private async turn(): Promise<void> {
+    const full = this.needFullSync && Date.now() >= this.fullSyncNotBefore && !this.vifs.hasRollback;
+    const turn = new Turn(full);
+    try {
+      if (full) await this.planFull(turn);
+      else await this.planDelta(turn);
+    } catch (err) {
+      // Reading state failed (QubesDB, xenstore, a tool): nothing was written; rebuild later.
+      turn.reject(err as Error);
+      this.fullSyncFailed(`planning failed: ${String(err)}`);
+      return;
+    }
+    await this.apply(turn);
+  }
+
+  private async planFull(turn: Turn): Promise<void> {
+    const starting = !this.started;
+    const reason = this.fullReason;
+    this.needFullSync = false;
+    const config = await this.provider.read(true);
+    const skeleton = await this.provider.skeleton(config);
+    const obs = await observe({ ipv6: this.ipv6Kernel });
+    const dnsState: DnsState = await this.dns.compute(config, obs.ownAddresses, reason);
+    let rebuilt;
+    if (starting) {
+      let xen: Awaited<ReturnType<typeof readXenVifs>> = [];
+      try {
+        xen = await readXenVifs(xenstoreDirFromEnv(this.opts.xenstoreDir));
+      } catch (err) {
+        this.log.error({ err: String(err) }, 'cannot read the vif backends from xenstore: every vif stays blocked until its next hotplug event');
+      }
+      rebuilt = await this.vifs.rebuild(config, xen, obs.kernel.vifLinks.keys());
+    }
+    const state = rebuilt ?? this.vifs.state;
+    const fix = reconcile(state, obs.kernel);
+    const base = starting ? [] : baseDifferences(obs.tables, this.ipv6Kernel, dnsState.mapping);
+    const withSkeleton = skeleton && (starting || !this.provider.firewallLoaded || base.length > 0) ? skeleton : undefined;
+    if (starting || base.length) {
+      turn.nft.push(renderBaseRuleset({ ipv6: this.ipv6Kernel, connected4: config.connected4, connected6: config.connected6, dns: dnsState.mapping, ...(withSkeleton ? { firewallSkeleton: withSkeleton } : {}) }).trimEnd());
+    } else {
+      turn.nft.push(...connectedStatements('ip', config.connected4), ...(this.ipv6Kernel ? connectedStatements('ip6', config.connected6) : []), ...dnsChainStatements(dnsState.mapping));
+      if (withSkeleton) turn.nft.push(withSkeleton.trimEnd());
+    }
+    if (starting) turn.nft.push(...fakeIpBaseStatements(state.online().flatMap((r) => (r.applied?.fakeIp ? [{ vif: r.spec.vif, fakeIp: r.applied.fakeIp }] : []))));
+    turn.nft.push(...fix.nft);
+    if (starting) await this.uplink.planFull(turn, state.online().map((r) => r.spec.vif));
+    for (const s of fix.sysctls) turn.sysctls.push({ ...s, tolerant: true });
+    turn.ip.push(...fix.ip);
+    await this.provider.plan(turn, { config, skeleton: withSkeleton });
+    await this.dns.plan(turn, config, { full: dnsState, inputsChanged: false, reason });
+    this.vifs.planFull(turn, rebuilt);
+    const differences = [...base, ...fix.differences];
+    turn.onCommit(() => {
+      this.started = true;
+      this.fullSyncFailures = 0;
+      this.fullReason = 'failed write';
+      this.lastDifferences = differences;
+    });
+    turn.after(() => {
+      this.log.info({ reason, vifs: state.online().length, corrections: differences.length }, starting ? 'base ruleset loaded' : 'full sync done');
+      for (const d of differences) this.log.info({ difference: d }, 'reconcile correction');
+    });
+  }
+
+  private async planDelta(turn: Turn): Promise<void> {
+    if (this.needFullSync) {
+      // A rebuild is pending (backing off): only vif events, against the committed settings.
+      await this.vifs.plan(turn, this.provider.config, { gatewayChanged: false, flowtables: this.flowtables });
+      return;
+    }
+    if (this.provider.dirty && (await this.feedback.lost())) {
+      // A restarted QubesDB daemon starts empty: put our feedback back.
+      this.log.warn({}, 'feedback missing from QubesDB (restarted?): writing it again');
+      for (const rec of this.vifs.records()) this.feedback.record(rec.spec.vif, rec);
+      if (this.dns.state) this.feedback.dnsUpstream(this.dns.state.mapping.upstream);
+    }
+    const view = await this.provider.plan(turn, undefined);
+    let config = view.config;
+    if (!config.gateway && this.vifs.hasWork) {
+      const c = await this.provider.gatewayIfMissing();
+      if (c) {
+        config = c;
+        turn.onCommit(() => (this.provider.config = c));
+      }
+    }
+    if (view.gatewayChanged) this.log.info({ gateway: config.gateway, gateway6: config.gateway6 }, 'gateway changed: reconfiguring every vif');
+    const uplinkChanged = await this.uplink.plan(turn);
+    await this.dns.plan(turn, config, { inputsChanged: view.dnsInputsChanged || uplinkChanged, reason: uplinkChanged ? 'uplink changed' : view.dnsInputsChanged ? 'provider settings changed' : 'dns source changed' });
+    await this.vifs.plan(turn, config, { gatewayChanged: view.gatewayChanged, flowtables: this.flowtables });
+  }
+
+  private async apply(turn: Turn): Promise<void> {
+    const failedVifs = new Map<string, string>();
+    for (const s of turn.sysctls) {
+      try {
+        writeSysctl(s);
+      } catch (err) {
+        this.log.debug({ vif: s.vif, err: (err as Error).message }, 'sysctl write failed');
+        if (!s.tolerant && s.vif) failedVifs.set(s.vif, `sysctl ${s.path}`);
+      }
+    }
+    try {
+      await this.writer.nft(turn.nft);
+    } catch (err) {
+      this.log.error({ full: turn.full, statements: turn.nft.length, err: String(err).slice(0, 500) }, 'transaction refused by nft: nothing of this turn is applied');
+      turn.reject(err as Error);
+      this.fullSyncFailed('nft refused a transaction');
+      return;
+    }
+    turn.commit();
+    let ipFailures: IpFailure[];
+    try {
+      ipFailures = await this.writer.ip(turn.ip);
+    } catch (err) {
+      ipFailures = turn.ip.map((l) => ({ ...l, message: String(err) }));
+    }
+    if (ipFailures.some((f) => !f.tolerant)) {
+      for (const f of ipFailures) if (!f.tolerant) this.log.error({ vif: f.vif, line: f.line, err: f.message }, 'ip change refused');
+      this.fullSyncFailed('ip refused a change');
+    }
+    await turn.finish({ failedVifs, ipFailures });
+    if (!(await this.feedback.flush())) this.later(1000, () => void this.exclusive(() => this.feedback.flush()));
+  }
+
+  /** Any failed write: rebuild on a later turn, backing off while it keeps failing. */
+  private fullSyncFailed(why: string): void {
+    this.needFullSync = true;
+    this.fullReason = why;
+    const delay = this.fullSyncFailures === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.fullSyncFailures - 1));
+    this.fullSyncFailures++;
+    this.fullSyncNotBefore = Date.now() + delay;
+    if (delay > 0) this.later(delay, () => this.kick());
+  }
+}

@@ -1,0 +1,249 @@
+// The vifs: hotplug events are queued, a turn takes at most one event per vif and plans them
+// against the committed state (model/planner.ts). The state moves on only when the kernel
+// accepted the turn's transaction. A refused burst is retried one event at a time, so one bad
+// vif cannot fail its neighbours; a vif whose ip lines or sysctls the kernel refused is rolled
+// back on the next turn and reported failed.
+//
+// At start the vif set is rebuilt from what Xen gives (the backend entries in xenstore) and
+// the kernel's links (issue 13.2). The /qubes-vif/ QubesDB records are never input: a record
+// may only keep a vif unconfigured (fail closed), never give it an address.
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '@qubes-net/common';
+import { forLog } from '@qubes-net/common';
+import type { QubesDB } from '@qubes-net/qubesdb';
+import { validateVifEvent, type RawVifEvent, type VifSpec } from '../model/vif-event.js';
+import type { ProviderConfig } from '../model/provider-config.js';
+import { DriverState, planBatch, type EventResult, type Plan, type PlanEvent, type VifRecord } from '../model/planner.js';
+import { vifKernelState, type VifFacts } from '../model/vif-state.js';
+import { parseFakeIp, mappedAddress, mappedKeys, type FakeIp, type MappedRaw } from '../model/fake-ip.js';
+import { InputError } from '../model/input-error.js';
+import { parseStoredVifs, VIF_PREFIX } from '../model/feedback.js';
+import { vifFacts } from '../kernel/procfs.js';
+import { purgeConntrack } from '../kernel/conntrack.js';
+import { runHooks } from '../kernel/hooks.js';
+import type { XenVif } from '../kernel/xen-vifs.js';
+import type { FeedbackManager } from './feedback.js';
+import type { Turn } from './turn.js';
+
+interface Pending {
+  event: PlanEvent;
+  /** Answer to whoever asked (a hotplug request); none for the driver's own events. */
+  resolve?: (r: EventResult) => void;
+  /** Part of a refused burst: applied alone, and failed if refused again. */
+  isolate?: boolean;
+}
+
+const vifOf = (e: PlanEvent) => (e.ok ? e.spec.vif : e.vif);
+
+export class VifManager {
+  /** Committed: what the kernel holds for every vif. */
+  state = new DriverState();
+  generation = 1;
+  private queue: Pending[] = [];
+
+  constructor(private readonly deps: { qdb: QubesDB; log: Logger; hooksDir: string; feedback: FeedbackManager; facts?: (vif: string) => VifFacts }) {}
+
+  private facts(vif: string): VifFacts {
+    return (this.deps.facts ?? vifFacts)(vif);
+  }
+
+  get hasWork(): boolean {
+    return this.queue.length > 0;
+  }
+
+  /** A rollback or an isolated retry waits at the front: it goes before a full turn. */
+  get hasRollback(): boolean {
+    return !!this.queue[0]?.isolate;
+  }
+
+  /** Validates and queues one event; resolves once its turn is applied. */
+  submit(raw: RawVifEvent): Promise<EventResult> {
+    const event = validateVifEvent(raw);
+    return new Promise((resolve) => this.queue.push({ event, resolve }));
+  }
+
+  /** Events the driver makes itself (a gateway change, a vanished vif). */
+  enqueue(events: readonly PlanEvent[]): void {
+    for (const event of events) this.queue.push({ event });
+  }
+
+  /** Answers every queued caller (stopping). */
+  drop(reason: string): void {
+    for (const p of this.queue.splice(0)) p.resolve?.({ ok: false, ...(vifOf(p.event) ? { vif: vifOf(p.event)! } : {}), error: reason });
+  }
+
+  /** At most one event per vif, in arrival order; an isolated event goes alone. */
+  private take(): Pending[] {
+    if (this.queue[0]?.isolate) return [this.queue.shift()!];
+    const batch: Pending[] = [];
+    const rest: Pending[] = [];
+    const seen = new Set<string>();
+    for (const p of this.queue) {
+      const vif = vifOf(p.event);
+      if (p.isolate || (vif && seen.has(vif))) rest.push(p);
+      else {
+        if (vif) seen.add(vif);
+        batch.push(p);
+      }
+    }
+    this.queue = rest;
+    return batch;
+  }
+
+  /** The provider's `/mapped-ip/<real ip>/…` values for these vifs (fake IP), by real address. */
+  async readMapped(specs: readonly VifSpec[]): Promise<Map<string, MappedRaw>> {
+    const out = new Map<string, MappedRaw>();
+    await Promise.all(specs.map(async (spec) => {
+      const real = mappedAddress(spec);
+      if (!real || out.has(real)) return;
+      const keys = mappedKeys(real);
+      const read = (k: string) => this.deps.qdb.read(k).catch((err) => {
+        // Unreadable: no translation, so a client with a fake IP stays blocked (fail closed).
+        this.deps.log.error({ vif: spec.vif, key: k, err: String(err) }, 'qubesdb read failed');
+        return undefined;
+      });
+      const [visibleIp, visibleGateway] = await Promise.all([read(keys.visibleIp), read(keys.visibleGateway)]);
+      out.set(real, { visibleIp, visibleGateway });
+    }));
+    return out;
+  }
+
+  /**
+   * The desired state at start: every vif Xen has connected whose link exists, with the
+   * addresses Xen gives. Vifs in the kernel without a connected backend stay unconfigured
+   * (blocked) until their hotplug event.
+   */
+  async rebuild(provider: ProviderConfig, xen: readonly XenVif[], kernelVifs: Iterable<string>): Promise<DriverState> {
+    const next = new DriverState();
+    const stored = parseStoredVifs(await this.deps.qdb.multiread(VIF_PREFIX).catch(() => new Map<string, string>()));
+    this.generation = Math.max(this.generation, stored.maxGeneration + 1);
+    const gen = this.generation;
+    const known = new Set<string>();
+    for (const x of xen) {
+      known.add(x.vif);
+      const facts = this.facts(x.vif);
+      if (!facts.exists) continue;
+      if (x.hotplugStatus !== 'connected') {
+        this.deps.log.info({ vif: x.vif, hotplugStatus: x.hotplugStatus }, 'vif not connected yet: waiting for its hotplug event');
+        continue;
+      }
+      const check = validateVifEvent({ op: 'online', vif: x.vif, ips: x.ip, mac: x.mac, type: x.type });
+      if (!check.ok) {
+        this.deps.log.error({ vif: x.vif, ...check.error.logFields(), source: 'xenstore', key: check.error.key.replace('$XENBUS_PATH', x.path) }, 'invalid vif backend entry: vif left blocked');
+        continue;
+      }
+      const rec = stored.vifs.get(x.vif);
+      if (rec && rec.state !== 'online') {
+        // Feedback may only narrow: an unconfigured vif stays so until its next event.
+        next.setRecord(x.vif, { spec: check.spec, state: rec.state, detail: rec.detail, generation: gen });
+        continue;
+      }
+      if (!provider.gateway) {
+        next.setRecord(x.vif, { spec: check.spec, state: 'error', detail: 'no valid /qubes-netvm-gateway at start', generation: gen });
+        continue;
+      }
+      const applied = await this.kernelStateFor(check.spec, facts, provider);
+      next.setRecord(x.vif, { spec: check.spec, state: 'online', detail: 'online', generation: gen, applied });
+    }
+    for (const vif of kernelVifs) if (!known.has(vif)) this.deps.log.warn({ vif }, 'vif without a Xen backend entry: left blocked');
+    for (const vif of stored.vifs.keys()) if (!next.vifs.has(vif)) this.deps.feedback.record(vif, undefined);
+    for (const e of stored.errors) this.deps.log.warn({ ...e.logFields() }, 'stale feedback entry removed');
+    return next;
+  }
+
+  /** A vif's kernel state with its fake-IP translation read from QubesDB. */
+  private async kernelStateFor(spec: VifSpec, facts: VifFacts, provider: ProviderConfig): Promise<ReturnType<typeof vifKernelState>> {
+    const real = mappedAddress(spec);
+    let fake: FakeIp | undefined;
+    if (real) {
+      const r = parseFakeIp(spec, (await this.readMapped([spec])).get(real), provider);
+      if (r instanceof InputError) this.deps.log.error({ vif: spec.vif, ...r.logFields() }, 'invalid fake-IP mapping: vif kept without translation');
+      else fake = r;
+    }
+    return vifKernelState(spec, provider, facts, fake);
+  }
+
+  /** A full turn: commit the rebuilt state with the turn, then record every vif. */
+  planFull(turn: Turn, next: DriverState | undefined): void {
+    if (!next) return;
+    turn.onCommit(() => (this.state = next));
+    turn.after(() => {
+      for (const rec of next.vifs.values()) this.deps.feedback.record(rec.spec.vif, rec);
+    });
+  }
+
+  /** Plans queued events into the turn. `gatewayChanged`: every online vif is configured again. */
+  async plan(turn: Turn, provider: ProviderConfig, opts: { gatewayChanged: boolean; flowtables: boolean }): Promise<void> {
+    const batch = this.take();
+    if (opts.gatewayChanged) {
+      const queued = new Set(batch.map((p) => vifOf(p.event)));
+      for (const r of this.state.online()) if (!queued.has(r.spec.vif)) batch.push({ event: { ok: true, op: 'online', spec: r.spec } });
+    }
+    if (batch.length === 0) return;
+    const t0 = performance.now();
+    const events = batch.map((p) => p.event);
+    const mapped = await this.readMapped(events.flatMap((e) => (e.ok && e.op === 'online' ? [e.spec] : [])));
+    const generation = this.generation;
+    const plan = planBatch(this.state, events, { provider, facts: (v) => this.facts(v), generation, flowtable: opts.flowtables, mapped: (ip) => mapped.get(ip) });
+    for (const s of plan.sysctls) turn.sysctls.push(s);
+    turn.nft.push(...plan.nft);
+    turn.ip.push(...plan.ip);
+    turn.onCommit(() => {
+      this.state = plan.next;
+      this.generation = generation + 1;
+    });
+    turn.onReject((err) => {
+      if (batch.length > 1 || !batch[0]!.isolate) {
+        this.deps.log.warn({ events: batch.length, err: forLog(err.message, 300) }, 'burst refused by nft: each event again on its own');
+        this.queue.unshift(...batch.map((p) => ({ ...p, isolate: true })));
+      } else {
+        const p = batch[0]!;
+        const vif = vifOf(p.event);
+        this.queue.unshift({ event: { ok: false, ...(vif ? { vif } : {}), error: err }, ...(p.resolve ? { resolve: p.resolve } : {}), isolate: true });
+      }
+    });
+    turn.after(async (o) => {
+      // Vifs the kernel refused part of: rolled back on the next turn, their callers answered then.
+      const failed = new Map(o.failedVifs);
+      for (const f of o.ipFailures) if (!f.tolerant && !failed.has(f.vif)) failed.set(f.vif, `"ip ${f.line}": ${f.message}`);
+      for (const f of o.ipFailures) if (f.tolerant) this.deps.log.debug({ vif: f.vif, line: f.line, err: f.message }, 'removal already done');
+      // Stale flows purged and the user's hooks run before the callers hear back, as
+      // upstream's hotplug script does; the QubesDB feedback follows the replies.
+      const hooks = plan.hooks.filter((h) => !(h.command === 'online' && failed.has(h.vif)));
+      const [purge, hookFailures] = await Promise.all([purgeConntrack(plan.purge), runHooks(this.deps.hooksDir, hooks)]);
+      for (const e of purge.errors) this.deps.log.error({ err: e }, 'conntrack purge failed');
+      for (const h of hookFailures) this.deps.log.warn({ vif: h.vif, hook: h.hook, err: h.message }, 'network hook failed');
+      const rollback: Pending[] = [];
+      batch.forEach((p, i) => {
+        const r = plan.results[i]!;
+        if (r.vif && r.ok && failed.has(r.vif)) rollback.push({ event: { ok: false, vif: r.vif, error: new Error(failed.get(r.vif)!) }, ...(p.resolve ? { resolve: p.resolve } : {}), isolate: true });
+        else p.resolve?.(r);
+      });
+      this.queue.unshift(...rollback);
+      this.logResults(plan, events, failed);
+      for (const [vif, rec] of plan.records) if (!failed.has(vif)) this.deps.feedback.record(vif, rec);
+      this.deps.log.debug({ events: events.length, nft: plan.nft.length, ip: plan.ip.length, purged: plan.purge.length, ms: Math.round((performance.now() - t0) * 10) / 10 }, 'burst applied');
+    });
+  }
+
+  private logResults(plan: Plan, events: readonly PlanEvent[], failed: ReadonlyMap<string, string>): void {
+    plan.results.forEach((r, i) => {
+      const ev = events[i];
+      if (r.vif && failed.has(r.vif) && r.ok) return;
+      if (r.ok) {
+        const rec = r.vif ? plan.records.get(r.vif) : undefined;
+        const ip = rec ? [...rec.spec.ipv4, ...rec.spec.ipv6] : [];
+        this.deps.log.info({ vif: r.vif, ip, domid: rec?.spec.domid, generation: r.generation, ...(rec?.detail && rec.detail !== 'online' ? { detail: rec.detail } : {}) }, r.state === 'online' ? 'vif online' : r.state === 'gone' ? 'vif gone' : 'vif offline');
+      } else if (r.inputError) {
+        this.deps.log.error({ vif: r.vif, op: ev?.ok === false && 'op' in ev ? ev.op : undefined, ...r.inputError.logFields() }, 'vif rejected');
+      } else {
+        this.deps.log.error({ vif: r.vif, err: forLog(r.error, 300) }, 'vif error');
+      }
+    });
+  }
+
+  /** Every record, for feedback after QubesDB lost it. */
+  records(): VifRecord[] {
+    return [...this.state.vifs.values()];
+  }
+}

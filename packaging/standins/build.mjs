@@ -1,0 +1,172 @@
+#!/usr/bin/env node
+// Stand-ins for the Qubes packages a Debian template has, for the packaging round trips: the
+// same package names, versions, relations and paths as upstream's (facts from the reference, no
+// upstream code), each file a small script that appends one line to /var/log/qubes-standins.log
+// when it runs. They behave as the real ones do where it matters to qubes-net: the networking
+// package's /etc files are conffiles, its postinst enables its units (so a booted template
+// starts upstream's units), its prerm disables them, and the NetworkManager package depends on
+// the networking package's exact version.
+//
+// Usage: node packaging/standins/build.mjs --out DIR [--version 4.3.20-1+deb13u1]
+// Prints one JSON line: {"version", "debs": {name: path}, "files": {package: {path: sha256}}}
+// (files: every regular file of each package, to check byte for byte after a round trip).
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { run } from '@qubes-net/common';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, '..', '..');
+const LOG = '/var/log/qubes-standins.log';
+
+/** A stand-in executable: records that it ran, with its arguments, and succeeds. */
+function script(path, version) {
+  return `#!/bin/sh
+# Stand-in for upstream's ${path} (${version}), built by qubes-net's packaging tests.
+echo "${path} ${version} $*" >>${LOG}
+exit 0
+`;
+}
+
+function unit(description, lines) {
+  return `# Stand-in for upstream's unit (qubes-net packaging tests).\n[Unit]\nDescription=${description}\n${lines}\n`;
+}
+
+const ET = '/etc/qubes';
+/** upstream unit name → its [Unit]/[Service]/[Install] text, after the reference (§7.2). */
+const NETWORKING_UNITS = {
+  'qubes-antispoof.service': unit('Qubes anti-spoofing firewall rules', `Before=network-pre.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/sbin/nft -f ${ET}/qubes-antispoof.nft\n\n[Install]\nRequiredBy=network-pre.target`),
+  'qubes-iptables.service': unit('Qubes base firewall settings', `Requires=qubes-antispoof.service\nAfter=qubes-antispoof.service\nBefore=network-pre.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/lib/qubes/init/qubes-iptables start\n\n[Install]\nRequiredBy=network-pre.target`),
+  'qubes-network-uplink@.service': unit('Qubes network uplink (%i) setup', `After=network-pre.target\nRequires=network-pre.target\nBefore=network.target\nWants=network.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/lib/qubes/setup-ip add "%i"\nExecStop=/usr/lib/qubes/setup-ip remove "%i"`),
+  'qubes-network-uplink.service': unit('Qubes network uplink wait', `Before=network.target\nWants=network.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/lib/qubes/init/network-uplink-wait.sh\n\n[Install]\nWantedBy=multi-user.target`),
+  'qubes-network.service': unit('Qubes network forwarding setup', `ConditionPathExists=/var/run/qubes-service/qubes-network\nBefore=network.target\nAfter=network-pre.target qubes-iptables.service\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/lib/qubes/init/network-proxy-setup.sh\nExecStop=/usr/lib/qubes/init/network-proxy-stop.sh\n\n[Install]\nWantedBy=multi-user.target`),
+  'qubes-firewall.service': unit('Qubes firewall updater', `ConditionPathExists=/var/run/qubes-service/qubes-firewall\nAfter=qubes-iptables.service\nBefore=qubes-network.service\n\n[Service]\nType=notify-reload\nExecStart=/usr/bin/qubes-firewall\nRestart=on-failure\nRestartSec=5s\n\n[Install]\nWantedBy=multi-user.target`),
+  'qubes-updates-proxy.service': unit('Qubes updates proxy (tinyproxy)', `ConditionPathExists=/var/run/qubes-service/qubes-updates-proxy\nAfter=qubes-iptables.service\n\n[Service]\nExecStart=/usr/lib/qubes/init/updates-proxy-standin\n\n[Install]\nWantedBy=multi-user.target`),
+};
+const ENABLED = ['qubes-antispoof.service', 'qubes-iptables.service', 'qubes-network-uplink.service', 'qubes-network.service', 'qubes-firewall.service', 'qubes-updates-proxy.service'];
+
+/** The packages: name → {depends, files: {path: {text|link|copy, mode, conffile}}, postinst, prerm}. */
+function packages(version) {
+  const exe = (path) => ({ text: script(path, version), mode: 0o755 });
+  const conf = (text, mode = 0o644) => ({ text: `# Stand-in (${version})\n${text}`, mode, conffile: true });
+  const nft = { text: `# Stand-in ruleset (${version}): nothing to load\n`, mode: 0o400, conffile: true };
+  const networking = {
+    depends: `qubes-core-agent (= ${version}), nftables, iproute2, conntrack`,
+    files: {
+      '/etc/xen/scripts/vif-route-qubes': { ...exe('/etc/xen/scripts/vif-route-qubes'), conffile: true },
+      '/etc/xen/scripts/vif-qubes-nat.sh': { ...exe('/etc/xen/scripts/vif-qubes-nat.sh'), conffile: true },
+      '/usr/lib/qubes/setup-ip': exe('/usr/lib/qubes/setup-ip'),
+      '/usr/lib/qubes/qubes-setup-dnat-to-ns': exe('/usr/lib/qubes/qubes-setup-dnat-to-ns'),
+      '/usr/bin/qubes-firewall': exe('/usr/bin/qubes-firewall'),
+      '/usr/lib/qubes/init/network-proxy-setup.sh': exe('/usr/lib/qubes/init/network-proxy-setup.sh'),
+      '/usr/lib/qubes/init/network-proxy-stop.sh': exe('/usr/lib/qubes/init/network-proxy-stop.sh'),
+      '/usr/lib/qubes/init/network-uplink-wait.sh': exe('/usr/lib/qubes/init/network-uplink-wait.sh'),
+      '/usr/lib/qubes/init/qubes-iptables': exe('/usr/lib/qubes/init/qubes-iptables'),
+      '/usr/lib/qubes/init/updates-proxy-standin': exe('/usr/lib/qubes/init/updates-proxy-standin'),
+      '/etc/qubes/qubes-antispoof.nft': nft,
+      '/etc/qubes/qubes-ipv4.nft': nft,
+      '/etc/qubes/qubes-ipv6.nft': nft,
+      '/etc/qubes/qubes-ipv6-disabled.nft': nft,
+      '/etc/udev/rules.d/99-qubes-network.rules': conf('# upstream starts qubes-network-uplink@%k.service here\n'),
+      '/etc/dhclient.d/qubes-setup-dnat-to-ns.sh': { link: '../../usr/lib/qubes/qubes-setup-dnat-to-ns' },
+      '/etc/qubes-rpc/qubes.UpdatesProxy': { ...exe('/etc/qubes-rpc/qubes.UpdatesProxy'), conffile: true },
+      '/etc/tinyproxy/tinyproxy-updates.conf': conf('Port 8082\n'),
+      '/usr/lib/systemd/network/80-qubes-vif.link': { text: `# Stand-in (${version})\n[Match]\nDriver=vif\n\n[Link]\nNamePolicy=\n`, mode: 0o644 },
+      '/usr/lib/tmpfiles.d/qubes-core-agent-linux.conf': { text: `# Stand-in (${version})\nd /run/xen 0700 root root -\n`, mode: 0o644 },
+      ...Object.fromEntries(Object.entries(NETWORKING_UNITS).map(([name, text]) => [`/usr/lib/systemd/system/${name}`, { text: text.replace('# Stand-in', `# Stand-in (${version})`), mode: 0o644 }])),
+    },
+    // What debhelper's generated snippets do: enable on install, disable on removal.
+    postinst: `if [ "$1" = configure ] && [ -z "$2" ]; then systemctl --no-reload enable ${ENABLED.join(' ')} >/dev/null 2>&1 || :; fi`,
+    prerm: `if [ "$1" = remove ]; then systemctl --no-reload disable ${ENABLED.join(' ')} >/dev/null 2>&1 || :; fi`,
+  };
+  return {
+    libqubesdb: {
+      depends: 'libc6',
+      // Our own libqubesdb.so (upstream's ABI, written in this project), so the agents can load it.
+      files: { '/usr/lib/libqubesdb.so': { copy: join(root, 'native-bindings/build/libqubesdb.so'), mode: 0o644 } },
+    },
+    qubesdb: {
+      depends: `libqubesdb (= ${version})`,
+      files: {
+        // Reads the test's stand-in database: one file per key under /var/lib/qubesdb-standin.
+        '/usr/bin/qubesdb-read': {
+          text: `#!/bin/sh\n# Stand-in qubesdb-read (${version}): one file per key under /var/lib/qubesdb-standin; exit 2 when absent.\nfor key in "$@"; do\n  case "$key" in -*) continue ;; esac\n  f=/var/lib/qubesdb-standin$key\n  [ -f "$f" ] || exit 2\n  cat "$f"; echo\ndone\n`,
+          mode: 0o755,
+        },
+      },
+    },
+    'qubes-core-agent': {
+      depends: `qubesdb (= ${version}), systemd`,
+      files: {
+        '/usr/bin/qvm-features-request': exe('/usr/bin/qvm-features-request'),
+        '/usr/lib/qubes/init/functions': { text: `# Stand-in (${version})\n`, mode: 0o644 },
+      },
+    },
+    'qubes-core-agent-networking': networking,
+    'qubes-core-agent-network-manager': {
+      depends: `qubes-core-agent-networking (= ${version})`,
+      files: {
+        '/usr/lib/qubes/network-manager-prepare-conf-dir': exe('/usr/lib/qubes/network-manager-prepare-conf-dir'),
+        '/usr/lib/NetworkManager/conf.d/30-qubes.conf': { text: `# Stand-in (${version})\n[main]\nrc-manager=file\n`, mode: 0o644 },
+      },
+    },
+  };
+}
+
+async function buildDeb(name, spec, version, out) {
+  const dir = join(out, `${name}.tree`);
+  rmSync(dir, { recursive: true, force: true });
+  const sums = {};
+  for (const [path, f] of Object.entries(spec.files)) {
+    const dst = join(dir, path);
+    mkdirSync(dirname(dst), { recursive: true });
+    if (f.link) {
+      symlinkSync(f.link, dst);
+      continue;
+    }
+    const data = f.copy ? readFileSync(f.copy) : Buffer.from(f.text);
+    writeFileSync(dst, data);
+    chmodSync(dst, f.mode);
+    sums[path] = createHash('sha256').update(data).digest('hex');
+  }
+  mkdirSync(join(dir, 'DEBIAN'));
+  writeFileSync(join(dir, 'DEBIAN/control'), [
+    `Package: ${name}`, `Version: ${version}`, 'Architecture: amd64', 'Maintainer: qubes-net tests <tests@example.org>',
+    `Depends: ${spec.depends}`, 'Section: admin', 'Priority: optional',
+    `Description: stand-in for the Qubes package ${name}`, ' Built by qubes-net packaging tests; each file records that it ran.', '',
+  ].join('\n'));
+  const conffiles = Object.entries(spec.files).filter(([, f]) => f.conffile).map(([p]) => p);
+  if (conffiles.length) writeFileSync(join(dir, 'DEBIAN/conffiles'), conffiles.map((p) => `${p}\n`).join(''));
+  for (const s of ['postinst', 'prerm']) {
+    if (!spec[s]) continue;
+    writeFileSync(join(dir, 'DEBIAN', s), `#!/bin/sh\nset -e\n${spec[s]}\nexit 0\n`);
+    chmodSync(join(dir, 'DEBIAN', s), 0o755);
+  }
+  const deb = join(out, `${name}_${version}_amd64.deb`);
+  await run('dpkg-deb', ['--root-owner-group', '-Zgzip', '-z1', '--build', dir, deb], { env: { LC_ALL: 'C' } });
+  rmSync(dir, { recursive: true, force: true });
+  return { deb, sums };
+}
+
+async function main() {
+  const { values } = parseArgs({ options: { out: { type: 'string' }, version: { type: 'string' } } });
+  if (!values.out) throw new Error('usage: build.mjs --out DIR [--version V]');
+  const version = values.version ?? '4.3.20-1+deb13u1';
+  if (!/^[0-9][0-9A-Za-z.+~-]*$/.test(version)) throw new Error(`bad version ${version}`);
+  const out = resolve(values.out);
+  mkdirSync(out, { recursive: true });
+  const result = { version, debs: {}, files: {} };
+  for (const [name, spec] of Object.entries(packages(version))) {
+    const { deb, sums } = await buildDeb(name, spec, version, out);
+    result.debs[name] = deb;
+    result.files[name] = sums;
+  }
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+main().catch((err) => {
+  process.stderr.write(`[standins] error: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

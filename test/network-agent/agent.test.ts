@@ -1,0 +1,81 @@
+// The network agent end to end in a provider qube: vif events over its control socket, a
+// status that answers while QubesDB does not (10.7), idle exit (10.2), and a burst of vif
+// events across SIGTERM/SIGKILL of the agent in which every vif still ends up online (13.3).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { needRoot } from '../helpers/root.js';
+import { waitFor } from '../helpers/wait.js';
+import { AgentLab } from './harness.js';
+
+test('vifs come online through the agent, which exits 0 after --idle-exit and leaves them configured', async (t) => {
+  if (!needRoot(t)) return;
+  const al = await AgentLab.create('agent-idle');
+  try {
+    const a = await al.start(['--idle-exit', '1500']);
+    const v = await al.plainVif(7);
+    const r = await al.lab.hotplug('online', v.vif, v.domid);
+    assert.equal(r.code, 0, r.stderr);
+    const st = await al.request({ op: 'status' });
+    assert.equal(st.ok, true);
+    assert.equal((st.details as any).agent, 'qubes-net-agent');
+    assert.deepEqual(((st.details as any).parts.driver.vifs as any[]).map((x) => `${x.vif} ${x.state}`), ['vif7.0 online']);
+    assert.equal(await a.exited, 0, 'idle exit is a clean exit');
+    assert.ok(a.logs.some((l) => l.msg === 'idle: exiting'));
+    // Bound by itself (no activator): the socket goes with it, so the C client uses the one-shot path.
+    assert.equal(existsSync(al.socketHostPath()), false);
+    const k = await al.lab.vifKernel(v.vif);
+    assert.deepEqual(k.routes, [`${v.ip} metric ${32752 - v.domid}`]);
+  } finally {
+    await al.destroy();
+  }
+});
+
+test('the control socket answers status while the QubesDB daemon is stopped (SIGSTOP)', async (t) => {
+  if (!needRoot(t)) return;
+  const al = await AgentLab.create('agent-qdbstop');
+  const pid = al.lab.qdb.pid;
+  try {
+    await al.start(['--idle-exit', '0', '--qubesdb-timeout-ms', '60000']);
+    const v = await al.plainVif(8);
+    process.kill(pid, 'SIGSTOP');
+    // A vif event whose feedback write now waits on QubesDB, in flight while status is asked.
+    const online = al.lab.hotplug('online', v.vif, v.domid);
+    await waitFor('online request in the agent', async () => ((await al.request({ op: 'status' }, 5_000)).details as any).inFlight >= 1);
+    const st = await al.request({ op: 'status' }, 5_000);
+    assert.equal(st.code, 'ok', st.message);
+    process.kill(pid, 'SIGCONT');
+    assert.equal((await online).code, 0);
+  } finally {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      /* already gone */
+    }
+    await al.destroy();
+  }
+});
+
+for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+  test(`24 vifs plugged in a burst across a ${signal} of the agent all end up online`, async (t) => {
+    if (!needRoot(t)) return;
+    const al = await AgentLab.create(`agent-${signal.toLowerCase()}`);
+    try {
+      await al.start(['--idle-exit', '0']);
+      const vifs = [];
+      for (let d = 10; d < 34; d++) vifs.push(await al.plainVif(d));
+      const events = vifs.map((v) => al.lab.hotplug('online', v.vif, v.domid, { QUBES_NET_HOTPLUG_TIMEOUT: '60' }));
+      await waitFor('some vifs handled', () => al.agent!.logs.filter((l) => typeof l.vif === 'string').length >= 3);
+      await al.stop(signal);
+      // What systemd (Restart=) or the activator does: the next instance on the same socket.
+      await al.start(['--idle-exit', '0']);
+      const results = await Promise.all(events);
+      for (const [i, r] of results.entries()) assert.equal(r.code, 0, `${vifs[i]!.vif}: ${r.stderr}`);
+      const st = await al.request({ op: 'status' });
+      const states = ((st.details as any).parts.driver.vifs as any[]).map((x) => x.state);
+      assert.equal(states.filter((s) => s === 'online').length, 24, JSON.stringify(states));
+    } finally {
+      await al.destroy();
+    }
+  });
+}
