@@ -6,7 +6,8 @@
 //     /run/qubes-net-xenstore (the lab binds each qube's fake xenstore there).
 // Cached like the base root, keyed by the base root and the bytes of every .deb installed.
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '@qubes-net/common';
@@ -19,7 +20,9 @@ const STANDIN_VERSION = '4.2.0-99qubesnetlab1';
 
 /** Environment every systemd-nspawn call needs on this kernel (cgroup v1 host, see README). */
 export function nspawnEnv(): Record<string, string> {
-  return { SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1', SYSTEMD_NSPAWN_API_VFS_WRITABLE: 'network' };
+  // SYSTEMD_NSPAWN_LOCK=0: no lock files under /run/systemd/nspawn/locks (named by inode, so
+  // nothing could remove them by name afterwards); the lab's instance names are unique anyway.
+  return { SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1', SYSTEMD_NSPAWN_API_VFS_WRITABLE: 'network', SYSTEMD_NSPAWN_LOCK: '0' };
 }
 
 function sha256File(path: string): string {
@@ -90,6 +93,33 @@ export async function buildStandins(outDir: string): Promise<string[]> {
   return debs;
 }
 
+/**
+ * What a .deb installs, without the build's timestamps: every rebuild of an unchanged checkout
+ * gives another file (mtimes), and must still find the cached image.
+ */
+export async function debFingerprint(deb: string): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'qubes-net-tlab-debfp-'));
+  try {
+    await run('dpkg-deb', ['-R', deb, dir]);
+    const h = createHash('sha256');
+    const walk = (rel: string): void => {
+      for (const name of readdirSync(join(dir, rel)).sort()) {
+        const p = join(rel, name);
+        const st = lstatSync(join(dir, p));
+        h.update(`${p}\0${st.mode}\0`);
+        if (st.isDirectory()) walk(p);
+        else if (st.isSymbolicLink()) h.update(readlinkSync(join(dir, p)));
+        else h.update(readFileSync(join(dir, p)));
+        h.update('\0');
+      }
+    };
+    walk('.');
+    return h.digest('hex');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export interface TemplateImage extends CachedRoot {
   /** The .debs installed, by file name. */
   debs: string[];
@@ -112,7 +142,7 @@ export async function ensureTemplateImage(opts: TemplateImageOptions): Promise<T
   const log = opts.log ?? (() => {});
   const base = await ensureDebianRoot(opts.base ?? DEBIAN_13, log);
   const deb = resolve(opts.deb);
-  const key = hashKey([base.key, standinsFingerprint(), basename(deb), sha256File(deb)]);
+  const key = hashKey([base.key, standinsFingerprint(), await debFingerprint(deb)]);
   const names = [...standinSpecs().map((s) => s.name), basename(deb)];
   const image = await ensureCachedRoot(`template-debian-13-${key}`, log, async (tmp) => {
     const workDir = opts.workDir ?? `${tmp}.standins`;

@@ -25,6 +25,8 @@ const BUILDER_VERSION = 1;
 export const DEBIAN_13_PACKAGES: readonly string[] = [
   'systemd', 'systemd-sysv', 'dbus', 'udev', 'iproute2', 'nftables', 'conntrack', 'nodejs',
   'iputils-ping', 'procps', 'kmod', 'ca-certificates',
+  // /etc/protocols: nft resolves protocol names (ipv6-icmp) through it; every Qubes template has it.
+  'netbase',
 ];
 
 export interface DebianRootSpec {

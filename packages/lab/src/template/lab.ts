@@ -1,0 +1,357 @@
+// The booted-template lab: each qube is the Debian 13 template with our .deb installed, booted
+// by systemd-nspawn in a network namespace the lab made, on a copy-on-write layer of its own.
+// The lab plays dom0 and Xen around it, as in the namespace lab: it runs each qube's QubesDB
+// daemon (its socket directory bound at /run/qubes), writes dom0's entries, plugs vifs (veth
+// pairs) and runs the hotplug script `vif-route-qubes` inside the netvm's container as xl devd
+// does. Everything inside a qube is the package's: its units started by the template's
+// systemd in boot order, logging to the qube's journald.
+//
+// Stand-ins for what a container lacks, each doing what the real piece would:
+//  - qubes-sysinit's /run/qubes-service/<name> flags: the lab fills that directory from dom0's
+//    /qubes-service/ entries before the boot (bound into the container);
+//  - udev: no udev runs in a container; when the client's eth0 appears, the lab runs exactly
+//    what the package's rule runs (`systemctl --no-block restart qubes-net-uplink@eth0.service`).
+import { appendFile, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { GATEWAY_MAC, forLog, type RunResult } from '@qubes-net/common';
+import { INTERNET, NetnsSession, XENSTORE_DIR, configureUplink, type Qube } from '@qubes-net/netns';
+import { openQubesDB, type QubesDB } from '@qubes-net/qubesdb';
+import { firewallOps, ownEntries, ownEntriesOps, providerPreAttachOps, realAddresses, vifBackendEntries } from '../dom0/entries.js';
+import { parseFirewallRule } from '../dom0/firewall-rules.js';
+import { startOrder, type LabModel, type QubeSpec } from '../topology/model.js';
+import { resolveAgentCommands } from '../runtime/agent-commands.js';
+import { LabInternet } from '../runtime/internet.js';
+import { applyOps, parseFeedback, waitUntil, type Feedback } from '../runtime/qdb-ops.js';
+import { startInQube, type QubeProcess } from '../runtime/processes.js';
+import { Container } from './container.js';
+import { ensureTemplateImage, type TemplateImage } from './image.js';
+import { instantiateRoot, type RootInstance, type RootLog } from './root.js';
+
+export const TEMPLATE_NAMES = ['debian-13'] as const;
+export type TemplateName = (typeof TEMPLATE_NAMES)[number];
+
+/** sys-net's NIC to the fake internet. */
+export const UPLINK_NIC = 'ens6';
+
+/** The hotplug script's path in the template, where the package installs it. */
+const VIF_SCRIPT = '/etc/xen/scripts/vif-route-qubes';
+
+/** qubes-sysinit's default services per /qubes-vm-type (reference 3.8). */
+const DEFAULT_SERVICES: Record<string, readonly string[]> = {
+  NetVM: ['network-manager', 'qubes-network', 'qubes-update-check', 'qubes-updates-proxy', 'meminfo-writer', 'qubes-firewall', 'software-rendering'],
+  ProxyVM: ['qubes-network', 'qubes-firewall', 'qubes-update-check', 'meminfo-writer', 'software-rendering'],
+  AppVM: ['qubes-update-check', 'meminfo-writer', 'tracker', 'evolution-data-server', 'software-rendering'],
+};
+const SERVICE_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
+
+/** The /run/qubes-service flags qubes-sysinit makes: defaults of the VM type, then "1"/"0" overrides. */
+export function serviceFlags(entries: ReadonlyMap<string, string>): string[] {
+  const on = new Set(DEFAULT_SERVICES[entries.get('/qubes-vm-type') ?? 'AppVM'] ?? []);
+  for (const [k, v] of entries) {
+    if (!k.startsWith('/qubes-service/')) continue;
+    const name = k.slice('/qubes-service/'.length);
+    if (!SERVICE_NAME.test(name)) continue;
+    if (v === '1') on.add(name);
+    else if (v === '0') on.delete(name);
+  }
+  return [...on].sort();
+}
+
+export interface TemplateLabOptions {
+  /** Our .deb (packaging's `npm run package` output). */
+  deb: string;
+  stateDir?: string;
+  log?: RootLog;
+  /** Guard for each wait (boot, feedback): only protects against hangs. */
+  waitTimeoutMs?: number;
+}
+
+export interface BootFigures {
+  /** Container start until systemd reports the boot finished. */
+  bootMs?: number;
+  /** Container start until the uplink is configured (client) or the first vif is served (network qube). */
+  networkMs?: number;
+}
+
+export interface TemplateQube {
+  name: string;
+  spec: QubeSpec;
+  domid: number;
+  ns: Qube;
+  db: QubesDB;
+  qdbDaemon: QubeProcess;
+  instance: RootInstance;
+  container: Container;
+  logDir: string;
+  vif?: { provider: string; name: string; addresses: string[] };
+  figures: BootFigures;
+}
+
+export class TemplateLab {
+  readonly qubes = new Map<string, TemplateQube>();
+  private nextDomid = 1;
+  private readonly log: RootLog;
+  private readonly waitMs: number;
+
+  private constructor(
+    readonly model: LabModel,
+    readonly session: NetnsSession,
+    readonly internet: LabInternet,
+    readonly image: TemplateImage,
+    readonly stateDir: string,
+    opts: TemplateLabOptions,
+  ) {
+    this.log = opts.log ?? (() => {});
+    this.waitMs = opts.waitTimeoutMs ?? 120_000;
+  }
+
+  /** Builds (or finds) the template image, makes the session and the fake internet. */
+  static async create(model: LabModel, opts: TemplateLabOptions): Promise<TemplateLab> {
+    const image = await ensureTemplateImage({ deb: opts.deb, ...(opts.log ? { log: opts.log } : {}) });
+    const stateDir = opts.stateDir ?? join('/run/qubes-net-lab', `${model.name}-template`);
+    await mkdir(stateDir, { recursive: true, mode: 0o750 });
+    const session = await NetnsSession.create(`tlab-${model.name}`);
+    try {
+      const internet = await LabInternet.start(session, model.internet);
+      return new TemplateLab(model, session, internet, image, stateDir, opts);
+    } catch (err) {
+      await session.destroy().catch(() => {});
+      throw err;
+    }
+  }
+
+  spec(name: string): QubeSpec {
+    const q = this.model.qubes.get(name);
+    if (!q) throw new Error(`no qube named ${JSON.stringify(name)}`);
+    return q;
+  }
+
+  qube(name: string): TemplateQube {
+    const q = this.qubes.get(name);
+    if (!q) throw new Error(`qube ${name} is not running`);
+    return q;
+  }
+
+  /** Starts the named qubes (default: every autostart qube), netvms first. */
+  async up(names?: readonly string[]): Promise<void> {
+    const wanted = names ?? [...this.model.qubes.values()].filter((q) => q.autostart).map((q) => q.name);
+    for (const n of startOrder(this.model, wanted)) {
+      if (!this.qubes.has(n)) await this.boot(n);
+    }
+  }
+
+  /**
+   * One qube: namespace, QubesDB daemon with dom0's entries, uplink or vif, then the container's
+   * boot; returns once its network is up (uplink configured, firewall applied, vif online).
+   */
+  async boot(name: string): Promise<TemplateQube> {
+    const spec = this.spec(name);
+    if (spec.netvm !== null && !this.qubes.has(spec.netvm)) throw new Error(`cannot start ${name}: its netvm ${spec.netvm} is not running`);
+    const domid = this.nextDomid++;
+    const logDir = join(this.stateDir, name);
+    await mkdir(logDir, { recursive: true });
+    const ns = await this.session.qube(name);
+    const cleanups: Array<() => Promise<unknown>> = [() => this.session.removeQube(name)];
+    const undo = async (): Promise<void> => {
+      for (const c of cleanups.reverse()) await c().catch(() => {});
+    };
+    try {
+      const agents = resolveAgentCommands();
+      const qdbDaemon = await startInQube(ns, 'qubesdb', [...agents.qubesdbDaemon, '--ready-fd', '3'], join(logDir, 'qubesdb.log'), { readyFd: true });
+      cleanups.push(() => qdbDaemon.stop());
+      const db = openQubesDB({ runDir: ns.hostPath('/run/qubes') });
+      cleanups.push(() => db.close());
+      await applyOps(db, ownEntriesOps(this.model, name));
+      // Bind sources must exist before nspawn starts (the fake xenstore's directory is made lazily).
+      for (const p of ['/run/qubes', XENSTORE_DIR, '/rw']) await mkdir(ns.hostPath(p), { recursive: true });
+      const services = join(logDir, 'qubes-service');
+      await mkdir(services, { recursive: true });
+      for (const svc of serviceFlags(ownEntries(this.model, name))) await writeFile(join(services, svc), '');
+      if (spec.uplink) {
+        // The NIC under a PCI name, as sys-net's passed-through NIC has: eth0 belongs to the
+        // Xen uplink, which the package's units manage (and deconfigure when dom0 gave none).
+        await this.internet.net.connectUplink(ns, UPLINK_NIC);
+        cleanups.push(() => this.internet.net.disconnectUplink());
+        await configureUplink(ns, UPLINK_NIC, { ipv6: INTERNET.netvm6, dns: [...this.internet.dnsServers] });
+      }
+      const instance = await instantiateRoot(this.image.dir, `${this.session.id}-${name}`.replace(/[^a-z0-9._-]/g, '-'));
+      cleanups.push(() => instance.remove());
+      const container = Container.start({
+        machine: `${this.session.id}-${name}`.slice(0, 64),
+        hostname: name,
+        root: instance.dir,
+        netnsFile: ns.netnsFile,
+        logFile: join(logDir, 'console.log'),
+        binds: [
+          { host: ns.hostPath('/run/qubes'), inside: '/run/qubes' },
+          { host: ns.hostPath(XENSTORE_DIR), inside: XENSTORE_DIR },
+          { host: services, inside: '/run/qubes-service' },
+          { host: ns.hostPath('/rw'), inside: '/rw' },
+          ...(spec.uplink ? [{ host: ns.hostPath('/etc/resolv.conf'), inside: '/etc/resolv.conf' }] : []),
+        ],
+      });
+      cleanups.push(() => container.kill());
+      const q: TemplateQube = { name, spec, domid, ns, db, qdbDaemon, instance, container, logDir, figures: {} };
+      this.qubes.set(name, q);
+      cleanups.push(async () => { this.qubes.delete(name); });
+      if (spec.netvm !== null) await this.attachVif(q);
+      const state = await container.waitBooted(this.waitMs);
+      q.figures.bootMs = Date.now() - container.startedAt;
+      this.log('qube booted', { qube: name, state, ms: q.figures.bootMs });
+      if (q.vif) {
+        await this.udevUplink(q, 'add');
+        await this.pushFirewall(name);
+        await this.waitNetwork(q);
+      }
+      if (q.figures.networkMs === undefined && !q.vif) q.figures.networkMs = q.figures.bootMs;
+      await this.saveState();
+      return q;
+    } catch (err) {
+      await undo();
+      throw err;
+    }
+  }
+
+  /** dom0's and Xen's side of plugging the client's vif into its netvm, hotplug script included. */
+  private async attachVif(q: TemplateQube): Promise<void> {
+    const rp = this.qube(q.spec.netvm!);
+    const vifName = `vif${q.domid}.0`;
+    await applyOps(rp.db, providerPreAttachOps(this.model, q.name));
+    const backend = vifBackendEntries(this.model, q.name, rp.domid, q.domid);
+    for (const [k, v] of backend.entries) await rp.ns.xenstoreWrite(`${backend.path}/${k}`, v);
+    await this.session.link(rp.ns, vifName, q.ns, 'eth0', { aMac: GATEWAY_MAC, bMac: q.spec.mac, up: false });
+    q.vif = { provider: rp.name, name: vifName, addresses: realAddresses(this.model, q.name) };
+    await this.hotplug(rp, vifName, backend.path, 'online');
+  }
+
+  /** What xl devd does: the hotplug script in the backend's container, vif and XENBUS_PATH set. */
+  private async hotplug(rp: TemplateQube, vif: string, xenbusPath: string, command: 'online' | 'offline'): Promise<RunResult> {
+    const res = await rp.container.exec([VIF_SCRIPT, command], {
+      env: { vif, XENBUS_PATH: xenbusPath, command, script: VIF_SCRIPT },
+      allowFailure: true,
+      timeoutMs: this.waitMs,
+    });
+    await appendFile(join(rp.logDir, 'hotplug.log'), JSON.stringify({ time: Date.now(), vif, command, exitCode: res.exitCode, stdout: forLog(res.stdout, 2000), stderr: forLog(res.stderr, 2000) }) + '\n').catch(() => {});
+    if (res.exitCode !== 0) throw new Error(`hotplug ${command} of ${vif} in ${rp.name} failed (exit ${res.exitCode}): ${(res.stderr || res.stdout).trim().slice(0, 500)}`);
+    return res;
+  }
+
+  /** The udev rule's action for the client's uplink, run as the rule would run it. */
+  private async udevUplink(q: TemplateQube, action: 'add' | 'remove'): Promise<void> {
+    const verb = action === 'add' ? ['restart', '--job-mode=replace'] : ['stop', '--job-mode=replace'];
+    await q.container.exec(['systemctl', '--no-block', ...verb, 'qubes-net-uplink@eth0.service']);
+  }
+
+  /** dom0's reload_firewall_for_vm: the client's rules into its netvm's QubesDB. */
+  async pushFirewall(client: string): Promise<void> {
+    const q = this.qube(client);
+    if (!q.vif) return;
+    await applyOps(this.qube(q.vif.provider).db, firewallOps(this.model, client));
+  }
+
+  /** `qvm-firewall CLIENT` with new rules (strings as in topology files), waits until applied. */
+  async setFirewall(client: string, rules: readonly string[]): Promise<void> {
+    const q = this.qube(client);
+    const before = await this.firewallGenerations(q);
+    this.spec(client).firewall = rules.map((r) => parseFirewallRule(r));
+    await this.pushFirewall(client);
+    await this.waitFirewall(q, before);
+  }
+
+  private async feedback(db: QubesDB, key: string): Promise<Feedback | undefined> {
+    return parseFeedback(await db.read(key).catch(() => undefined));
+  }
+
+  private async firewallGenerations(q: TemplateQube): Promise<Map<string, string | undefined>> {
+    const out = new Map<string, string | undefined>();
+    if (!q.vif) return out;
+    const rp = this.qube(q.vif.provider);
+    for (const ip of q.vif.addresses) out.set(ip, (await this.feedback(rp.db, `/qubes-firewall-applied/${ip}`))?.generation);
+    return out;
+  }
+
+  private async waitFirewall(q: TemplateQube, before = new Map<string, string | undefined>()): Promise<void> {
+    if (!q.vif) return;
+    const rp = this.qube(q.vif.provider);
+    for (const ip of q.vif.addresses) {
+      await waitUntil(`${rp.name}'s firewall to apply ${q.name}'s rules for ${ip}`, async () => {
+        const f = await this.feedback(rp.db, `/qubes-firewall-applied/${ip}`);
+        return f && f.generation !== before.get(ip) ? f : undefined;
+      }, { timeoutMs: this.waitMs });
+    }
+  }
+
+  /** Vif online in the netvm, firewall applied, uplink configured in the client. */
+  private async waitNetwork(q: TemplateQube): Promise<void> {
+    const rp = this.qube(q.vif!.provider);
+    const vif = q.vif!.name;
+    let last: string | undefined;
+    await waitUntil(`${rp.name}'s driver to report ${vif} online`, async () => {
+      last = await rp.db.read(`/qubes-vif/${vif}/state`).catch(() => undefined);
+      return last === 'online';
+    }, { timeoutMs: this.waitMs, lastSeen: () => last });
+    rp.figures.networkMs ??= Date.now() - rp.container.startedAt;
+    await this.waitFirewall(q);
+    await waitUntil(`${q.name}'s uplink configured (/qubes-uplink-status)`, async () => {
+      last = await q.db.read('/qubes-uplink-status').catch(() => undefined);
+      return parseFeedback(last)?.state === 'ok';
+    }, { timeoutMs: this.waitMs, lastSeen: () => last });
+    q.figures.networkMs = Date.now() - q.container.startedAt;
+  }
+
+  /** Runs ARGV inside the qube's container. */
+  exec(name: string, argv: readonly string[], opts: { allowFailure?: boolean; timeoutMs?: number; env?: Record<string, string> } = {}): Promise<RunResult> {
+    return this.qube(name).container.exec(argv, { allowFailure: opts.allowFailure ?? true, timeoutMs: opts.timeoutMs ?? 30_000, ...(opts.env ? { env: opts.env } : {}) });
+  }
+
+  /**
+   * Memory (bytes) of each qubes-net unit's cgroup in the qube, from memory.current (cgroup v2
+   * inside the container); units without a cgroup (not running) are left out.
+   */
+  async unitMemory(name: string): Promise<Record<string, number>> {
+    const q = this.qube(name);
+    const r = await q.container.exec(['sh', '-c', 'for f in /sys/fs/cgroup/system.slice/qubes-net*/memory.current /sys/fs/cgroup/system.slice/system-qubes*/memory.current; do [ -f "$f" ] && echo "$f $(cat "$f")"; done; true'], { allowFailure: true });
+    const out: Record<string, number> = {};
+    for (const line of r.stdout.split('\n')) {
+      const m = /^\/sys\/fs\/cgroup\/system\.slice\/(.+)\/memory\.current (\d+)$/.exec(line.trim());
+      if (m) out[m[1]!] = Number(m[2]);
+    }
+    return out;
+  }
+
+  async status(): Promise<unknown> {
+    const qubes = [];
+    for (const q of this.qubes.values()) {
+      qubes.push({
+        name: q.name, domid: q.domid, machine: q.container.machine, leaderPid: q.container.leaderPid(), root: q.instance.dir,
+        vif: q.vif, figures: q.figures, unitMemory: q.container.running ? await this.unitMemory(q.name).catch(() => ({})) : {},
+      });
+    }
+    return { template: 'debian-13', image: this.image.dir, debs: this.image.debs, session: this.session.id, qubes };
+  }
+
+  private async saveState(): Promise<void> {
+    const state = {
+      session: this.session.id,
+      image: this.image.dir,
+      qubes: [...this.qubes.values()].map((q) => ({ name: q.name, nspawnPid: q.container.child.pid, leaderPid: q.container.leaderPid(), root: q.instance.dir, netns: q.ns.netns })),
+    };
+    await writeFile(join(this.stateDir, 'state.json'), JSON.stringify(state, null, 2) + '\n').catch(() => {});
+  }
+
+  /** Powers every container off (clients first), then removes instances, namespaces, the internet. */
+  async down(): Promise<void> {
+    const order = startOrder(this.model, [...this.qubes.keys()]).reverse();
+    for (const n of order) {
+      const q = this.qubes.get(n);
+      if (!q) continue;
+      await q.container.stop().catch(() => q.container.kill());
+      await q.db.close().catch(() => {});
+      await q.qdbDaemon.stop().catch(() => {});
+      await q.instance.remove().catch((err) => this.log('instance removal failed', { qube: n, err: String(err) }));
+      this.qubes.delete(n);
+    }
+    await this.internet.stop().catch(() => {});
+    await this.session.destroy();
+  }
+}

@@ -1,0 +1,141 @@
+// The product as users get it (issue 12): sys-net, sys-firewall and a client, each a booted
+// Debian 13 template (systemd as PID 1) with our .deb installed by apt, in namespaces the lab
+// made. Checks: every qube boots with no failed unit, the client reaches the fake internet (DNS,
+// HTTP, ICMP) through both network qubes, a firewall rule change is enforced, the agents log to
+// journald with priorities, no Node stays resident in an idle client, and `down` leaves
+// nothing behind. The template root is cached (/var/cache/qubes-net-lab): the first run builds
+// it (about a minute), later runs reuse it.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { needRoot, isRoot } from '../helpers/root.js';
+import { waitFor } from '../helpers/wait.js';
+import { loadTopologyFile, DEFAULT_TOPOLOGY_FILE, template } from '@qubes-net/lab';
+
+const { TemplateLab, buildDeb, INSTANCE_DIR } = template;
+type TemplateLab = template.TemplateLab;
+
+const QUBES = ['sys-net', 'sys-firewall', 'work'];
+let lab: TemplateLab | undefined;
+let session = '';
+let setupError: unknown;
+
+before(async () => {
+  if (!isRoot()) return;
+  try {
+    const model = await loadTopologyFile(DEFAULT_TOPOLOGY_FILE);
+    model.name = `t${randomBytes(3).toString('hex')}`;
+    const deb = await buildDeb();
+    lab = await TemplateLab.create(model, { deb, waitTimeoutMs: 120_000 });
+    session = lab.session.id;
+    await lab.up(QUBES);
+  } catch (err) {
+    setupError = err;
+  }
+}, { timeout: 15 * 60_000 });
+
+after(async () => {
+  await lab?.down();
+});
+
+function ready(t: import('node:test').TestContext): TemplateLab | undefined {
+  if (!needRoot(t)) return undefined;
+  if (setupError) throw setupError;
+  assert.ok(lab, 'the lab did not start');
+  return lab;
+}
+
+/** An HTTP GET with the template's own node (fetch), inside the qube: status or the error. */
+async function httpGet(l: TemplateLab, qube: string, url: string): Promise<string> {
+  const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(4000) }).then(async (r) => console.log(r.status, (await r.text()).length), (e) => console.log('error', e.cause?.code ?? e.name))`;
+  return (await l.exec(qube, ['node', '-e', script], { timeoutMs: 15_000 })).stdout.trim();
+}
+
+async function ping(l: TemplateLab, qube: string, addr: string): Promise<boolean> {
+  return (await l.exec(qube, ['ping', '-n', '-c', '1', '-W', '2', addr])).exitCode === 0;
+}
+
+test('every qube boots its template to running with no failed unit', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  for (const name of QUBES) {
+    const q = l.qube(name);
+    assert.deepEqual(await q.container.failedUnits(), [], `failed units in ${name}`);
+    const state = (await l.exec(name, ['systemctl', 'is-system-running'])).stdout.trim();
+    assert.equal(state, 'running', `${name}: ${state}`);
+    assert.ok(q.figures.bootMs !== undefined && q.figures.networkMs !== undefined, `${name} has boot figures`);
+  }
+  const installed = (await l.exec('work', ['dpkg-query', '-W', '-f', '${Status}', 'qubes-net'])).stdout;
+  assert.equal(installed, 'install ok installed');
+});
+
+test('the client reaches the fake internet through sys-firewall and sys-net (DNS, HTTP, ICMP)', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  const dns = await l.exec('work', ['getent', 'ahostsv4', 'www.example.test']);
+  assert.match(dns.stdout, /203\.0\.113\.80/, dns.stdout + dns.stderr);
+  assert.match(await httpGet(l, 'work', 'http://www.example.test/'), /^200 /);
+  assert.ok(await ping(l, 'work', '192.0.2.1'), 'ping to the fake internet\'s gateway');
+});
+
+test('a firewall rule change is enforced, and undone', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  await l.setFirewall('work', ['action=accept specialtarget=dns', 'action=drop']);
+  assert.match(await httpGet(l, 'work', 'http://203.0.113.80/'), /^error /);
+  assert.equal(await ping(l, 'work', '192.0.2.1'), false, 'ICMP dropped');
+  const dns = await l.exec('work', ['getent', 'ahostsv4', 'www.example.test']);
+  assert.match(dns.stdout, /203\.0\.113\.80/, 'DNS still allowed');
+  await l.setFirewall('work', ['action=accept']);
+  assert.match(await httpGet(l, 'work', 'http://203.0.113.80/'), /^200 /);
+});
+
+test('the agents log to journald, each line with the priority of its level', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  const r = await l.exec('sys-firewall', ['journalctl', '-b', '-o', 'json', '--no-pager', '-u', 'qubes-net-*']);
+  const entries = r.stdout.split('\n').filter(Boolean).map((s) => JSON.parse(s) as { MESSAGE?: string; PRIORITY?: string; _SYSTEMD_UNIT?: string });
+  const ours = entries.filter((e) => typeof e.MESSAGE === 'string' && e.MESSAGE.startsWith('{"level":'));
+  assert.ok(ours.length > 0, `no JSON log line of ours in sys-firewall's journal (${entries.length} entries)`);
+  const units = new Set(ours.map((e) => e._SYSTEMD_UNIT));
+  assert.ok(units.has('qubes-net-driver.service') && units.has('qubes-net-firewall.service'), `units logging: ${[...units].join(' ')}`);
+  // pino level → syslog priority: 60 crit(2), 50 err(3), 40 warning(4), 30 info(6), 20/10 debug(7).
+  const want: Record<number, string> = { 60: '2', 50: '3', 40: '4', 30: '6', 20: '7', 10: '7' };
+  const wrong = ours.filter((e) => want[(JSON.parse(e.MESSAGE!) as { level: number }).level] !== e.PRIORITY);
+  assert.deepEqual(wrong.map((e) => `${e.PRIORITY} ${e.MESSAGE!.slice(0, 60)}`), []);
+});
+
+// The package predates the runtime shape while it still runs the guest agent as a resident
+// daemon (qubes-net-guest.service, `qubes-net-guest run`) and ships no C watcher: then this is
+// a known gap, reported as todo rather than hidden.
+const RUNTIME_SHAPE_TODO = 'the installed package has no qubes-net-watch yet (runtime shape, issue 10)';
+
+test('no Node process stays resident in an idle client', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  const hasWatcher = (await l.exec('work', ['sh', '-c', 'command -v qubes-net-watch || ls /usr/lib/qubes-net/native/qubes-net-watch'])).exitCode === 0;
+  if (!hasWatcher) t.todo(RUNTIME_SHAPE_TODO);
+  // The runtime shape (docs/runtime-shape.md): a client keeps only the C watcher.
+  const nodes = await waitFor('node processes in work to exit', async () => {
+    const r = await l.exec('work', ['ps', '-eo', 'pid=,comm=,args=']);
+    const found = r.stdout.split('\n').filter((line) => /\bnode\b/.test(line.split(/\s+/).filter(Boolean)[1] ?? ''));
+    return found.length === 0 ? [] : undefined;
+  }, { timeoutMs: 45_000, intervalMs: 500 }).catch(async () => (await l.exec('work', ['ps', '-eo', 'pid=,comm=,args='])).stdout.split('\n').filter((s) => / node /.test(` ${s} `)));
+  assert.deepEqual(nodes, [], 'Node processes left in the idle client');
+});
+
+test('down removes every container, namespace and instance', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  const instances = QUBES.map((n) => l.qube(n).instance.dir);
+  await l.down();
+  lab = undefined;
+  const left = existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(`${session}-`)) : [];
+  assert.deepEqual(left, []);
+  for (const dir of instances) assert.equal(existsSync(dir), false, `${dir} left`);
+  const inst = existsSync(INSTANCE_DIR) ? readdirSync(INSTANCE_DIR).filter((n) => n.startsWith(session)) : [];
+  assert.deepEqual(inst, []);
+  const propagate = existsSync('/run/systemd/nspawn/propagate') ? readdirSync('/run/systemd/nspawn/propagate').filter((n) => n.startsWith(session)) : [];
+  assert.deepEqual(propagate, []);
+});
