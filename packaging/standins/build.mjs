@@ -71,6 +71,35 @@ const NETWORKING_UNITS = {
   'qubes-firewall.service': unit('Qubes firewall updater', `ConditionPathExists=/var/run/qubes-service/qubes-firewall\nAfter=qubes-iptables.service\nBefore=qubes-network.service\n\n[Service]\nType=notify-reload\nExecStart=/usr/bin/qubes-firewall\nRestart=on-failure\nRestartSec=5s\n\n[Install]\nWantedBy=multi-user.target`),
   'qubes-updates-proxy.service': unit('Qubes updates proxy (tinyproxy)', `ConditionPathExists=/var/run/qubes-service/qubes-updates-proxy\nAfter=qubes-iptables.service\n\n[Service]\nExecStart=/usr/lib/qubes/init/updates-proxy-standin\n\n[Install]\nWantedBy=multi-user.target`),
 };
+/**
+ * The core agent's early units that networking relies on (reference §7.2): qubes-sysinit turns
+ * /qubes-service/* into /run/qubes-service flags; qubes-early-vm-config wants network-pre.target,
+ * which is what pulls in qubes-antispoof/qubes-iptables (RequiredBy=network-pre.target) at boot.
+ */
+const CORE_UNITS = {
+  'qubes-sysinit.service': unit('Init Qubes Services settings', `DefaultDependencies=no\nAfter=systemd-modules-load.service qubes-db.service\nBefore=sysinit.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/lib/qubes/init/qubes-sysinit.sh\n\n[Install]\nWantedBy=sysinit.target`),
+  'qubes-early-vm-config.service': unit('Early Qubes VM settings', `DefaultDependencies=no\nWants=network-pre.target\nBefore=sysinit.target network-pre.target\nAfter=local-fs.target qubes-db.service\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/lib/qubes/init/qubes-early-vm-config.sh\n\n[Install]\nWantedBy=sysinit.target`),
+};
+
+/** qubes-sysinit's service flags: "1" → /run/qubes-service/NAME, "0" → none (reference §3.8). */
+function sysinit(version) {
+  return `#!/bin/sh
+# Stand-in for upstream's /usr/lib/qubes/init/qubes-sysinit.sh (${version}), built by qubes-net's packaging tests.
+echo "/usr/lib/qubes/init/qubes-sysinit.sh ${version} $*" >>${LOG}
+mkdir -p /run/qubes-service
+db=\${QUBESDB_STANDIN_DIR:-/var/lib/qubesdb-standin}/qubes-service
+[ -d "$db" ] || exit 0
+for f in "$db"/*; do
+    [ -f "$f" ] || continue
+    name=\${f##*/}
+    case "$(cat "$f")" in
+        1) : >"/run/qubes-service/$name" ;;
+        0) rm -f "/run/qubes-service/$name" ;;
+    esac
+done
+`;
+}
+
 const ENABLED = ['qubes-antispoof.service', 'qubes-iptables.service', 'qubes-network-uplink.service', 'qubes-network.service', 'qubes-firewall.service', 'qubes-updates-proxy.service'];
 
 /** The packages: name → {depends, files: {path: {text|link|copy, mode, conffile}}, postinst, prerm}. */
@@ -141,7 +170,12 @@ done
       files: {
         '/usr/bin/qvm-features-request': exe('/usr/bin/qvm-features-request'),
         '/usr/lib/qubes/init/functions': { text: `# Stand-in (${version})\n`, mode: 0o644 },
+        '/usr/lib/qubes/init/qubes-sysinit.sh': { text: sysinit(version), mode: 0o755 },
+        '/usr/lib/qubes/init/qubes-early-vm-config.sh': exe('/usr/lib/qubes/init/qubes-early-vm-config.sh'),
+        ...Object.fromEntries(Object.entries(CORE_UNITS).map(([name, text]) => [`/usr/lib/systemd/system/${name}`, { text: text.replace('# Stand-in', `# Stand-in (${version})`), mode: 0o644 }])),
       },
+      postinst: `if [ "$1" = configure ] && [ -z "$2" ]; then systemctl --no-reload enable ${Object.keys(CORE_UNITS).join(' ')} >/dev/null 2>&1 || :; fi`,
+      prerm: `if [ "$1" = remove ]; then systemctl --no-reload disable ${Object.keys(CORE_UNITS).join(' ')} >/dev/null 2>&1 || :; fi`,
     },
     'qubes-core-agent-networking': networking,
     'qubes-core-agent-network-manager': {
