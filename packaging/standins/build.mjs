@@ -114,7 +114,9 @@ function packages(version) {
       '/etc/xen/scripts/vif-qubes-nat.sh': { ...exe('/etc/xen/scripts/vif-qubes-nat.sh'), conffile: true },
       '/usr/lib/qubes/setup-ip': exe('/usr/lib/qubes/setup-ip'),
       '/usr/lib/qubes/qubes-setup-dnat-to-ns': exe('/usr/lib/qubes/qubes-setup-dnat-to-ns'),
-      '/usr/bin/qubes-firewall': exe('/usr/bin/qubes-firewall'),
+      // A Type=notify-reload daemon: records, tells systemd it is ready (as its main process,
+      // so it works without NotifyAccess=all too), then stays.
+      '/usr/bin/qubes-firewall': { text: script('/usr/bin/qubes-firewall', version).replace('exit 0\n', `[ -z "$NOTIFY_SOCKET" ] || exec systemd-notify --exec --ready ';' sleep infinity\nexit 0\n`), mode: 0o755 },
       '/usr/lib/qubes/init/network-proxy-setup.sh': exe('/usr/lib/qubes/init/network-proxy-setup.sh'),
       '/usr/lib/qubes/init/network-proxy-stop.sh': exe('/usr/lib/qubes/init/network-proxy-stop.sh'),
       '/usr/lib/qubes/init/network-uplink-wait.sh': { text: uplinkWait(version), mode: 0o755 },
