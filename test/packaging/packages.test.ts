@@ -418,6 +418,13 @@ test('the C helpers are stripped x86-64 executables; the scripts are valid POSIX
     assert.equal(elf.readUInt16LE(18), 62, `${client}: e_machine is x86-64`);
     const sections = (await run('readelf', ['-S', '-W', path], { env: { LC_ALL: 'C' } })).stdout;
     assert.ok(!/\.symtab|\.debug_/.test(sections), `${client} is stripped`);
+    // Hardened as Debian builds C: full RELRO, PIE, stack protector, fortified libc calls.
+    const headers = (await run('readelf', ['-l', '-d', '--dyn-syms', '-W', path], { env: { LC_ALL: 'C' } })).stdout;
+    assert.match(headers, /GNU_RELRO/, `${client}: RELRO`);
+    assert.match(headers, /\(FLAGS\)\s+BIND_NOW|\(FLAGS_1\)\s+Flags: NOW/, `${client}: -z now`);
+    assert.match(headers, /\(FLAGS_1\)\s+Flags:.*\bPIE\b/, `${client}: PIE`);
+    assert.match(headers, /__stack_chk_fail/, `${client}: -fstack-protector-strong`);
+    assert.match(headers, /__\w+_chk@/, `${client}: _FORTIFY_SOURCE`);
   }
   for (const script of ['usr/lib/qubes-net/qubes-net-choice', 'usr/lib/qubes-net/qubes-net-dispatch', 'usr/lib/qubes-net/qubes-net-overlay', 'usr/lib/qubes-net/vif-route-qubes',
     'etc/qubes/post-install.d/20-qubes-net-features.sh', ...DIVERTED.map((p) => `usr/lib/qubes-net/overlay/${p.split('/').at(-1)}`)]) {
