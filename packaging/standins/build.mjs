@@ -7,8 +7,9 @@
 // starts upstream's units), its prerm disables them, and the NetworkManager package depends on
 // the networking package's exact version.
 //
-// Usage: node packaging/standins/build.mjs --out DIR [--version 4.3.20-1+deb13u1]
-// Prints one JSON line: {"version", "debs": {name: path}, "files": {package: {path: sha256}}}
+// Usage: node packaging/standins/build.mjs --out DIR [--version 4.3.20-1+deb13u1] [--rpm]
+// Prints one JSON line: {"version", "debs": {name: path}, "files": {package: {path: sha256}},
+// "rpms": {name: path}} (--rpm: qubes-core-agent-networking as an RPM too, e.g. --version 4.3.20-1.fc41)
 // (files: every regular file of each package, to check byte for byte after a round trip).
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -225,18 +226,58 @@ async function buildDeb(name, spec, version, out) {
   return { deb, sums };
 }
 
+/**
+ * The networking stand-in as an RPM too (Fedora template), for the RPM scriptlets' round trip:
+ * VERSION is split at the last '-' into Version and Release. Its files are the .deb's; no
+ * scriptlets of its own are needed by that test.
+ */
+async function buildRpm(name, spec, version, out) {
+  const cut = version.lastIndexOf('-');
+  const [ver, rel] = [version.slice(0, cut), version.slice(cut + 1)];
+  const top = join(out, `${name}.rpmbuild`);
+  const stage = join(top, 'stage');
+  rmSync(top, { recursive: true, force: true });
+  const files = [];
+  for (const [path, f] of Object.entries(spec.files)) {
+    const dst = join(stage, path);
+    mkdirSync(dirname(dst), { recursive: true });
+    if (f.link) symlinkSync(f.link, dst);
+    else {
+      writeFileSync(dst, f.copy ? readFileSync(f.copy) : Buffer.from(f.text));
+      chmodSync(dst, f.mode);
+    }
+    // Fedora's package marks its nft rulesets and tinyproxy files %config(noreplace), not the
+    // scripts (vif-route-qubes, the qubes-rpc service) that Debian's /etc rule makes conffiles.
+    files.push(f.conffile && !(f.mode & 0o111) ? `%config(noreplace) ${path}` : path);
+  }
+  for (const d of ['BUILD', 'RPMS', 'SOURCES', 'SPECS', 'SRPMS', 'tmp']) mkdirSync(join(top, d), { recursive: true });
+  const specFile = join(top, 'SPECS', `${name}.spec`);
+  writeFileSync(specFile, [
+    `Name: ${name}`, `Version: ${ver}`, `Release: ${rel}`, `Summary: stand-in for the Qubes package ${name}`, 'License: GPL-2.0-or-later',
+    'BuildArch: noarch', 'AutoReqProv: no', '%global debug_package %{nil}', '%global __os_install_post %{nil}', '%global __brp_mangle_shebangs %{nil}',
+    '%description', 'Built by qubes-net packaging tests; each file records that it ran.',
+    '%prep', '%build', '%install', `cp -a ${stage}/. %{buildroot}/`, '%files', '%defattr(-,root,root,-)', ...files, '',
+  ].join('\n'));
+  await run('rpmbuild', ['-bb', '--quiet', '--define', `_topdir ${top}`, '--define', `_tmppath ${join(top, 'tmp')}`, specFile], { env: { LC_ALL: 'C' } });
+  const rpm = join(out, `${name}-${ver}-${rel}.noarch.rpm`);
+  await run('mv', [join(top, 'RPMS', 'noarch', `${name}-${ver}-${rel}.noarch.rpm`), rpm]);
+  rmSync(top, { recursive: true, force: true });
+  return rpm;
+}
+
 async function main() {
-  const { values } = parseArgs({ options: { out: { type: 'string' }, version: { type: 'string' } } });
-  if (!values.out) throw new Error('usage: build.mjs --out DIR [--version V]');
+  const { values } = parseArgs({ options: { out: { type: 'string' }, version: { type: 'string' }, rpm: { type: 'boolean' } } });
+  if (!values.out) throw new Error('usage: build.mjs --out DIR [--version V] [--rpm]');
   const version = values.version ?? '4.3.20-1+deb13u1';
   if (!/^[0-9][0-9A-Za-z.+~-]*$/.test(version)) throw new Error(`bad version ${version}`);
   const out = resolve(values.out);
   mkdirSync(out, { recursive: true });
-  const result = { version, debs: {}, files: {} };
+  const result = { version, debs: {}, files: {}, rpms: {} };
   for (const [name, spec] of Object.entries(packages(version))) {
     const { deb, sums } = await buildDeb(name, spec, version, out);
     result.debs[name] = deb;
     result.files[name] = sums;
+    if (values.rpm && name === 'qubes-core-agent-networking') result.rpms[name] = await buildRpm(name, spec, version, out);
   }
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }

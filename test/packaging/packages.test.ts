@@ -320,10 +320,15 @@ test('the RPM overlay tool moves upstream files aside and back byte for byte, ag
   put('2'); // upstream's upgrade writes its files over our links; the trigger runs the tool again
   await tool('install');
   check('2');
+  // A %config(noreplace) file's upgrade leaves our "modified" link and writes PATH.rpmnew.
+  for (const p of DIVERTED) writeFileSync(join(scratch, `${p}.rpmnew`), content(p, '3'), { mode: 0o755 });
+  await tool('install');
+  check('3');
+  for (const p of DIVERTED) assert.ok(!existsSync(join(scratch, `${p}.rpmnew`)));
   await tool('uninstall');
   for (const p of DIVERTED) {
     assert.ok(lstatSync(join(scratch, p)).isFile(), `${p} is a file again`);
-    assert.equal(readFileSync(join(scratch, p), 'utf8'), content(p, '2'));
+    assert.equal(readFileSync(join(scratch, p), 'utf8'), content(p, '3'));
     assert.ok(!existsSync(join(scratch, `${p}.qubes-upstream`)));
   }
   assert.ok(!existsSync(join(scratch, 'var/lib/qubes-net')), 'no record left');
