@@ -57,6 +57,17 @@ export function serviceFlags(entries: ReadonlyMap<string, string>): string[] {
   return [...on].sort();
 }
 
+/**
+ * The qube's eth0 is a veth here, not Xen's netfront (driver "vif"): the guest agent, which
+ * leaves non-Xen interfaces alone, is told to accept a device-less one too. Every unit gets it
+ * through the service manager's default environment, written into the qube's own layer.
+ */
+async function writeLabManagerConfig(root: string): Promise<void> {
+  const dir = join(root, 'etc', 'systemd', 'system.conf.d');
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, '50-qubes-net-lab.conf'), '# qubes-net-lab: the uplink is a veth pair standing in for Xen\'s vif\n[Manager]\nDefaultEnvironment=QUBES_NET_UPLINK_DRIVERS=vif,none\n');
+}
+
 export interface TemplateLabOptions {
   /** Our .deb (packaging's `npm run package` output). */
   deb: string;
@@ -64,6 +75,8 @@ export interface TemplateLabOptions {
   log?: RootLog;
   /** Guard for each wait (boot, feedback): only protects against hangs. */
   waitTimeoutMs?: number;
+  /** A qube whose start fails stays up for inspection until `down`. */
+  keepFailed?: boolean;
 }
 
 export interface BootFigures {
@@ -92,6 +105,7 @@ export class TemplateLab {
   private nextDomid = 1;
   private readonly log: RootLog;
   private readonly waitMs: number;
+  private readonly keepFailed: boolean;
 
   private constructor(
     readonly model: LabModel,
@@ -103,6 +117,7 @@ export class TemplateLab {
   ) {
     this.log = opts.log ?? (() => {});
     this.waitMs = opts.waitTimeoutMs ?? 120_000;
+    this.keepFailed = opts.keepFailed ?? false;
   }
 
   /** Builds (or finds) the template image, makes the session and the fake internet. */
@@ -176,6 +191,7 @@ export class TemplateLab {
       }
       const instance = await instantiateRoot(this.image.dir, `${this.session.id}-${name}`.replace(/[^a-z0-9._-]/g, '-'));
       cleanups.push(() => instance.remove());
+      await writeLabManagerConfig(instance.dir);
       const container = Container.start({
         machine: `${this.session.id}-${name}`.slice(0, 64),
         hostname: name,
@@ -207,7 +223,8 @@ export class TemplateLab {
       await this.saveState();
       return q;
     } catch (err) {
-      await undo();
+      // Kept for inspection (`down` still removes it: it stays registered in this.qubes).
+      if (!this.keepFailed) await undo();
       throw err;
     }
   }
@@ -239,7 +256,16 @@ export class TemplateLab {
   /** The udev rule's action for the client's uplink, run as the rule would run it. */
   private async udevUplink(q: TemplateQube, action: 'add' | 'remove'): Promise<void> {
     const verb = action === 'add' ? ['restart', '--job-mode=replace'] : ['stop', '--job-mode=replace'];
-    await q.container.exec(['systemctl', '--no-block', ...verb, 'qubes-net-uplink@eth0.service']);
+    await q.container.exec(['systemctl', '--no-block', ...verb, `${await this.uplinkUnit(q)}@eth0.service`]);
+  }
+
+  /**
+   * The unit the template's udev rule starts for the uplink: upstream's name when our package
+   * is an overlay on qubes-core-agent-networking, ours when it ships its own uplink unit.
+   */
+  private async uplinkUnit(q: TemplateQube): Promise<string> {
+    const ours = await q.container.exec(['test', '-e', '/usr/lib/systemd/system/qubes-net-uplink@.service'], { allowFailure: true });
+    return ours.exitCode === 0 ? 'qubes-net-uplink' : 'qubes-network-uplink';
   }
 
   /** dom0's reload_firewall_for_vm: the client's rules into its netvm's QubesDB. */
@@ -305,16 +331,27 @@ export class TemplateLab {
   }
 
   /**
-   * Memory (bytes) of each qubes-net unit's cgroup in the qube, from memory.current (cgroup v2
-   * inside the container); units without a cgroup (not running) are left out.
+   * Memory (bytes) of each networking unit in the qube, by its cgroup: memory.current where the
+   * container's cgroup tree has the memory controller; otherwise (this host: cgroup v1, so the
+   * container's cgroup2 has no controllers) the summed RSS of the processes in the unit's cgroup.
+   * Units with no process (a oneshot, an agent that exited idle) count 0 or are absent.
    */
-  async unitMemory(name: string): Promise<Record<string, number>> {
+  async unitMemory(name: string): Promise<Record<string, { bytes: number; source: 'memory.current' | 'rss' }>> {
     const q = this.qube(name);
-    const r = await q.container.exec(['sh', '-c', 'for f in /sys/fs/cgroup/system.slice/qubes-net*/memory.current /sys/fs/cgroup/system.slice/system-qubes*/memory.current; do [ -f "$f" ] && echo "$f $(cat "$f")"; done; true'], { allowFailure: true });
-    const out: Record<string, number> = {};
+    const script = [
+      'cd /sys/fs/cgroup/system.slice || exit 0',
+      'for u in qubes* system-qubes*; do [ -d "$u" ] || continue',
+      '  if [ -f "$u/memory.current" ]; then echo "$u current $(cat "$u/memory.current")"; continue; fi',
+      '  kb=0; for p in $(find "$u" -name cgroup.procs -exec cat {} +); do',
+      '    r=$(awk \'/^VmRSS:/ { print $2 }\' /proc/$p/status 2>/dev/null); kb=$((kb + ${r:-0})); done',
+      '  echo "$u rss $((kb * 1024))"',
+      'done',
+    ].join('\n');
+    const r = await q.container.exec(['sh', '-c', script], { allowFailure: true });
+    const out: Record<string, { bytes: number; source: 'memory.current' | 'rss' }> = {};
     for (const line of r.stdout.split('\n')) {
-      const m = /^\/sys\/fs\/cgroup\/system\.slice\/(.+)\/memory\.current (\d+)$/.exec(line.trim());
-      if (m) out[m[1]!] = Number(m[2]);
+      const m = /^(\S+) (current|rss) (\d+)$/.exec(line.trim());
+      if (m) out[m[1]!.replace(/\\x2d/g, '-')] = { bytes: Number(m[3]), source: m[2] === 'current' ? 'memory.current' : 'rss' };
     }
     return out;
   }
