@@ -219,7 +219,9 @@ export class TemplateLab {
         await this.pushFirewall(name);
         await this.waitNetwork(q);
       }
-      if (q.figures.networkMs === undefined && !q.vif) q.figures.networkMs = q.figures.bootMs;
+      // A network qube counts when it serves its first vif (set in waitNetwork); a qube with
+      // neither vif nor clients is networked once booted.
+      if (!q.vif && !spec.providesNetwork) q.figures.networkMs = q.figures.bootMs;
       await this.saveState();
       return q;
     } catch (err) {
