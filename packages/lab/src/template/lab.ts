@@ -11,8 +11,8 @@
 //    /qubes-service/ entries before the boot (bound into the container);
 //  - udev: no udev runs in a container; when the client's eth0 appears, the lab runs exactly
 //    what the package's rule runs (`systemctl --no-block restart qubes-net-uplink@eth0.service`).
-import { appendFile, mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { appendFile, copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { GATEWAY_MAC, forLog, type RunResult } from '@qubes-net/common';
 import { INTERNET, NetnsSession, XENSTORE_DIR, configureUplink, type Qube } from '@qubes-net/netns';
 import { openQubesDB, type QubesDB } from '@qubes-net/qubesdb';
@@ -325,6 +325,21 @@ export class TemplateLab {
       return parseFeedback(last)?.state === 'ok';
     }, { timeoutMs: this.waitMs, lastSeen: () => last });
     q.figures.networkMs = Date.now() - q.container.startedAt;
+  }
+
+  /**
+   * `apt-get install` of a .deb inside the running qube, as a user upgrades a template-based
+   * qube: the maintainer scripts run against the live systemd. The file goes into the qube's own
+   * layer (its /tmp is a tmpfs the host does not see).
+   */
+  async installDeb(name: string, deb: string): Promise<RunResult> {
+    const q = this.qube(name);
+    const dir = join(q.instance.dir, 'var', 'cache', 'qubes-net-lab-install');
+    await mkdir(dir, { recursive: true });
+    await copyFile(deb, join(dir, basename(deb)));
+    return q.container.exec(['apt-get', 'install', '-y', '--no-install-recommends', '-o', 'Dpkg::Use-Pty=0', `/var/cache/qubes-net-lab-install/${basename(deb)}`], {
+      env: { DEBIAN_FRONTEND: 'noninteractive' }, timeoutMs: this.waitMs, allowFailure: true,
+    });
   }
 
   /** Runs ARGV inside the qube's container. */
