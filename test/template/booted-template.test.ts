@@ -94,12 +94,13 @@ test('a firewall rule change is enforced, and undone', async (t) => {
 test('the agents log to journald, each line with the priority of its level', async (t) => {
   const l = ready(t);
   if (!l) return;
-  const r = await l.exec('sys-firewall', ['journalctl', '-b', '-o', 'json', '--no-pager', '-u', 'qubes-net-*']);
+  const r = await l.exec('sys-firewall', ['journalctl', '-b', '-o', 'json', '--no-pager', '-u', 'qubes-*']);
   const entries = r.stdout.split('\n').filter(Boolean).map((s) => JSON.parse(s) as { MESSAGE?: string; PRIORITY?: string; _SYSTEMD_UNIT?: string });
   const ours = entries.filter((e) => typeof e.MESSAGE === 'string' && e.MESSAGE.startsWith('{"level":'));
   assert.ok(ours.length > 0, `no JSON log line of ours in sys-firewall's journal (${entries.length} entries)`);
   const units = new Set(ours.map((e) => e._SYSTEMD_UNIT));
-  assert.ok(units.has('qubes-net-driver.service') && units.has('qubes-net-firewall.service'), `units logging: ${[...units].join(' ')}`);
+  // The network agent (driver + firewall in one process), or the separate daemons of older packages.
+  assert.ok(units.has('qubes-net-agent.service') || units.has('qubes-net-driver.service'), `units logging: ${[...units].join(' ')}`);
   // pino level → syslog priority: 60 crit(2), 50 err(3), 40 warning(4), 30 info(6), 20/10 debug(7).
   const want: Record<number, string> = { 60: '2', 50: '3', 40: '4', 30: '6', 20: '7', 10: '7' };
   const wrong = ours.filter((e) => want[(JSON.parse(e.MESSAGE!) as { level: number }).level] !== e.PRIORITY);
@@ -123,6 +124,77 @@ test('no Node process stays resident in an idle client', async (t) => {
     return found.length === 0 ? [] : undefined;
   }, { timeoutMs: 45_000, intervalMs: 500 }).catch(async () => (await l.exec('work', ['ps', '-eo', 'pid=,comm=,args='])).stdout.split('\n').filter((s) => / node /.test(` ${s} `)));
   assert.deepEqual(nodes, [], 'Node processes left in the idle client');
+});
+
+test('journalctl -p err is empty and no unit failed, in every qube', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  for (const name of QUBES) {
+    const errs = (await l.exec(name, ['journalctl', '-b', '-p', 'err', '--no-pager', '-q', '-o', 'short'])).stdout.trim();
+    assert.equal(errs, '', `${name}: journalctl -p err`);
+    assert.deepEqual(await l.qube(name).container.failedUnits(), [], `${name}: systemctl --failed`);
+  }
+});
+
+/** Our resident units in the qube: running services of the qubes-net package (and its dispatcher). */
+async function residentUnits(l: TemplateLab, qube: string): Promise<string[]> {
+  const r = await l.exec(qube, ['systemctl', 'list-units', '--type=service', '--state=running', '--plain', '--no-legend', '--no-pager', 'qubes*']);
+  return r.stdout.split('\n').map((x) => x.trim().split(/\s+/)[0]!).filter(Boolean);
+}
+
+async function unitState(l: TemplateLab, qube: string, unit: string): Promise<{ active: string; restarts: number; pid: number }> {
+  const r = await l.exec(qube, ['systemctl', 'show', '-p', 'ActiveState,NRestarts,MainPID', unit]);
+  const kv = Object.fromEntries(r.stdout.trim().split('\n').map((line) => line.split('=', 2) as [string, string]));
+  return { active: kv.ActiveState ?? '', restarts: Number(kv.NRestarts ?? 0), pid: Number(kv.MainPID ?? 0) };
+}
+
+test('systemctl kill -s KILL of each resident unit: systemd restarts it, traffic and a firewall change still work', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  for (const qube of ['sys-firewall', 'work']) {
+    const units = await residentUnits(l, qube);
+    assert.ok(units.length > 0, `no resident unit of ours in ${qube}`);
+    for (const unit of units) {
+      const before = await unitState(l, qube, unit);
+      await l.exec(qube, ['systemctl', 'kill', '-s', 'KILL', unit]);
+      // Restarted (Restart=), or, for a socket-activated agent, back to waiting on its socket.
+      await waitFor(`${unit} in ${qube} to come back`, async () => {
+        const now = await unitState(l, qube, unit);
+        if (now.active === 'active' && now.pid !== before.pid && now.pid > 0) return true;
+        if (now.active === 'inactive' && (await l.exec(qube, ['systemctl', 'is-active', unit.replace(/\.service$/, '.socket')])).stdout.trim() === 'active') return true;
+        return undefined;
+      }, { timeoutMs: 30_000, intervalMs: 200 });
+    }
+  }
+  assert.match(await httpGet(l, 'work', 'http://203.0.113.80/'), /^200 /);
+  await l.setFirewall('work', ['action=accept specialtarget=dns', 'action=accept proto=tcp', 'action=drop']);
+  assert.equal(await ping(l, 'work', '192.0.2.1'), false, 'ICMP dropped after the restarts');
+  await l.setFirewall('work', ['action=accept']);
+  assert.ok(await ping(l, 'work', '192.0.2.1'));
+  for (const qube of QUBES) assert.deepEqual(await l.qube(qube).container.failedUnits(), [], `${qube}: systemctl --failed`);
+});
+
+test('a package upgrade (apt install of a rebuilt .deb) in every qube while a ping flows: at most one lost packet', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  const deb = await buildDeb(undefined, 2);
+  const flow = l.exec('work', ['ping', '-n', '-i', '0.1', '-w', '90', '-c', '600', '192.0.2.1'], { timeoutMs: 120_000 });
+  // The flow first, so the upgrades happen while it runs (a reply proves it started).
+  await new Promise((r) => setTimeout(r, 500));
+  for (const qube of QUBES) {
+    const r = await l.installDeb(qube, deb);
+    assert.equal(r.exitCode, 0, `${qube}: ${r.stdout.slice(-1500)}${r.stderr.slice(-1500)}`);
+    assert.equal((await l.exec(qube, ['dpkg-query', '-W', '-f', '${Version}', 'qubes-net'])).stdout, '0.1.0-2');
+  }
+  await l.exec('work', ['pkill', '-INT', '-x', 'ping']);
+  const out = (await flow).stdout;
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
+  assert.ok(m, out);
+  const lost = Number(m![1]) - Number(m![2]);
+  assert.ok(Number(m![1]) > 20, `the ping ran across the upgrades (${m![1]} sent)`);
+  assert.ok(lost <= 1, `lost ${lost} of ${m![1]} packets during the upgrades`);
+  for (const qube of QUBES) assert.deepEqual(await l.qube(qube).container.failedUnits(), [], `${qube}: systemctl --failed after the upgrade`);
+  assert.match(await httpGet(l, 'work', 'http://203.0.113.80/'), /^200 /);
 });
 
 test('down removes every container, namespace and instance', async (t) => {

@@ -6,7 +6,7 @@
 //     /run/qubes-net-xenstore (the lab binds each qube's fake xenstore there).
 // Cached like the base root, keyed by the base root and the bytes of every .deb installed.
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,23 +73,38 @@ interface StandinSpec {
 function standinSpecs(): StandinSpec[] {
   const nsBin = join(CHECKOUT, 'packages', 'netns', 'bin');
   return [
-    { name: 'libqubesdb', description: 'QubesDB client library (qubes-net stand-in)',
-      files: [{ from: join(CHECKOUT, 'native-bindings', 'build', 'libqubesdb.so'), to: 'usr/lib/libqubesdb.so', mode: 0o644 }] },
+    // packaging's stand-ins include libqubesdb (with this same library) when they exist.
+    ...(existsSync(PACKAGING_STANDINS) ? [] : [{ name: 'libqubesdb', description: 'QubesDB client library (qubes-net stand-in)',
+      files: [{ from: join(CHECKOUT, 'native-bindings', 'build', 'libqubesdb.so'), to: 'usr/lib/libqubesdb.so', mode: 0o644 }] }]),
     { name: 'xenstore-utils', description: 'file-backed xenstore tools (qubes-net lab stand-in)',
       files: ['xenstore-read', 'xenstore-write', 'xenstore-rm', 'xenstore-exists', 'qn-xenstore-lib'].map((n) => ({ from: join(nsBin, n), to: `usr/bin/${n}`, mode: 0o755 })) },
   ];
 }
 
+/**
+ * packaging's stand-ins for the Qubes packages a Debian template has (qubes-core-agent-networking
+ * and what it depends on, upstream's names and paths), which our overlay package depends on.
+ */
+export const PACKAGING_STANDINS = join(CHECKOUT, 'packaging', 'standins', 'build.mjs');
+
 /** What the stand-ins are made of, for the cache key (built .debs differ by their mtimes). */
 function standinsFingerprint(): unknown {
-  return [STANDIN_VERSION, standinSpecs().map((s) => [s.name, s.files.map((f) => [f.to, f.mode, sha256File(f.from)])])];
+  const packaging = existsSync(PACKAGING_STANDINS)
+    ? [sha256File(PACKAGING_STANDINS), sha256File(join(CHECKOUT, 'native-bindings', 'build', 'libqubesdb.so'))]
+    : null;
+  return [STANDIN_VERSION, packaging, standinSpecs().map((s) => [s.name, s.files.map((f) => [f.to, f.mode, sha256File(f.from)])])];
 }
 
-/** Builds the stand-in packages from this checkout into OUTDIR. */
+/** Builds the stand-in packages (the lab's, then packaging's when present) into OUTDIR. */
 export async function buildStandins(outDir: string): Promise<string[]> {
   mkdirSync(outDir, { recursive: true });
   const debs: string[] = [];
   for (const s of standinSpecs()) debs.push(await buildStandin(outDir, s.name, s.description, s.files));
+  if (existsSync(PACKAGING_STANDINS)) {
+    const r = await run(process.execPath, [PACKAGING_STANDINS, '--out', join(outDir, 'packaging')], { cwd: CHECKOUT, timeoutMs: 120_000 });
+    const built = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { debs: Record<string, string> };
+    debs.push(...Object.values(built.debs));
+  }
   return debs;
 }
 
@@ -143,7 +158,7 @@ export async function ensureTemplateImage(opts: TemplateImageOptions): Promise<T
   const base = await ensureDebianRoot(opts.base ?? DEBIAN_13, log);
   const deb = resolve(opts.deb);
   const key = hashKey([base.key, standinsFingerprint(), await debFingerprint(deb)]);
-  const names = [...standinSpecs().map((s) => s.name), basename(deb)];
+  const names = [...standinSpecs().map((s) => s.name), ...(existsSync(PACKAGING_STANDINS) ? ['packaging stand-ins'] : []), basename(deb)];
   const image = await ensureCachedRoot(`template-debian-13-${key}`, log, async (tmp) => {
     const workDir = opts.workDir ?? `${tmp}.standins`;
     const debs = [...(await buildStandins(workDir)), deb];

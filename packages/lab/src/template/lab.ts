@@ -11,8 +11,8 @@
 //    /qubes-service/ entries before the boot (bound into the container);
 //  - udev: no udev runs in a container; when the client's eth0 appears, the lab runs exactly
 //    what the package's rule runs (`systemctl --no-block restart qubes-net-uplink@eth0.service`).
-import { appendFile, mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { appendFile, copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { GATEWAY_MAC, forLog, type RunResult } from '@qubes-net/common';
 import { INTERNET, NetnsSession, XENSTORE_DIR, configureUplink, type Qube } from '@qubes-net/netns';
 import { openQubesDB, type QubesDB } from '@qubes-net/qubesdb';
@@ -57,6 +57,17 @@ export function serviceFlags(entries: ReadonlyMap<string, string>): string[] {
   return [...on].sort();
 }
 
+/**
+ * The qube's eth0 is a veth here, not Xen's netfront (driver "vif"): the guest agent, which
+ * leaves non-Xen interfaces alone, is told to accept a device-less one too. Every unit gets it
+ * through the service manager's default environment, written into the qube's own layer.
+ */
+async function writeLabManagerConfig(root: string): Promise<void> {
+  const dir = join(root, 'etc', 'systemd', 'system.conf.d');
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, '50-qubes-net-lab.conf'), '# qubes-net-lab: the uplink is a veth pair standing in for Xen\'s vif\n[Manager]\nDefaultEnvironment=QUBES_NET_UPLINK_DRIVERS=vif,none\n');
+}
+
 export interface TemplateLabOptions {
   /** Our .deb (packaging's `npm run package` output). */
   deb: string;
@@ -64,6 +75,8 @@ export interface TemplateLabOptions {
   log?: RootLog;
   /** Guard for each wait (boot, feedback): only protects against hangs. */
   waitTimeoutMs?: number;
+  /** A qube whose start fails stays up for inspection until `down`. */
+  keepFailed?: boolean;
 }
 
 export interface BootFigures {
@@ -92,6 +105,7 @@ export class TemplateLab {
   private nextDomid = 1;
   private readonly log: RootLog;
   private readonly waitMs: number;
+  private readonly keepFailed: boolean;
 
   private constructor(
     readonly model: LabModel,
@@ -103,6 +117,7 @@ export class TemplateLab {
   ) {
     this.log = opts.log ?? (() => {});
     this.waitMs = opts.waitTimeoutMs ?? 120_000;
+    this.keepFailed = opts.keepFailed ?? false;
   }
 
   /** Builds (or finds) the template image, makes the session and the fake internet. */
@@ -176,6 +191,7 @@ export class TemplateLab {
       }
       const instance = await instantiateRoot(this.image.dir, `${this.session.id}-${name}`.replace(/[^a-z0-9._-]/g, '-'));
       cleanups.push(() => instance.remove());
+      await writeLabManagerConfig(instance.dir);
       const container = Container.start({
         machine: `${this.session.id}-${name}`.slice(0, 64),
         hostname: name,
@@ -203,11 +219,14 @@ export class TemplateLab {
         await this.pushFirewall(name);
         await this.waitNetwork(q);
       }
-      if (q.figures.networkMs === undefined && !q.vif) q.figures.networkMs = q.figures.bootMs;
+      // A network qube counts when it serves its first vif (set in waitNetwork); a qube with
+      // neither vif nor clients is networked once booted.
+      if (!q.vif && !spec.providesNetwork) q.figures.networkMs = q.figures.bootMs;
       await this.saveState();
       return q;
     } catch (err) {
-      await undo();
+      // Kept for inspection (`down` still removes it: it stays registered in this.qubes).
+      if (!this.keepFailed) await undo();
       throw err;
     }
   }
@@ -239,7 +258,16 @@ export class TemplateLab {
   /** The udev rule's action for the client's uplink, run as the rule would run it. */
   private async udevUplink(q: TemplateQube, action: 'add' | 'remove'): Promise<void> {
     const verb = action === 'add' ? ['restart', '--job-mode=replace'] : ['stop', '--job-mode=replace'];
-    await q.container.exec(['systemctl', '--no-block', ...verb, 'qubes-net-uplink@eth0.service']);
+    await q.container.exec(['systemctl', '--no-block', ...verb, `${await this.uplinkUnit(q)}@eth0.service`]);
+  }
+
+  /**
+   * The unit the template's udev rule starts for the uplink: upstream's name when our package
+   * is an overlay on qubes-core-agent-networking, ours when it ships its own uplink unit.
+   */
+  private async uplinkUnit(q: TemplateQube): Promise<string> {
+    const ours = await q.container.exec(['test', '-e', '/usr/lib/systemd/system/qubes-net-uplink@.service'], { allowFailure: true });
+    return ours.exitCode === 0 ? 'qubes-net-uplink' : 'qubes-network-uplink';
   }
 
   /** dom0's reload_firewall_for_vm: the client's rules into its netvm's QubesDB. */
@@ -299,22 +327,48 @@ export class TemplateLab {
     q.figures.networkMs = Date.now() - q.container.startedAt;
   }
 
+  /**
+   * `apt-get install` of a .deb inside the running qube, as a user upgrades a template-based
+   * qube: the maintainer scripts run against the live systemd. The file goes into the qube's own
+   * layer (its /tmp is a tmpfs the host does not see).
+   */
+  async installDeb(name: string, deb: string): Promise<RunResult> {
+    const q = this.qube(name);
+    const dir = join(q.instance.dir, 'var', 'cache', 'qubes-net-lab-install');
+    await mkdir(dir, { recursive: true });
+    await copyFile(deb, join(dir, basename(deb)));
+    return q.container.exec(['apt-get', 'install', '-y', '--no-install-recommends', '-o', 'Dpkg::Use-Pty=0', `/var/cache/qubes-net-lab-install/${basename(deb)}`], {
+      env: { DEBIAN_FRONTEND: 'noninteractive' }, timeoutMs: this.waitMs, allowFailure: true,
+    });
+  }
+
   /** Runs ARGV inside the qube's container. */
   exec(name: string, argv: readonly string[], opts: { allowFailure?: boolean; timeoutMs?: number; env?: Record<string, string> } = {}): Promise<RunResult> {
     return this.qube(name).container.exec(argv, { allowFailure: opts.allowFailure ?? true, timeoutMs: opts.timeoutMs ?? 30_000, ...(opts.env ? { env: opts.env } : {}) });
   }
 
   /**
-   * Memory (bytes) of each qubes-net unit's cgroup in the qube, from memory.current (cgroup v2
-   * inside the container); units without a cgroup (not running) are left out.
+   * Memory (bytes) of each networking unit in the qube, by its cgroup: memory.current where the
+   * container's cgroup tree has the memory controller; otherwise (this host: cgroup v1, so the
+   * container's cgroup2 has no controllers) the summed RSS of the processes in the unit's cgroup.
+   * Units with no process (a oneshot, an agent that exited idle) count 0 or are absent.
    */
-  async unitMemory(name: string): Promise<Record<string, number>> {
+  async unitMemory(name: string): Promise<Record<string, { bytes: number; source: 'memory.current' | 'rss' }>> {
     const q = this.qube(name);
-    const r = await q.container.exec(['sh', '-c', 'for f in /sys/fs/cgroup/system.slice/qubes-net*/memory.current /sys/fs/cgroup/system.slice/system-qubes*/memory.current; do [ -f "$f" ] && echo "$f $(cat "$f")"; done; true'], { allowFailure: true });
-    const out: Record<string, number> = {};
+    const script = [
+      'cd /sys/fs/cgroup/system.slice || exit 0',
+      'for u in qubes* system-qubes*; do [ -d "$u" ] || continue',
+      '  if [ -f "$u/memory.current" ]; then echo "$u current $(cat "$u/memory.current")"; continue; fi',
+      '  kb=0; for p in $(find "$u" -name cgroup.procs -exec cat {} +); do',
+      '    r=$(awk \'/^VmRSS:/ { print $2 }\' /proc/$p/status 2>/dev/null); kb=$((kb + ${r:-0})); done',
+      '  echo "$u rss $((kb * 1024))"',
+      'done',
+    ].join('\n');
+    const r = await q.container.exec(['sh', '-c', script], { allowFailure: true });
+    const out: Record<string, { bytes: number; source: 'memory.current' | 'rss' }> = {};
     for (const line of r.stdout.split('\n')) {
-      const m = /^\/sys\/fs\/cgroup\/system\.slice\/(.+)\/memory\.current (\d+)$/.exec(line.trim());
-      if (m) out[m[1]!] = Number(m[2]);
+      const m = /^(\S+) (current|rss) (\d+)$/.exec(line.trim());
+      if (m) out[m[1]!.replace(/\\x2d/g, '-')] = { bytes: Number(m[3]), source: m[2] === 'current' ? 'memory.current' : 'rss' };
     }
     return out;
   }
