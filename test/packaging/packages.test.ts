@@ -443,3 +443,40 @@ test('the C helpers are stripped x86-64 executables; the scripts are valid POSIX
   const vif = readFileSync(join(rpmRoot, 'usr/lib/qubes-net/vif-route-qubes'), 'utf8');
   assert.deepEqual([...new Set(vif.match(/\/usr\/\S*qubes-net-hotplug\b/g) ?? [])], ['/usr/lib/qubes-net/native/qubes-net-hotplug'], 'our vif-route-qubes runs the packaged hotplug client');
 });
+
+test('qubes-net-choice: QubesDB 1 or 0 decides, anything else or no answer falls back to the template default, then ours', async () => {
+  const dir = join(work, 'choice');
+  const bin = join(dir, 'bin');
+  mkdirSync(bin, { recursive: true });
+  // A qubesdb-read that answers from environment variables: QDB_RC (exit code), QDB_VALUE.
+  writeFileSync(join(bin, 'qubesdb-read'), '#!/bin/sh\n[ "$QDB_RC" = 0 ] && printf "%s\\n" "$QDB_VALUE"\nexit "$QDB_RC"\n', { mode: 0o755 });
+  const conf = join(dir, 'qubes-net.conf');
+  const runDir = join(dir, 'run');
+  const choose = async (rc: number, value: string, confText: string | null): Promise<{ choice: string; ours: boolean; stderr: string }> => {
+    rmSync(runDir, { recursive: true, force: true });
+    if (confText === null) rmSync(conf, { force: true });
+    else writeFileSync(conf, confText);
+    const r = await run(join(ROOT, 'packaging/overlay/qubes-net-choice'), [], {
+      env: { PATH: `${bin}:/usr/bin:/bin`, QDB_RC: String(rc), QDB_VALUE: value, QUBES_NET_RUN_DIR: runDir, QUBES_NET_CONF: conf },
+    });
+    return { choice: readFileSync(join(runDir, 'choice'), 'utf8').trim(), ours: existsSync(join(runDir, 'ours')), stderr: r.stderr };
+  };
+  const shipped = readFileSync(join(ROOT, 'packaging/overlay/qubes-net.conf'), 'utf8');
+  assert.deepEqual(await choose(0, '1', 'default=upstream\n'), { choice: 'ours', ours: true, stderr: 'qubes-net-choice: this qube runs the ours networking agents\n' });
+  assert.equal((await choose(0, '0', shipped)).choice, 'upstream');
+  assert.equal((await choose(0, '0', shipped)).ours, false);
+  // Absent (2) or no QubesDB answering (1): the template's default.
+  assert.equal((await choose(2, '', 'default=upstream\n')).choice, 'upstream');
+  assert.equal((await choose(1, '', 'default=upstream\n')).choice, 'upstream');
+  assert.equal((await choose(2, '', shipped)).choice, 'ours', 'ours as shipped');
+  // Untrusted values: refused and logged; the default applies.
+  for (const bad of ['yes', '1 ', '1\n0', '$(reboot)', '']) {
+    const r = await choose(0, bad, 'default=upstream\n');
+    assert.equal(r.choice, 'upstream', JSON.stringify(bad));
+    assert.match(r.stderr, /ignoring \/qubes-service\/qubes-net: not 1 or 0/);
+  }
+  // A bad or missing default: ours.
+  assert.equal((await choose(2, '', 'default=maybe\n')).choice, 'ours');
+  assert.equal((await choose(2, '', null)).choice, 'ours');
+  assert.equal((await choose(2, '', '# default=upstream\n')).choice, 'ours', 'a comment is not a setting');
+});
