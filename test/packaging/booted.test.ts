@@ -27,7 +27,25 @@ interface Probe {
 }
 
 const UNITS = ['qubes-net-choice.service', 'qubes-antispoof.service', 'qubes-iptables.service', 'qubes-network.service', 'qubes-firewall.service',
-  'qubes-network-uplink.service', 'qubes-net-agent.socket', 'qubes-net-agent-watch.service'];
+  'qubes-network-uplink.service', 'qubes-network-uplink@eth0.service', 'qubes-net-agent.socket', 'qubes-net-agent-watch.service'];
+
+/**
+ * An eth0 in the container's own network namespace, before upstream's uplink wait looks for it:
+ * one end of a veth pair that stays inside (a container cannot load the dummy module).
+ */
+const ETH0_UNIT = `[Unit]
+Description=qubes-net packaging test: an uplink interface
+DefaultDependencies=no
+Before=qubes-network-uplink.service network-pre.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/ip link add eth0 type veth peer name qn-peer0
+
+[Install]
+WantedBy=sysinit.target
+`;
 
 const PROBE = `#!/bin/sh
 # Records what the boot did, then powers the container off.
@@ -76,7 +94,7 @@ after(() => {
 });
 
 /** Boots one container with these QubesDB /qubes-service/* values and returns what the probe saw. */
-async function boot(services: Record<string, '0' | '1'>): Promise<Probe> {
+async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean } = {}): Promise<Probe> {
   const base = await root.ensureDebianRoot();
   const inst = await root.instantiateRoot(base.dir, `pkg-boot-${randomBytes(3).toString('hex')}`);
   const env = { ...image.nspawnEnv(), DEBIAN_FRONTEND: 'noninteractive' };
@@ -96,6 +114,11 @@ async function boot(services: Record<string, '0' | '1'>): Promise<Probe> {
     writeFileSync(join(inst.dir, 'etc/systemd/system/qn-probe.service'), PROBE_UNIT);
     mkdirSync(join(inst.dir, 'etc/systemd/system/multi-user.target.wants'), { recursive: true });
     symlinkSync('/etc/systemd/system/qn-probe.service', join(inst.dir, 'etc/systemd/system/multi-user.target.wants/qn-probe.service'));
+    if (opts.eth0) {
+      writeFileSync(join(inst.dir, 'etc/systemd/system/qn-eth0.service'), ETH0_UNIT);
+      mkdirSync(join(inst.dir, 'etc/systemd/system/sysinit.target.wants'), { recursive: true });
+      symlinkSync('/etc/systemd/system/qn-eth0.service', join(inst.dir, 'etc/systemd/system/sysinit.target.wants/qn-eth0.service'));
+    }
     const db = join(inst.dir, 'var/lib/qubesdb-standin/qubes-service');
     mkdirSync(db, { recursive: true });
     for (const [name, value] of Object.entries(services)) writeFileSync(join(db, name), value);
@@ -142,14 +165,17 @@ test('a network qube that chose qubes-net: the agent socket listens and qubes-fi
   assert.deepEqual(p.tables, ['table ip qubes', 'table ip6 qubes', 'table ip qubes-firewall', 'table ip6 qubes-firewall']);
   // The agent itself then needs QubesDB, which these containers do not run: it was started by
   // socket activation, which is what this test is about.
-  assert.match(p.journal, /control socket inherited \(activation\)/);
+  assert.match(p.journal, /request sent[^\n]*agent\.sock[\s\S]*Started qubes-net-agent\.service/);
   assert.ok(!p.standins.some((l) => /qubes-iptables|qubes-firewall|network-proxy-setup/.test(l)), p.standins.join('; '));
 });
 
 test('a network qube that chose upstream (qvm-service --disable qubes-net): upstream\'s scripts run under the same units', async (t) => {
   if (!needRoot(t)) return;
-  const p = await boot({ 'qubes-net': '0', 'qubes-network': '1', 'qubes-firewall': '1' });
+  const p = await boot({ 'qubes-net': '0', 'qubes-network': '1', 'qubes-firewall': '1' }, { eth0: true });
   assert.equal(p.choice, 'upstream');
+  // The uplink unit qubes.WaitForNetworkUplink polls is active, having run upstream's setup-ip.
+  assert.equal(p.active['qubes-network-uplink@eth0.service'], 'active', p.journal.split('\n').filter((l) => /eth0|uplink/.test(l)).join('\n'));
+  assert.ok(p.standins.includes('/usr/lib/qubes/setup-ip 4.3.20-1+deb13u1 add eth0'), p.standins.join('; '));
   assert.deepEqual(qubesFailures(p), []);
   for (const u of ['qubes-antispoof.service', 'qubes-iptables.service', 'qubes-network.service', 'qubes-firewall.service']) assert.equal(p.active[u], 'active', u);
   assert.notEqual(p.active['qubes-net-agent.socket'], 'active');
