@@ -2,9 +2,10 @@
 // systemd 257): stand-ins of the template's Qubes packages (their units enabled as upstream's
 // postinst does) and qubes-net installed with dpkg, then each container boots with its own
 // QubesDB service flags, a probe unit records what ran, and the container powers off. Checks
-// that upstream's unit names run our commands when the qube chose qubes-net, upstream's
-// scripts when it chose upstream, and that nothing fails either way. (The agents' own work in
-// a booted network is the booted-template lab's test, test/template.)
+// that upstream's unit names run our commands when the qube chose qubes-net (the client's eth0
+// configured by `qubes-net-guest apply` under qubes-network-uplink@eth0, with a QubesDB daemon
+// in the container), upstream's scripts when it chose upstream, and that nothing fails either
+// way. (Whole booted networks are the booted-template lab's test, test/template.)
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -24,10 +25,11 @@ interface Probe {
   tables: string[];
   journal: string;
   standins: string[];
+  eth0: string;
 }
 
 const UNITS = ['qubes-net-choice.service', 'qubes-antispoof.service', 'qubes-iptables.service', 'qubes-network.service', 'qubes-firewall.service',
-  'qubes-network-uplink.service', 'qubes-network-uplink@eth0.service', 'qubes-net-agent.socket', 'qubes-net-agent-watch.service'];
+  'qubes-network-uplink.service', 'qubes-network-uplink@eth0.service', 'qubes-net-uplink-watch@eth0.service', 'qubes-net-agent.socket', 'qubes-net-agent-watch.service'];
 
 /**
  * An eth0 in the container's own network namespace, before upstream's uplink wait looks for it:
@@ -56,6 +58,7 @@ systemctl --failed --no-legend --plain >$d/failed 2>&1
 for u in ${UNITS.join(' ')}; do echo "$u $(systemctl is-active $u)"; done >$d/active
 nft list tables >$d/tables 2>&1
 journalctl -b --no-pager -o cat >$d/journal 2>&1
+ip -4 -o addr show dev eth0 >$d/eth0 2>&1
 cp /var/log/qubes-standins.log $d/standins 2>/dev/null
 systemctl poweroff --no-block
 `;
@@ -72,6 +75,25 @@ ExecStart=/root/probe.sh
 
 [Install]
 WantedBy=multi-user.target
+`;
+
+/**
+ * A QubesDB for the client's uplink: qubes-net's own daemon (upstream's socket and protocol),
+ * started before the networking units, holding what dom0 writes for a client qube.
+ */
+const QUBESDB_UNIT = `[Unit]
+Description=qubes-net packaging test: QubesDB with a client qube's keys
+DefaultDependencies=no
+After=local-fs.target
+Before=sysinit.target qubes-network-uplink.service qubes-net-choice.service
+
+[Service]
+Type=simple
+ExecStart=/usr/bin/qubes-net-qdb daemon
+ExecStartPost=/bin/sh -c 'for i in $(seq 100); do [ -S /var/run/qubes/qubesdb.sock ] && break; sleep 0.1; done; qubes-net-qdb write /qubes-ip 10.137.0.5 /qubes-netmask 255.255.255.255 /qubes-gateway 10.137.0.1 /qubes-primary-dns 10.139.1.1 /qubes-secondary-dns 10.139.1.2 /qubes-service/qubes-net 1'
+
+[Install]
+WantedBy=sysinit.target
 `;
 
 let work: string | undefined;
@@ -94,7 +116,7 @@ after(() => {
 });
 
 /** Boots one container with these QubesDB /qubes-service/* values and returns what the probe saw. */
-async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean } = {}): Promise<Probe> {
+async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean; qubesdb?: boolean } = {}): Promise<Probe> {
   const base = await root.ensureDebianRoot();
   const inst = await root.instantiateRoot(base.dir, `pkg-boot-${randomBytes(3).toString('hex')}`);
   const env = { ...image.nspawnEnv(), DEBIAN_FRONTEND: 'noninteractive' };
@@ -119,6 +141,14 @@ async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean 
       mkdirSync(join(inst.dir, 'etc/systemd/system/sysinit.target.wants'), { recursive: true });
       symlinkSync('/etc/systemd/system/qn-eth0.service', join(inst.dir, 'etc/systemd/system/sysinit.target.wants/qn-eth0.service'));
     }
+    if (opts.qubesdb) {
+      writeFileSync(join(inst.dir, 'etc/systemd/system/qn-qubesdb.service'), QUBESDB_UNIT);
+      mkdirSync(join(inst.dir, 'etc/systemd/system/sysinit.target.wants'), { recursive: true });
+      symlinkSync('/etc/systemd/system/qn-qubesdb.service', join(inst.dir, 'etc/systemd/system/sysinit.target.wants/qn-qubesdb.service'));
+      // The guest agent configures Xen interfaces only; here the uplink is a veth (no device driver: "none").
+      mkdirSync(join(inst.dir, 'etc/systemd/system.conf.d'), { recursive: true });
+      writeFileSync(join(inst.dir, 'etc/systemd/system.conf.d/qn-uplink.conf'), '[Manager]\nDefaultEnvironment=QUBES_NET_UPLINK_DRIVERS=vif,none\n');
+    }
     const db = join(inst.dir, 'var/lib/qubesdb-standin/qubes-service');
     mkdirSync(db, { recursive: true });
     for (const [name, value] of Object.entries(services)) writeFileSync(join(db, name), value);
@@ -134,6 +164,7 @@ async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean 
       tables: lines('tables'),
       journal: read('journal'),
       standins: lines('standins'),
+      eth0: read('eth0'),
     };
   } finally {
     await inst.remove();
@@ -143,11 +174,15 @@ async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean 
 /** Failed units of ours or upstream's networking (nspawn's own, like remount-fs, do not count). */
 const qubesFailures = (p: Probe) => p.failed.filter((l) => /qubes/.test(l));
 
-test('a client qube that chose qubes-net: upstream\'s units load our base ruleset, nothing fails', async (t) => {
+test('a client qube that chose qubes-net: upstream\'s units load our base ruleset and configure eth0 with our one-shot apply; our watcher follows; nothing fails', async (t) => {
   if (!needRoot(t)) return;
-  const p = await boot({ 'qubes-net': '1' });
+  const p = await boot({ 'qubes-net': '1' }, { eth0: true, qubesdb: true });
   assert.equal(p.choice, 'ours');
-  assert.deepEqual(qubesFailures(p), []);
+  assert.deepEqual(qubesFailures(p), [], p.journal.split('\n').filter((l) => /eth0|uplink|guest|qubesdb|qdb/i.test(l)).join('\n'));
+  // Upstream's uplink unit ran our one-shot apply (setup-ip is our dispatcher), and our watcher follows.
+  assert.equal(p.active['qubes-network-uplink@eth0.service'], 'active', p.journal.split('\n').filter((l) => /eth0|uplink|guest/.test(l)).join('\n'));
+  assert.match(p.eth0, /inet 10\.137\.0\.5\/32 /, p.eth0);
+  assert.equal(p.active['qubes-net-uplink-watch@eth0.service'], 'active');
   for (const u of ['qubes-net-choice.service', 'qubes-antispoof.service', 'qubes-iptables.service', 'qubes-network-uplink.service']) assert.equal(p.active[u], 'active', u);
   assert.deepEqual(p.tables, ['table ip qubes', 'table ip6 qubes'], 'our base ruleset, without the firewall skeleton');
   assert.ok(!p.standins.some((l) => /qubes-iptables|qubes-firewall/.test(l)), `upstream's scripts did not run: ${p.standins.join('; ')}`);
