@@ -243,8 +243,8 @@ function wrapper(cmd, pkg) {
   return `#!/bin/sh
 # ${cmd}: runs the qubes-net ${pkg} with the system's Node.js (>= 20). The path is taken
 # relative to this script, so an unpacked copy of the package runs its own files.
-# QUBES_NET_NODE_FLAGS: V8 flags a unit sets (command-line flags: --no-expose-wasm, which keeps
-# --jitless from warning at each start, is not allowed in NODE_OPTIONS).
+# QUBES_NET_NODE_FLAGS: V8 flags a unit sets, given on the command line (some flags are
+# refused in NODE_OPTIONS).
 here=$(dirname "$(readlink -f "$0")")
 set -f
 # shellcheck disable=SC2086

@@ -26,10 +26,12 @@ interface Probe {
   journal: string;
   standins: string[];
   eth0: string;
+  forward: string;
+  ruleset: string;
 }
 
 const UNITS = ['qubes-net-choice.service', 'qubes-antispoof.service', 'qubes-iptables.service', 'qubes-network.service', 'qubes-firewall.service',
-  'qubes-network-uplink.service', 'qubes-network-uplink@eth0.service', 'qubes-net-uplink-watch@eth0.service', 'qubes-net-agent.socket', 'qubes-net-agent-watch.service'];
+  'qubes-network-uplink.service', 'qubes-network-uplink@eth0.service', 'qubes-net-uplink-watch@eth0.service', 'qubes-net-agent.socket', 'qubes-net-agent.service', 'qubes-net-agent-watch.service'];
 
 /**
  * An eth0 in the container's own network namespace, before upstream's uplink wait looks for it:
@@ -59,6 +61,8 @@ for u in ${UNITS.join(' ')}; do echo "$u $(systemctl is-active $u)"; done >$d/ac
 nft list tables >$d/tables 2>&1
 journalctl -b --no-pager -o cat >$d/journal 2>&1
 ip -4 -o addr show dev eth0 >$d/eth0 2>&1
+cat /proc/sys/net/ipv4/ip_forward >$d/forward 2>&1
+nft list ruleset >$d/ruleset 2>&1
 cp /var/log/qubes-standins.log $d/standins 2>/dev/null
 systemctl poweroff --no-block
 `;
@@ -81,7 +85,11 @@ WantedBy=multi-user.target
  * A QubesDB for the client's uplink: qubes-net's own daemon (upstream's socket and protocol),
  * started before the networking units, holding what dom0 writes for a client qube.
  */
-const QUBESDB_UNIT = `[Unit]
+const CLIENT_KEYS = '/qubes-ip 10.137.0.5 /qubes-netmask 255.255.255.255 /qubes-gateway 10.137.0.1 /qubes-primary-dns 10.139.1.1 /qubes-secondary-dns 10.139.1.2 /qubes-service/qubes-net 1';
+/** A proxy qube (sys-firewall): its own uplink plus what it serves downstream. */
+const PROXY_KEYS = `${CLIENT_KEYS} /qubes-netvm-gateway 10.138.0.1 /qubes-netvm-netmask 255.255.255.255 /qubes-netvm-network 10.138.0.1 /qubes-netvm-primary-dns 10.139.1.1 /qubes-netvm-secondary-dns 10.139.1.2 /qubes-service/qubes-network 1 /qubes-service/qubes-firewall 1`;
+
+const qubesdbUnit = (keys: string): string => `[Unit]
 Description=qubes-net packaging test: QubesDB with a client qube's keys
 DefaultDependencies=no
 After=local-fs.target
@@ -90,7 +98,7 @@ Before=sysinit.target qubes-network-uplink.service qubes-net-choice.service
 [Service]
 Type=simple
 ExecStart=/usr/bin/qubes-net-qdb daemon
-ExecStartPost=/bin/sh -c 'for i in $(seq 100); do [ -S /var/run/qubes/qubesdb.sock ] && break; sleep 0.1; done; qubes-net-qdb write /qubes-ip 10.137.0.5 /qubes-netmask 255.255.255.255 /qubes-gateway 10.137.0.1 /qubes-primary-dns 10.139.1.1 /qubes-secondary-dns 10.139.1.2 /qubes-service/qubes-net 1'
+ExecStartPost=/bin/sh -c 'for i in $(seq 100); do [ -S /var/run/qubes/qubesdb.sock ] && break; sleep 0.1; done; qubes-net-qdb write ${keys}'
 
 [Install]
 WantedBy=sysinit.target
@@ -116,7 +124,7 @@ after(() => {
 });
 
 /** Boots one container with these QubesDB /qubes-service/* values and returns what the probe saw. */
-async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean; qubesdb?: boolean } = {}): Promise<Probe> {
+async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean; qubesdb?: string } = {}): Promise<Probe> {
   const base = await root.ensureDebianRoot();
   const inst = await root.instantiateRoot(base.dir, `pkg-boot-${randomBytes(3).toString('hex')}`);
   const env = { ...image.nspawnEnv(), DEBIAN_FRONTEND: 'noninteractive' };
@@ -142,7 +150,7 @@ async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean;
       symlinkSync('/etc/systemd/system/qn-eth0.service', join(inst.dir, 'etc/systemd/system/sysinit.target.wants/qn-eth0.service'));
     }
     if (opts.qubesdb) {
-      writeFileSync(join(inst.dir, 'etc/systemd/system/qn-qubesdb.service'), QUBESDB_UNIT);
+      writeFileSync(join(inst.dir, 'etc/systemd/system/qn-qubesdb.service'), qubesdbUnit(opts.qubesdb));
       mkdirSync(join(inst.dir, 'etc/systemd/system/sysinit.target.wants'), { recursive: true });
       symlinkSync('/etc/systemd/system/qn-qubesdb.service', join(inst.dir, 'etc/systemd/system/sysinit.target.wants/qn-qubesdb.service'));
       // The guest agent configures Xen interfaces only; here the uplink is a veth (no device driver: "none").
@@ -165,6 +173,8 @@ async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean;
       journal: read('journal'),
       standins: lines('standins'),
       eth0: read('eth0'),
+      forward: read('forward').trim(),
+      ruleset: read('ruleset'),
     };
   } finally {
     await inst.remove();
@@ -176,7 +186,7 @@ const qubesFailures = (p: Probe) => p.failed.filter((l) => /qubes/.test(l));
 
 test('a client qube that chose qubes-net: upstream\'s units load our base ruleset and configure eth0 with our one-shot apply; our watcher follows; nothing fails', async (t) => {
   if (!needRoot(t)) return;
-  const p = await boot({ 'qubes-net': '1' }, { eth0: true, qubesdb: true });
+  const p = await boot({ 'qubes-net': '1' }, { eth0: true, qubesdb: CLIENT_KEYS });
   assert.equal(p.choice, 'ours');
   assert.deepEqual(qubesFailures(p), [], p.journal.split('\n').filter((l) => /eth0|uplink|guest|qubesdb|qdb/i.test(l)).join('\n'));
   // Upstream's uplink unit ran our one-shot apply (setup-ip is our dispatcher), and our watcher follows.
@@ -189,18 +199,23 @@ test('a client qube that chose qubes-net: upstream\'s units load our base rulese
   assert.match(p.journal, /qubes-net-choice: this qube runs the ours networking agents/);
 });
 
-test('a network qube that chose qubes-net: the agent socket listens and qubes-firewall\'s watcher activates the agent', async (t) => {
+test('a network qube that chose qubes-net: qubes-firewall\'s watcher socket-activates the agent, which runs under its unit (forwarding on, DNS mapped)', async (t) => {
   if (!needRoot(t)) return;
-  const p = await boot({ 'qubes-net': '1', 'qubes-network': '1', 'qubes-firewall': '1' });
+  const p = await boot({ 'qubes-net': '1', 'qubes-network': '1', 'qubes-firewall': '1' }, { eth0: true, qubesdb: PROXY_KEYS });
+  assert.deepEqual(qubesFailures(p), [], p.journal.split('\n').filter((l) => /agent|firewall|uplink/i.test(l)).join('\n'));
   assert.equal(p.choice, 'ours');
   assert.equal(p.active['qubes-net-agent.socket'], 'active');
   assert.equal(p.active['qubes-firewall.service'], 'active');
   assert.equal(p.active['qubes-network.service'], 'active');
   assert.notEqual(p.active['qubes-net-agent-watch.service'], 'active', 'the watcher runs as qubes-firewall.service here');
   assert.deepEqual(p.tables, ['table ip qubes', 'table ip6 qubes', 'table ip qubes-firewall', 'table ip6 qubes-firewall']);
-  // The agent itself then needs QubesDB, which these containers do not run: it was started by
-  // socket activation, which is what this test is about.
+  // Started by socket activation (the watcher's first request), running under the unit's
+  // hardening, it has turned forwarding on and mapped the virtual DNS to the real servers.
   assert.match(p.journal, /request sent[^\n]*agent\.sock[\s\S]*Started qubes-net-agent\.service/);
+  const agentLog = p.journal.split('\n').filter((l) => /network-agent|qubes-net-agent|driver|firewall/i.test(l)).join('\n');
+  assert.equal(p.active['qubes-net-agent.service'], 'active', `the agent runs (its idle exit is 30 s away):\n${agentLog}`);
+  assert.equal(p.forward, '1', p.journal.split('\n').filter((l) => /network-agent|qubes-net-agent|driver/i.test(l)).join('\n'));
+  assert.match(p.ruleset, /10\.139\.1\.1/, p.ruleset);
   assert.ok(!p.standins.some((l) => /qubes-iptables|qubes-firewall|network-proxy-setup/.test(l)), p.standins.join('; '));
 });
 

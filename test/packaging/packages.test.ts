@@ -406,7 +406,7 @@ test('every built CLI runs from the unpacked RPM with --version and --help, with
     else if (!version.stdout.includes(WORKSPACE_VERSION)) problems.push(`${cmd} --version printed ${JSON.stringify(version.stdout.trim())}, not ${WORKSPACE_VERSION}`);
     if (/warning/i.test(version.stderr)) problems.push(`${cmd} --version warns: ${version.stderr.trim().slice(0, 300)}`);
     // With the flags the agent's unit gives it: still no warning.
-    const flagged = await run(bin, ['--version'], { allowFailure: true, env: cliEnv({ QUBES_NET_NODE_FLAGS: '--jitless --no-expose-wasm --max-semi-space-size=1' }), timeoutMs: 30_000 });
+    const flagged = await run(bin, ['--version'], { allowFailure: true, env: cliEnv({ QUBES_NET_NODE_FLAGS: '--max-semi-space-size=1 --max-old-space-size=64' }), timeoutMs: 30_000 });
     if (flagged.exitCode !== 0 || /warning/i.test(flagged.stderr)) problems.push(`${cmd} --version with the unit's V8 flags: exit ${flagged.exitCode} ${flagged.stderr.trim().slice(0, 300)}`);
     const help = await run(bin, ['--help'], { allowFailure: true, env: cliEnv(), timeoutMs: 30_000 });
     const text = `${help.stdout}\n${help.stderr}`;
