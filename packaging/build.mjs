@@ -243,8 +243,12 @@ function wrapper(cmd, pkg) {
   return `#!/bin/sh
 # ${cmd}: runs the qubes-net ${pkg} with the system's Node.js (>= 20). The path is taken
 # relative to this script, so an unpacked copy of the package runs its own files.
+# QUBES_NET_NODE_FLAGS: V8 flags a unit sets (command-line flags: --no-expose-wasm, which keeps
+# --jitless from warning at each start, is not allowed in NODE_OPTIONS).
 here=$(dirname "$(readlink -f "$0")")
-exec node "$here/../lib/qubes-net/node_modules/@qubes-net/${pkg}/dist/cli.js" "$@"
+set -f
+# shellcheck disable=SC2086
+exec node \${QUBES_NET_NODE_FLAGS:-} "$here/../lib/qubes-net/node_modules/@qubes-net/${pkg}/dist/cli.js" "$@"
 `;
 }
 
@@ -268,6 +272,47 @@ exec /usr/lib/qubes-net/qubes-net-dispatch ${role} "$@"
 /** ELF files lose symbols and notes, as dh_strip does (lintian: unstripped-binary-or-object). */
 async function strip(file) {
   await run('strip', ['--strip-unneeded', '--remove-section=.comment', '--remove-section=.note', file]);
+}
+
+/** Arguments for a unit's ExecStart, an option and its value per line, the command after `--` on one. */
+function unitArgLines(args) {
+  const lines = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--') {
+      lines[lines.length - 1] += ` -- ${args.slice(i + 1).join(' ')}`;
+      break;
+    }
+    if (args[i].startsWith('--') && i + 1 < args.length && !args[i + 1].startsWith('--')) lines.push(`${args[i]} ${args[++i]}`);
+    else lines.push(args[i]);
+  }
+  return lines.join(' \\\n    ');
+}
+
+/** What an argument in a unit's ExecStart or in agent-watch.args may be: no quoting needed. */
+const PLAIN_ARG = /^[A-Za-z0-9_./@%:=+-]+$/;
+
+/**
+ * The C watcher's arguments, from the agents' own watch-args (one list of keys, kept by the
+ * agents): the uplink's for qubes-net-uplink-watch@.service (instance %i), the network agent's
+ * for agent-watch.args, which the dispatcher reads. Under systemd the agent's socket belongs to
+ * qubes-net-agent.socket, so the watcher notifies it (--notify) instead of activating the agent
+ * itself (--activate), and asks for one sync at start (boot, or a restart of the unit).
+ */
+async function watchArguments(late) {
+  const guest = await import(join(root, 'packages/guest-agent/dist/model/watch-args.js'));
+  const uplink = guest.watchArgs('%i', { cli: ['/usr/bin/qubes-net-guest'] });
+  let agent;
+  if (late.includes('packages/network-agent/dist/cli.js')) {
+    agent = ['--run-at-start', '--notify', '/run/qubes-net/agent.sock'];
+  } else {
+    const net = await import(join(root, 'packages/network-agent/dist/watch-args.js'));
+    const full = net.agentWatchArgs({ cli: ['/usr/bin/qubes-net-agent'] });
+    const cut = full.indexOf('--activate');
+    if (cut < 0) fail(`agentWatchArgs has no --activate to replace: ${full.join(' ')}`);
+    agent = ['--run-at-start', ...full.slice(0, cut), '--notify', full[cut + 1]];
+  }
+  for (const a of [...uplink, ...agent]) if (!PLAIN_ARG.test(a)) fail(`watcher argument ${JSON.stringify(a)} would need quoting in a unit`);
+  return { uplink, agent };
 }
 
 /** The base rulesets: the driver's render-base.mjs writes them into DIR at build time. */
@@ -322,8 +367,12 @@ async function buildStage(stageDir, late) {
   stage.file(join(here, 'overlay/qubes-net.conf'), 'etc/qubes-net/qubes-net.conf', 0o644);
   stage.file(join(here, 'qubes/20-qubes-net-features.sh'), 'etc/qubes/post-install.d/20-qubes-net-features.sh', 0o755);
 
+  const watch = await watchArguments(late);
+  stage.text(`${LIB}/agent-watch.args`, watch.agent.map((a) => `${a}\n`).join(''), 0o644);
   for (const unit of readdirSync(join(here, 'systemd')).filter((f) => /\.(service|socket)$/.test(f)).sort()) {
-    stage.file(join(here, 'systemd', unit), `usr/lib/systemd/system/${unit}`, 0o644);
+    const text = readFileSync(join(here, 'systemd', unit), 'utf8').replaceAll('@UPLINK_WATCH_ARGS@', unitArgLines(watch.uplink));
+    if (/@[A-Z_]+@/.test(text)) fail(`systemd/${unit} has an unknown @PLACEHOLDER@`);
+    stage.text(`usr/lib/systemd/system/${unit}`, text, 0o644);
   }
   for (const dir of readdirSync(join(here, 'systemd/dropins')).sort()) {
     for (const conf of readdirSync(join(here, 'systemd/dropins', dir)).sort()) {

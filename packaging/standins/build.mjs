@@ -7,8 +7,9 @@
 // starts upstream's units), its prerm disables them, and the NetworkManager package depends on
 // the networking package's exact version.
 //
-// Usage: node packaging/standins/build.mjs --out DIR [--version 4.3.20-1+deb13u1]
-// Prints one JSON line: {"version", "debs": {name: path}, "files": {package: {path: sha256}}}
+// Usage: node packaging/standins/build.mjs --out DIR [--version 4.3.20-1+deb13u1] [--rpm]
+// Prints one JSON line: {"version", "debs": {name: path}, "files": {package: {path: sha256}},
+// "rpms": {name: path}} (--rpm: qubes-core-agent-networking as an RPM too, e.g. --version 4.3.20-1.fc41)
 // (files: every regular file of each package, to check byte for byte after a round trip).
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -34,6 +35,32 @@ function unit(description, lines) {
   return `# Stand-in for upstream's unit (qubes-net packaging tests).\n[Unit]\nDescription=${description}\n${lines}\n`;
 }
 
+/**
+ * Upstream's boot-time uplink wait, as the reference describes it (§3.1): the interface whose MAC
+ * is /qubes-mac, else eth0, then start qubes-network-uplink@IFACE so that the uplink is configured
+ * before network.target. Records that it ran like every stand-in.
+ */
+function uplinkWait(version) {
+  return `#!/bin/sh
+# Stand-in for upstream's /usr/lib/qubes/init/network-uplink-wait.sh (${version}), built by qubes-net's packaging tests.
+echo "/usr/lib/qubes/init/network-uplink-wait.sh ${version} $*" >>${LOG}
+mac=$(qubesdb-read /qubes-mac 2>/dev/null) || mac=
+iface=
+for dev in /sys/class/net/*; do
+    [ -n "$mac" ] && [ "$(cat "$dev/address" 2>/dev/null)" = "$mac" ] && iface=\${dev##*/} && break
+done
+[ -n "$iface" ] || iface=eth0
+[ -e "/sys/class/net/$iface" ] || exit 0
+exec systemctl start "qubes-network-uplink@$iface.service"
+`;
+}
+
+/** Upstream's udev rule as the reference describes it (§3.1), in our own words. */
+const UDEV_RULE = `SUBSYSTEMS=="xen", KERNEL=="eth*", DRIVERS=="vif", ACTION=="add", RUN+="/usr/bin/systemctl restart --job-mode=replace qubes-network-uplink@%k.service"
+SUBSYSTEMS=="xen", KERNEL=="eth*", ENV{NET_ID_DRIVER}=="vif", ACTION=="add", RUN+="/usr/bin/systemctl restart --job-mode=replace qubes-network-uplink@%k.service"
+KERNEL=="eth*", ACTION=="remove", ENV{ID_NET_DRIVER}=="vif", RUN+="/usr/bin/systemctl stop --job-mode=replace qubes-network-uplink@%k.service"
+`;
+
 const ET = '/etc/qubes';
 /** upstream unit name → its [Unit]/[Service]/[Install] text, after the reference (§7.2). */
 const NETWORKING_UNITS = {
@@ -45,6 +72,35 @@ const NETWORKING_UNITS = {
   'qubes-firewall.service': unit('Qubes firewall updater', `ConditionPathExists=/var/run/qubes-service/qubes-firewall\nAfter=qubes-iptables.service\nBefore=qubes-network.service\n\n[Service]\nType=notify-reload\nExecStart=/usr/bin/qubes-firewall\nRestart=on-failure\nRestartSec=5s\n\n[Install]\nWantedBy=multi-user.target`),
   'qubes-updates-proxy.service': unit('Qubes updates proxy (tinyproxy)', `ConditionPathExists=/var/run/qubes-service/qubes-updates-proxy\nAfter=qubes-iptables.service\n\n[Service]\nExecStart=/usr/lib/qubes/init/updates-proxy-standin\n\n[Install]\nWantedBy=multi-user.target`),
 };
+/**
+ * The core agent's early units that networking relies on (reference §7.2): qubes-sysinit turns
+ * /qubes-service/* into /run/qubes-service flags; qubes-early-vm-config wants network-pre.target,
+ * which is what pulls in qubes-antispoof/qubes-iptables (RequiredBy=network-pre.target) at boot.
+ */
+const CORE_UNITS = {
+  'qubes-sysinit.service': unit('Init Qubes Services settings', `DefaultDependencies=no\nAfter=systemd-modules-load.service qubes-db.service\nBefore=sysinit.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/lib/qubes/init/qubes-sysinit.sh\n\n[Install]\nWantedBy=sysinit.target`),
+  'qubes-early-vm-config.service': unit('Early Qubes VM settings', `DefaultDependencies=no\nWants=network-pre.target\nBefore=sysinit.target network-pre.target\nAfter=local-fs.target qubes-db.service\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/lib/qubes/init/qubes-early-vm-config.sh\n\n[Install]\nWantedBy=sysinit.target`),
+};
+
+/** qubes-sysinit's service flags: "1" → /run/qubes-service/NAME, "0" → none (reference §3.8). */
+function sysinit(version) {
+  return `#!/bin/sh
+# Stand-in for upstream's /usr/lib/qubes/init/qubes-sysinit.sh (${version}), built by qubes-net's packaging tests.
+echo "/usr/lib/qubes/init/qubes-sysinit.sh ${version} $*" >>${LOG}
+mkdir -p /run/qubes-service
+db=\${QUBESDB_STANDIN_DIR:-/var/lib/qubesdb-standin}/qubes-service
+[ -d "$db" ] || exit 0
+for f in "$db"/*; do
+    [ -f "$f" ] || continue
+    name=\${f##*/}
+    case "$(cat "$f")" in
+        1) : >"/run/qubes-service/$name" ;;
+        0) rm -f "/run/qubes-service/$name" ;;
+    esac
+done
+`;
+}
+
 const ENABLED = ['qubes-antispoof.service', 'qubes-iptables.service', 'qubes-network-uplink.service', 'qubes-network.service', 'qubes-firewall.service', 'qubes-updates-proxy.service'];
 
 /** The packages: name → {depends, files: {path: {text|link|copy, mode, conffile}}, postinst, prerm}. */
@@ -59,17 +115,19 @@ function packages(version) {
       '/etc/xen/scripts/vif-qubes-nat.sh': { ...exe('/etc/xen/scripts/vif-qubes-nat.sh'), conffile: true },
       '/usr/lib/qubes/setup-ip': exe('/usr/lib/qubes/setup-ip'),
       '/usr/lib/qubes/qubes-setup-dnat-to-ns': exe('/usr/lib/qubes/qubes-setup-dnat-to-ns'),
-      '/usr/bin/qubes-firewall': exe('/usr/bin/qubes-firewall'),
+      // A Type=notify-reload daemon: records, tells systemd it is ready (as its main process,
+      // so it works without NotifyAccess=all too), then stays.
+      '/usr/bin/qubes-firewall': { text: script('/usr/bin/qubes-firewall', version).replace('exit 0\n', `[ -z "$NOTIFY_SOCKET" ] || exec systemd-notify --exec --ready ';' sleep infinity\nexit 0\n`), mode: 0o755 },
       '/usr/lib/qubes/init/network-proxy-setup.sh': exe('/usr/lib/qubes/init/network-proxy-setup.sh'),
       '/usr/lib/qubes/init/network-proxy-stop.sh': exe('/usr/lib/qubes/init/network-proxy-stop.sh'),
-      '/usr/lib/qubes/init/network-uplink-wait.sh': exe('/usr/lib/qubes/init/network-uplink-wait.sh'),
+      '/usr/lib/qubes/init/network-uplink-wait.sh': { text: uplinkWait(version), mode: 0o755 },
       '/usr/lib/qubes/init/qubes-iptables': exe('/usr/lib/qubes/init/qubes-iptables'),
       '/usr/lib/qubes/init/updates-proxy-standin': exe('/usr/lib/qubes/init/updates-proxy-standin'),
       '/etc/qubes/qubes-antispoof.nft': nft,
       '/etc/qubes/qubes-ipv4.nft': nft,
       '/etc/qubes/qubes-ipv6.nft': nft,
       '/etc/qubes/qubes-ipv6-disabled.nft': nft,
-      '/etc/udev/rules.d/99-qubes-network.rules': conf('# upstream starts qubes-network-uplink@%k.service here\n'),
+      '/etc/udev/rules.d/99-qubes-network.rules': conf(UDEV_RULE),
       '/etc/dhclient.d/qubes-setup-dnat-to-ns.sh': { link: '../../usr/lib/qubes/qubes-setup-dnat-to-ns' },
       '/etc/qubes-rpc/qubes.UpdatesProxy': { ...exe('/etc/qubes-rpc/qubes.UpdatesProxy'), conffile: true },
       '/etc/tinyproxy/tinyproxy-updates.conf': conf('Port 8082\n'),
@@ -91,8 +149,21 @@ function packages(version) {
       depends: `libqubesdb (= ${version})`,
       files: {
         // Reads the test's stand-in database: one file per key under /var/lib/qubesdb-standin.
+        // A test's stand-in database (one file per key under /var/lib/qubesdb-standin), else the
+        // QubesDB daemon a booted lab runs, through qubes-net's own CLI; exit 2 when absent.
         '/usr/bin/qubesdb-read': {
-          text: `#!/bin/sh\n# Stand-in qubesdb-read (${version}): one file per key under /var/lib/qubesdb-standin; exit 2 when absent.\nfor key in "$@"; do\n  case "$key" in -*) continue ;; esac\n  f=/var/lib/qubesdb-standin$key\n  [ -f "$f" ] || exit 2\n  cat "$f"; echo\ndone\n`,
+          text: `#!/bin/sh
+# Stand-in qubesdb-read (${version}), built by qubes-net's packaging tests.
+db=\${QUBESDB_STANDIN_DIR:-/var/lib/qubesdb-standin}
+if [ ! -d "$db" ] && command -v qubes-net-qdb >/dev/null 2>&1; then
+    exec qubes-net-qdb read "$@"
+fi
+for key in "$@"; do
+    case "$key" in -*) continue ;; esac
+    [ -f "$db$key" ] || exit 2
+    cat "$db$key"; echo
+done
+`,
           mode: 0o755,
         },
       },
@@ -102,7 +173,12 @@ function packages(version) {
       files: {
         '/usr/bin/qvm-features-request': exe('/usr/bin/qvm-features-request'),
         '/usr/lib/qubes/init/functions': { text: `# Stand-in (${version})\n`, mode: 0o644 },
+        '/usr/lib/qubes/init/qubes-sysinit.sh': { text: sysinit(version), mode: 0o755 },
+        '/usr/lib/qubes/init/qubes-early-vm-config.sh': exe('/usr/lib/qubes/init/qubes-early-vm-config.sh'),
+        ...Object.fromEntries(Object.entries(CORE_UNITS).map(([name, text]) => [`/usr/lib/systemd/system/${name}`, { text: text.replace('# Stand-in', `# Stand-in (${version})`), mode: 0o644 }])),
       },
+      postinst: `if [ "$1" = configure ] && [ -z "$2" ]; then systemctl --no-reload enable ${Object.keys(CORE_UNITS).join(' ')} >/dev/null 2>&1 || :; fi`,
+      prerm: `if [ "$1" = remove ]; then systemctl --no-reload disable ${Object.keys(CORE_UNITS).join(' ')} >/dev/null 2>&1 || :; fi`,
     },
     'qubes-core-agent-networking': networking,
     'qubes-core-agent-network-manager': {
@@ -150,18 +226,58 @@ async function buildDeb(name, spec, version, out) {
   return { deb, sums };
 }
 
+/**
+ * The networking stand-in as an RPM too (Fedora template), for the RPM scriptlets' round trip:
+ * VERSION is split at the last '-' into Version and Release. Its files are the .deb's; no
+ * scriptlets of its own are needed by that test.
+ */
+async function buildRpm(name, spec, version, out) {
+  const cut = version.lastIndexOf('-');
+  const [ver, rel] = [version.slice(0, cut), version.slice(cut + 1)];
+  const top = join(out, `${name}.rpmbuild`);
+  const stage = join(top, 'stage');
+  rmSync(top, { recursive: true, force: true });
+  const files = [];
+  for (const [path, f] of Object.entries(spec.files)) {
+    const dst = join(stage, path);
+    mkdirSync(dirname(dst), { recursive: true });
+    if (f.link) symlinkSync(f.link, dst);
+    else {
+      writeFileSync(dst, f.copy ? readFileSync(f.copy) : Buffer.from(f.text));
+      chmodSync(dst, f.mode);
+    }
+    // Fedora's package marks its nft rulesets and tinyproxy files %config(noreplace), not the
+    // scripts (vif-route-qubes, the qubes-rpc service) that Debian's /etc rule makes conffiles.
+    files.push(f.conffile && !(f.mode & 0o111) ? `%config(noreplace) ${path}` : path);
+  }
+  for (const d of ['BUILD', 'RPMS', 'SOURCES', 'SPECS', 'SRPMS', 'tmp']) mkdirSync(join(top, d), { recursive: true });
+  const specFile = join(top, 'SPECS', `${name}.spec`);
+  writeFileSync(specFile, [
+    `Name: ${name}`, `Version: ${ver}`, `Release: ${rel}`, `Summary: stand-in for the Qubes package ${name}`, 'License: GPL-2.0-or-later',
+    'BuildArch: noarch', 'AutoReqProv: no', '%global debug_package %{nil}', '%global __os_install_post %{nil}', '%global __brp_mangle_shebangs %{nil}',
+    '%description', 'Built by qubes-net packaging tests; each file records that it ran.',
+    '%prep', '%build', '%install', `cp -a ${stage}/. %{buildroot}/`, '%files', '%defattr(-,root,root,-)', ...files, '',
+  ].join('\n'));
+  await run('rpmbuild', ['-bb', '--quiet', '--define', `_topdir ${top}`, '--define', `_tmppath ${join(top, 'tmp')}`, specFile], { env: { LC_ALL: 'C' } });
+  const rpm = join(out, `${name}-${ver}-${rel}.noarch.rpm`);
+  await run('mv', [join(top, 'RPMS', 'noarch', `${name}-${ver}-${rel}.noarch.rpm`), rpm]);
+  rmSync(top, { recursive: true, force: true });
+  return rpm;
+}
+
 async function main() {
-  const { values } = parseArgs({ options: { out: { type: 'string' }, version: { type: 'string' } } });
-  if (!values.out) throw new Error('usage: build.mjs --out DIR [--version V]');
+  const { values } = parseArgs({ options: { out: { type: 'string' }, version: { type: 'string' }, rpm: { type: 'boolean' } } });
+  if (!values.out) throw new Error('usage: build.mjs --out DIR [--version V] [--rpm]');
   const version = values.version ?? '4.3.20-1+deb13u1';
   if (!/^[0-9][0-9A-Za-z.+~-]*$/.test(version)) throw new Error(`bad version ${version}`);
   const out = resolve(values.out);
   mkdirSync(out, { recursive: true });
-  const result = { version, debs: {}, files: {} };
+  const result = { version, debs: {}, files: {}, rpms: {} };
   for (const [name, spec] of Object.entries(packages(version))) {
     const { deb, sums } = await buildDeb(name, spec, version, out);
     result.debs[name] = deb;
     result.files[name] = sums;
+    if (values.rpm && name === 'qubes-core-agent-networking') result.rpms[name] = await buildRpm(name, spec, version, out);
   }
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }

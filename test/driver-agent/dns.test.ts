@@ -19,7 +19,8 @@ before(async () => {
   lab = await DriverLab.create('drv-dns');
   c = await lab.addClient('client', 21);
   // A stand-in for the firewall daemon: counts the SIGHUPs the driver sends.
-  hupWatcher = lab.netvm.spawn('sh', ['-c', 'trap "echo hup >> /run/qn-drv/hups" HUP; while :; do sleep 0.05; done']);
+  // Named like the firewall: the driver signals only a process that is one (13.5).
+  hupWatcher = lab.netvm.spawn('bash', ['-c', `exec -a qubes-net-firewall bash -c 'trap "echo hup >> /run/qn-drv/hups" HUP; while :; do sleep 0.05; done'`]);
   await writeFile(lab.netvm.hostPath('/run/qubes-net-fw.pid'), `${hupWatcher.pid}\n`);
   await lab.startDaemonReady(['--firewall-pid', '/run/qubes-net-fw.pid']);
   await lab.online(c);
@@ -168,4 +169,28 @@ test('systemd-resolved in use (stub in resolv.conf): its real servers are used a
   await lab.stopDaemon();
   await lab.setResolv([DNS1, DNS2]);
   await lab.startDaemonReady(['--firewall-pid', '/run/qubes-net-fw.pid']);
+});
+
+test('a DNS change purges the DNATed flows to the old server; a stale firewall pid file signals nobody', async (t) => {
+  if (!needRoot(t)) return;
+  // A DNATed query flow as conntrack holds it: original destination the virtual address.
+  await lab.netvm.exec('conntrack', ['-I', '-s', c.ip, '-d', '10.139.1.1', '-p', 'udp', '--sport', '40000', '--dport', '53', '-t', '600']);
+  await lab.netvm.exec('conntrack', ['-I', '-s', c.ip, '-d', '203.0.113.80', '-p', 'tcp', '--sport', '40001', '--dport', '80', '--state', 'ESTABLISHED', '-t', '600', '-u', 'ASSURED']);
+  // The pid file now names an unrelated process (the firewall died, its pid was reused).
+  const bystander = lab.netvm.spawn('sleep', ['1000']);
+  await writeFile(lab.netvm.hostPath('/run/qubes-net-fw.pid'), `${bystander.pid}\n`);
+  try {
+    await lab.setResolv([DNS2]);
+    await waitFor('mapped to the new server', async () => (await upstreamKey()) === DNS2);
+    await waitFor('flow to the virtual DNS address purged', async () => !/dst=10\.139\.1\.1 /.test((await lab.netvm.exec('conntrack', ['-L'], { allowFailure: true })).stdout));
+    assert.match((await lab.netvm.exec('conntrack', ['-L'], { allowFailure: true })).stdout, /dst=203\.0\.113\.80/, 'other flows stay');
+    assert.ok(lab.logs('firewall notified of DNS change').some((l) => l.result === 'not-the-firewall'));
+    assert.equal(bystander.exitCode, null, 'the bystander got no SIGHUP (it would have died)');
+    assert.equal(bystander.signalCode, null);
+  } finally {
+    bystander.kill('SIGKILL');
+    await writeFile(lab.netvm.hostPath('/run/qubes-net-fw.pid'), `${hupWatcher!.pid}\n`);
+    await lab.setResolv([DNS1, DNS2]);
+    await waitFor('back to both servers', async () => (await upstreamKey()) === `${DNS1} ${DNS2}`);
+  }
 });

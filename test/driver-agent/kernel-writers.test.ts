@@ -10,6 +10,7 @@ import { nftListJson } from '@qubes-net/common';
 import { baseRulesetScript, computeDnsMapping, expectedRuleCounts } from '@qubes-net/driver-agent';
 import { needRoot, isRoot } from '../helpers/root.js';
 
+const KERNEL = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'packages', 'common', 'dist', 'kernel', 'index.js');
 const INDEX = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'packages', 'driver-agent', 'dist', 'index.js');
 let session: NetnsSession;
 let q: Qube;
@@ -90,11 +91,13 @@ test('the loop\'s writer: one transaction per call, a refused one leaves nothing
   if (!needRoot(t)) return;
   const r = await inQube(`
     const w = m.toolWriter;
+    const { NftTransaction } = await import(${JSON.stringify(KERNEL)});
+    const t = { family: 'ip', name: 'qubes' };
     const out = [];
-    await w.nft(['add element ip qubes allowed { "vif6.0" . 10.137.0.61 }', 'add element ip qubes downstream { 10.137.0.61 }']);
-    try { await w.nft(['add element ip qubes allowed { "vif6.0" . 10.137.0.62 }', 'add element ip qubes nosuchset { 1.2.3.4 }']); out.push('no error'); }
+    await w.nft(new NftTransaction().addElements(t, 'allowed', [['vif6.0', '10.137.0.61']]).addElements(t, 'downstream', ['10.137.0.61']));
+    try { await w.nft(new NftTransaction().addElements(t, 'allowed', [['vif6.0', '10.137.0.62']]).addElements(t, 'nosuchset', ['1.2.3.4'])); out.push('no error'); }
     catch (e) { out.push(e.message); }
-    await w.nft(['add element ip qubes allowed { "vif6.0" . 10.137.0.63 }']);
+    await w.nft(new NftTransaction().addElements(t, 'allowed', [['vif6.0', '10.137.0.63']]));
     const ip = await w.ip([
       { line: 'route replace 10.137.0.64 dev vif6.0 metric 100', vif: 'vif6.0', tolerant: false },
       { line: 'route replace 10.137.0.65 dev vif99.0 metric 100', vif: 'vif99.0', tolerant: false },

@@ -45,3 +45,21 @@ test('options: every path is configurable, bad window refused', () => {
   assert.deepEqual(o.positionals, ['online']);
   assert.throws(() => parseOptions(['--batch-window-ms', '-1']));
 });
+
+test('firewall notification: only a process that is the firewall (or the agent) gets SIGHUP', async () => {
+  const { isFirewallCmdline, notifyFirewall } = await import('@qubes-net/driver-agent');
+  const cl = (...a: string[]) => a.join('\0') + '\0';
+  assert.equal(isFirewallCmdline(cl('node', '/usr/lib/qubes-net/node_modules/@qubes-net/firewall/dist/cli.js', 'run')), true);
+  assert.equal(isFirewallCmdline(cl('/usr/bin/node', 'packages/firewall/dist/cli.js', 'run')), true);
+  assert.equal(isFirewallCmdline(cl('/usr/bin/qubes-net-agent', 'run')), true);
+  assert.equal(isFirewallCmdline(cl('sleep', '1000')), false);
+  assert.equal(isFirewallCmdline(cl('node', '/tmp/evil/qubes-net-firewall-not.js')), false);
+  // A stale pid file naming a live process that is not the firewall (this test runner).
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const f = join(mkdtempSync(join(tmpdir(), 'qn-drv-pid-')), 'firewall.pid');
+  writeFileSync(f, `${process.pid}\n`);
+  assert.equal(await notifyFirewall(f), 'not-the-firewall');
+  assert.equal(await notifyFirewall(f + '.missing'), 'no-pidfile');
+});

@@ -21,7 +21,7 @@ interface Setup {
   dns: { servers: DnsServers };
 }
 
-async function setup(initial: Record<string, string>, opts: { refresh?: { minMs: number; maxMs: number; retryMs: number } } = {}): Promise<Setup> {
+async function setup(initial: Record<string, string>, opts: { refresh?: { minMs: number; maxMs: number; retryMs: number }; writingTimeoutMs?: number } = {}): Promise<Setup> {
   const db = new MemoryQubesDB(initial);
   const kernel = new FakeKernel();
   assert.deepEqual(await kernel.apply(addFirewallSkeleton(new NftTransaction())), { ok: true });
@@ -40,6 +40,7 @@ async function setup(initial: Record<string, string>, opts: { refresh?: { minMs:
     },
     readDnsServers: async () => dns.servers,
     ...(opts.refresh ? { refresh: opts.refresh } : {}),
+    ...(opts.writingTimeoutMs !== undefined ? { writingTimeoutMs: opts.writingTimeoutMs } : {}),
   });
   return { db, kernel, engine, logs, names, lookups, dns };
 }
@@ -50,8 +51,11 @@ function qube(ip: string, rules: Record<string, string>): Record<string, string>
   return out;
 }
 
-/** dom0's write sequence: rm the directory, write the rules, write the marker last. */
-async function dom0Write(s: Setup, ip: string, rules: Record<string, string>): Promise<void> {
+/**
+ * dom0's write sequence: rm the directory, write the rules, write the marker last. With
+ * `loseMarker`, the marker's watch event never arrives (the watch connection dropped).
+ */
+async function dom0Write(s: Setup, ip: string, rules: Record<string, string>, opts: { loseMarker?: boolean } = {}): Promise<void> {
   await s.db.rm(`/qubes-firewall/${ip}/`);
   s.engine.onWatchEvent(`/qubes-firewall/${ip}/`);
   for (const [k, v] of Object.entries(rules)) {
@@ -59,7 +63,7 @@ async function dom0Write(s: Setup, ip: string, rules: Record<string, string>): P
     s.engine.onWatchEvent(`/qubes-firewall/${ip}/${k}`);
   }
   await s.db.write(`/qubes-firewall/${ip}`, '');
-  s.engine.onWatchEvent(`/qubes-firewall/${ip}`);
+  if (!opts.loseMarker) s.engine.onWatchEvent(`/qubes-firewall/${ip}`);
   await s.engine.idle();
 }
 
@@ -275,5 +279,91 @@ test('a failure in the middle of a round (nft listing fails) leads to a full res
   assert.ok(s.logs.some((l) => l.msg === 'firewall loop failed; full resync in 1 s'));
   await waitFor('applied after the resync', async () => (await s.db.read('/qubes-firewall-applied/10.137.0.7')) === '1 ok 1 rules');
   assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['accept comment "policy"']);
+  await s.engine.stop();
+});
+
+// ---- issue 13.1: a tightening is never silently left unapplied ----
+
+test('13.1: a watch reconnect applies a tightening whose marker event was lost', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'accept' }));
+  await s.engine.start();
+  await dom0Write(s, '10.137.0.7', { policy: 'drop' }, { loseMarker: true });
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['accept comment "policy"'], 'nothing yet: the marker event was lost');
+  // The QubesDB client reports every watched path once after it reconnected.
+  s.engine.onWatchEvent('/qubes-firewall/');
+  await s.engine.idle();
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['reject with icmp type admin-prohibited comment "policy"']);
+  assert.equal(await s.db.read('/qubes-firewall-applied/10.137.0.7'), '2 ok 1 rules');
+  await s.engine.stop();
+});
+
+test('13.1: SIGHUP (reload) applies a tightening whose marker event was lost', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'accept' }));
+  await s.engine.start();
+  await dom0Write(s, '10.137.0.7', { policy: 'drop' }, { loseMarker: true });
+  await s.engine.reload();
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['reject with icmp type admin-prohibited comment "policy"']);
+  await s.engine.stop();
+});
+
+test('13.1: "writing" expires: without any reconnect the rules in QubesDB are applied', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'accept' }), { writingTimeoutMs: 50 });
+  await s.engine.start();
+  await dom0Write(s, '10.137.0.7', { policy: 'drop' }, { loseMarker: true });
+  await waitFor('the tightening applied after the rewrite timed out', () => s.kernel.chain(4, 'qbs-10-137-0-7')?.[0] === 'reject with icmp type admin-prohibited comment "policy"');
+  assert.ok(s.logs.some((l) => l.msg === 'rules changed without a marker: applying what QubesDB holds' && l.ip === '10.137.0.7'));
+  await s.engine.stop();
+});
+
+test('13.1: back-to-back rewrites: a marker processed while the next rewrite starts applies nothing half-written', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept proto=icmp' }));
+  await s.engine.start();
+  const before = s.kernel.chain(4, 'qbs-10-137-0-7');
+  // dom0 wrote version 2 and its marker, and already began version 3 (only its policy so far)
+  // when the engine handles version 2's marker event.
+  await s.db.rm('/qubes-firewall/10.137.0.7/');
+  await s.db.write('/qubes-firewall/10.137.0.7/policy', 'accept');
+  s.engine.onWatchEvent('/qubes-firewall/10.137.0.7');
+  s.engine.onWatchEvent('/qubes-firewall/10.137.0.7/');
+  s.engine.onWatchEvent('/qubes-firewall/10.137.0.7/policy');
+  await s.engine.idle();
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), before, 'the half-written accept-all was not applied');
+  await s.db.write('/qubes-firewall/10.137.0.7/0000', 'action=drop proto=tcp');
+  s.engine.onWatchEvent('/qubes-firewall/10.137.0.7/0000');
+  await s.db.write('/qubes-firewall/10.137.0.7', '');
+  s.engine.onWatchEvent('/qubes-firewall/10.137.0.7');
+  await s.engine.idle();
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['meta l4proto tcp reject with icmp type admin-prohibited comment "0000"', 'accept comment "policy"']);
+  await s.engine.stop();
+});
+
+test('13.1: dns-addr is committed only after the kernel accepted it, and retried', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept specialtarget=dns' }));
+  await s.engine.start();
+  s.kernel.rejectIf = (text) => (text.includes('192.0.2.53') ? 'Error: Could not process rule: No buffer space available' : undefined);
+  s.dns.servers = { v4: ['192.0.2.53'], v6: [] };
+  s.engine.dnsMaybeChanged();
+  await s.engine.idle();
+  assert.deepEqual(s.kernel.dnsAddr(4), ['10.139.1.1']);
+  assert.deepEqual(s.engine.status().dnsServers.v4, ['10.139.1.1'], 'not committed');
+  s.kernel.rejectIf = undefined;
+  await waitFor('the retry applied', () => s.kernel.dnsAddr(4)[0] === '192.0.2.53');
+  await s.engine.idle();
+  assert.deepEqual(s.engine.status().dnsServers.v4, ['192.0.2.53']);
+  await s.engine.stop();
+});
+
+test('13.1: a failed removal keeps the qube known, so a resync retries it', async () => {
+  const s = await setup({ ...qube('10.137.0.7', { policy: 'accept' }), ...qube('10.137.0.8', { policy: 'accept' }) });
+  await s.engine.start();
+  s.kernel.rejectIf = (text) => (text.includes('delete chain ip qubes-firewall qbs-10-137-0-8') ? 'Error: injected' : undefined);
+  await s.db.rm('/qubes-firewall/10.137.0.8/');
+  await s.db.rm('/qubes-firewall/10.137.0.8');
+  s.engine.onWatchEvent('/qubes-firewall/10.137.0.8');
+  await s.engine.idle();
+  assert.ok(s.kernel.chain(4, 'qbs-10-137-0-8'), 'still there: nft refused');
+  s.kernel.rejectIf = undefined;
+  await waitFor('removed by the resync', () => s.kernel.chain(4, 'qbs-10-137-0-8') === undefined);
+  assert.equal(s.kernel.dispatch(4).has('10.137.0.8'), false);
   await s.engine.stop();
 });

@@ -45,3 +45,29 @@ test('custom-persist skips /rw/config hooks and the user script', async (t) => {
 test('missing hook directories are not an error', async () => {
   assert.deepEqual(await listHooks({ etcDir: '/nonexistent/qn-a', rwDir: '/nonexistent/qn-b', userScript: '/nonexistent/qn-c' }, false), []);
 });
+
+test('a hook that hangs is killed with what it started after --hook-wait-ms; the next one runs', async (t) => {
+  const { paths, out } = await fixture(t);
+  const pidFile = `${out}.pid`;
+  // Sorted between 20-b and 30-fails: a child in the background and a wait that never ends.
+  await writeFile(join(paths.etcDir, '25-hangs'), `#!/bin/sh\nsleep 300 &\necho $! > ${pidFile}\nwait\n`, { mode: 0o755 });
+  const results = await runHooks(paths, true, silentLogger(), 300);
+  assert.deepEqual(results.map((r) => [r.path.slice(r.path.lastIndexOf('/') + 1), r.exitCode, r.timedOut ?? false]), [
+    ['10-a', 0, false], ['20-b', 0, false], ['25-hangs', -1, true], ['30-fails', 3, false],
+  ]);
+  const pid = Number((await readFile(pidFile, 'utf8')).trim());
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  assert.ok(stat === '' || /^\d+ \(.*\) [ZX]/.test(stat), 'the hook\'s background child was killed too');
+});
+
+test('a hook that starts a daemon in the background returns when the hook exits', async (t) => {
+  const { paths, out } = await fixture(t);
+  const pidFile = `${out}.daemon`;
+  // The daemon keeps the hook's stdout and stderr open; the hook itself exits at once.
+  await writeFile(join(paths.etcDir, '25-daemon'), `#!/bin/sh\nsleep 300 &\necho $! > ${pidFile}\n`, { mode: 0o755 });
+  const results = await runHooks(paths, true, silentLogger(), 60_000);
+  const pid = Number((await readFile(pidFile, 'utf8')).trim());
+  t.after(() => process.kill(pid, 'SIGKILL'));
+  assert.deepEqual(results.map((r) => r.exitCode), [0, 0, 0, 3]);
+  assert.ok(results.every((r) => !r.timedOut));
+});

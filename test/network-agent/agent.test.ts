@@ -4,9 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { needRoot } from '../helpers/root.js';
 import { waitFor } from '../helpers/wait.js';
-import { AgentLab } from './harness.js';
+import { AgentLab, AGENT_CLI } from './harness.js';
 
 test('vifs come online through the agent, which exits 0 after --idle-exit and leaves them configured', async (t) => {
   if (!needRoot(t)) return;
@@ -79,3 +80,47 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     }
   });
 }
+
+test('without an agent socket the hotplug client runs the one-shot `qubes-net-agent hotplug`', async (t) => {
+  if (!needRoot(t)) return;
+  const al = await AgentLab.create('agent-oneshot');
+  try {
+    // What packaging installs as /usr/bin/qubes-net-agent.
+    const wrapper = '/run/qn-drv/qubes-net-agent';
+    await writeFile(al.lab.netvm.hostPath(wrapper), `#!/bin/sh\nexec "$QN_NODE" ${JSON.stringify(AGENT_CLI)} "$@" --no-resolved --resolv-conf /run/qn-drv/resolv.conf\n`, { mode: 0o755 });
+    assert.equal(existsSync(al.socketHostPath()), false);
+    const v = await al.plainVif(9);
+    const r = await al.lab.hotplug('online', v.vif, v.domid, { QUBES_NET_AGENT_CLI: wrapper });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual((await al.lab.vifKernel(v.vif)).routes, [`${v.ip} metric ${32752 - v.domid}`]);
+    const off = await al.lab.hotplug('offline', v.vif, v.domid, { QUBES_NET_AGENT_CLI: wrapper });
+    assert.equal(off.code, 0, off.stderr);
+    assert.deepEqual((await al.lab.vifKernel(v.vif)).routes, []);
+  } finally {
+    await al.destroy();
+  }
+});
+
+test('under the activating watcher, a SIGKILL of the agent mid-burst loses no vif: the next instance answers', async (t) => {
+  if (!needRoot(t)) return;
+  const al = await AgentLab.create('agent-activate');
+  try {
+    al.startWatched(['--idle-exit', '0', '--firewall', 'off']);
+    await waitFor('the watcher holds the socket', () => existsSync(al.socketHostPath()));
+    const vifs = [];
+    for (let d = 40; d < 64; d++) vifs.push(await al.plainVif(d));
+    const events = vifs.map((v) => al.lab.hotplug('online', v.vif, v.domid, { QUBES_NET_HOTPLUG_TIMEOUT: '60' }));
+    // The first connection started the agent; kill it as soon as it answers anything.
+    const first = await al.request({ op: 'status' }, 30_000);
+    assert.equal(first.ok, true, first.message);
+    process.kill((first.details as { pid: number }).pid, 'SIGKILL');
+    const results = await Promise.all(events);
+    for (const [i, r] of results.entries()) assert.equal(r.code, 0, `${vifs[i]!.vif}: ${r.stderr}`);
+    const st = await al.request({ op: 'status' });
+    assert.notEqual((st.details as { pid: number }).pid, (first.details as { pid: number }).pid, 'a new instance');
+    const states = ((st.details as any).parts.driver.vifs as any[]).map((x) => x.state);
+    assert.equal(states.filter((s) => s === 'online').length, 24, JSON.stringify(states));
+  } finally {
+    await al.destroy();
+  }
+});

@@ -2,6 +2,8 @@
 // kernel, vif events through the real C hotplug client), with helpers to start it as an
 // activator or systemd would, and to ask its control socket.
 import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { agentWatchArgs } from '@qubes-net/network-agent/watch-args';
 import { controlRequest, type Reply } from '@qubes-net/common/control';
 import type { Qube } from '@qubes-net/netns';
 import { DriverLab, RESOLV } from '../driver-agent/lab.js';
@@ -10,9 +12,11 @@ import { waitFor } from '../helpers/wait.js';
 
 export const AGENT_CLI = join(import.meta.dirname, '..', '..', '..', 'packages', 'network-agent', 'dist', 'cli.js');
 export const SOCKET = '/run/qubes-net/agent.sock';
+export const WATCH = join(import.meta.dirname, '..', '..', '..', 'native-bindings', 'build', 'qubes-net-watch');
 
 export class AgentLab {
   agent: AgentProcess | undefined;
+  watcher: ChildProcess | undefined;
   private peer: Qube | undefined;
   private constructor(readonly lab: DriverLab) {}
 
@@ -22,6 +26,7 @@ export class AgentLab {
 
   async destroy(): Promise<void> {
     await this.stop('SIGKILL').catch(() => undefined);
+    this.watcher?.kill('SIGKILL');
     await this.lab.destroy();
   }
 
@@ -42,6 +47,17 @@ export class AgentLab {
     this.agent = undefined;
     if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill(signal);
     return a.exited;
+  }
+
+  /**
+   * The agent as the lab and templates without systemd run it: qubes-net-watch --activate
+   * holds the socket and starts `run` on the first connection (and again after it exits
+   * while connections are pending).
+   */
+  startWatched(runArgs: string[] = []): ChildProcess {
+    const w = this.lab.netvm.spawn(WATCH, agentWatchArgs({ cli: [process.execPath, AGENT_CLI], resolvConf: RESOLV, resolvedFile: null, runArgs: ['--resolv-conf', RESOLV, '--no-resolved', ...runArgs] }), { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.watcher = w;
+    return w;
   }
 
   socketHostPath(): string {

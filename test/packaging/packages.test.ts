@@ -66,6 +66,11 @@ const EXPECTED: Record<string, string> = {
   '/usr/lib/qubes-net/qubes-net-overlay': EXEC,
   '/usr/lib/qubes-net/vif-route-qubes': EXEC,
   '/usr/lib/qubes-net/overlay/diversions.txt': DATA,
+  '/usr/lib/qubes-net/agent-watch.args': DATA,
+  '/usr/lib/qubes-net/nft/base-ipv4.nft': DATA,
+  '/usr/lib/qubes-net/nft/base-dual.nft': DATA,
+  '/usr/lib/qubes-net/nft/base-ipv4-firewall.nft': DATA,
+  '/usr/lib/qubes-net/nft/base-dual-firewall.nft': DATA,
   ...Object.fromEntries(DIVERTED.map((p) => [`/usr/lib/qubes-net/overlay/${p.split('/').at(-1)}`, EXEC])),
   '/etc/qubes-net/qubes-net.conf': DATA,
   '/etc/qubes/post-install.d/20-qubes-net-features.sh': EXEC,
@@ -315,10 +320,15 @@ test('the RPM overlay tool moves upstream files aside and back byte for byte, ag
   put('2'); // upstream's upgrade writes its files over our links; the trigger runs the tool again
   await tool('install');
   check('2');
+  // A %config(noreplace) file's upgrade leaves our "modified" link and writes PATH.rpmnew.
+  for (const p of DIVERTED) writeFileSync(join(scratch, `${p}.rpmnew`), content(p, '3'), { mode: 0o755 });
+  await tool('install');
+  check('3');
+  for (const p of DIVERTED) assert.ok(!existsSync(join(scratch, `${p}.rpmnew`)));
   await tool('uninstall');
   for (const p of DIVERTED) {
     assert.ok(lstatSync(join(scratch, p)).isFile(), `${p} is a file again`);
-    assert.equal(readFileSync(join(scratch, p), 'utf8'), content(p, '2'));
+    assert.equal(readFileSync(join(scratch, p), 'utf8'), content(p, '3'));
     assert.ok(!existsSync(join(scratch, `${p}.qubes-upstream`)));
   }
   assert.ok(!existsSync(join(scratch, 'var/lib/qubes-net')), 'no record left');
@@ -338,7 +348,7 @@ test('the drop-ins keep upstream unit names and dispatch; our units are gated by
     // An ExecStart= override must first reset upstream's (a oneshot may have several).
     const text = unit(`${d}.d/50-qubes-net.conf`);
     if (/^ExecStart=\S/m.test(text)) assert.match(text, /^ExecStart=\n/m, `${d}: resets ExecStart`);
-    has(`${d}.d/50-qubes-net.conf`, 'After=qubes-net-choice.service');
+    assert.match(unit(`${d}.d/50-qubes-net.conf`), /^After=qubes-net-choice\.service\b/m, `${d}: after the choice`);
   }
   for (const u of ['qubes-net-agent.socket', 'qubes-net-agent-watch.service', 'qubes-net-uplink-watch@.service', 'qubes-net-agent.service']) {
     has(u, 'ConditionPathExists=/run/qubes-net/ours');
@@ -346,11 +356,20 @@ test('the drop-ins keep upstream unit names and dispatch; our units are gated by
   has('qubes-net-agent.socket', 'ListenStream=/run/qubes-net/agent.sock');
   has('qubes-net-agent.socket', 'ConditionPathExists=/run/qubes-service/qubes-network');
   has('qubes-net-agent.service', 'ExecStart=/usr/bin/qubes-net-agent run --idle-exit 30000');
-  has('qubes-net-agent.service', 'NoNewPrivileges=yes');
-  has('qubes-net-agent.service', 'ProtectSystem=strict');
+  has('qubes-net-agent.service', 'ProtectSystem=yes');
+  has('qubes-net-agent.service', 'KillMode=process');
   assert.match(unit('qubes-net-agent.service'), /^CapabilityBoundingSet=CAP_NET_ADMIN\b/m);
-  assert.match(unit('qubes-net-agent-watch.service'), /--notify \/run\/qubes-net\/agent\.sock$/m);
+  has('qubes-net-agent-watch.service', 'ExecStart=/usr/lib/qubes-net/qubes-net-dispatch agent-watch');
+  has('qubes-net-agent-watch.service', 'ConditionPathExists=!/run/qubes-service/qubes-firewall');
+  // The watchers' arguments come from the agents' own watch-args.
+  const agentArgs = readFileSync(join(rpmRoot, 'usr/lib/qubes-net/agent-watch.args'), 'utf8').trim().split('\n');
+  assert.deepEqual(agentArgs.slice(-2), ['--notify', '/run/qubes-net/agent.sock']);
+  assert.ok(agentArgs.includes('--run-at-start') && !agentArgs.includes('--activate'), agentArgs.join(' '));
+  if (!built.missing.includes('packages/network-agent/dist/cli.js')) {
+    for (const key of ['/qubes-firewall/', '/qubes-netvm-primary-dns']) assert.ok(agentArgs.includes(key), `the agent's watcher watches ${key}`);
+  }
   assert.match(unit('qubes-net-uplink-watch@.service'), /--run -- \/usr\/bin\/qubes-net-guest apply %i$/m);
+  assert.match(unit('qubes-net-uplink-watch@.service'), /--qdb \/qubes-ip \\$/m);
   has('qubes-net-uplink-watch@.service', 'BindsTo=qubes-network-uplink@%i.service');
   has('qubes-net-choice.service', 'Before=sysinit.target network-pre.target qubes-antispoof.service qubes-iptables.service');
   for (const u of [...UNITS, ...OTHER_UNITS].filter((n) => n.endsWith('.service'))) assert.match(unit(u), /^TimeoutStartSec=\d+s$/m, `${u}: fails fast`);
@@ -386,6 +405,9 @@ test('every built CLI runs from the unpacked RPM with --version and --help, with
     if (version.exitCode !== 0) problems.push(`${cmd} --version: exit ${version.exitCode}: ${version.stderr.trim().slice(0, 300)}`);
     else if (!version.stdout.includes(WORKSPACE_VERSION)) problems.push(`${cmd} --version printed ${JSON.stringify(version.stdout.trim())}, not ${WORKSPACE_VERSION}`);
     if (/warning/i.test(version.stderr)) problems.push(`${cmd} --version warns: ${version.stderr.trim().slice(0, 300)}`);
+    // With the flags the agent's unit gives it: still no warning.
+    const flagged = await run(bin, ['--version'], { allowFailure: true, env: cliEnv({ QUBES_NET_NODE_FLAGS: '--jitless --no-expose-wasm --max-semi-space-size=1' }), timeoutMs: 30_000 });
+    if (flagged.exitCode !== 0 || /warning/i.test(flagged.stderr)) problems.push(`${cmd} --version with the unit's V8 flags: exit ${flagged.exitCode} ${flagged.stderr.trim().slice(0, 300)}`);
     const help = await run(bin, ['--help'], { allowFailure: true, env: cliEnv(), timeoutMs: 30_000 });
     const text = `${help.stdout}\n${help.stderr}`;
     if (help.exitCode !== 0) problems.push(`${cmd} --help: exit ${help.exitCode}: ${help.stderr.trim().slice(0, 300)}`);
@@ -404,6 +426,13 @@ test('the C helpers are stripped x86-64 executables; the scripts are valid POSIX
     assert.equal(elf.readUInt16LE(18), 62, `${client}: e_machine is x86-64`);
     const sections = (await run('readelf', ['-S', '-W', path], { env: { LC_ALL: 'C' } })).stdout;
     assert.ok(!/\.symtab|\.debug_/.test(sections), `${client} is stripped`);
+    // Hardened as Debian builds C: full RELRO, PIE, stack protector, fortified libc calls.
+    const headers = (await run('readelf', ['-l', '-d', '--dyn-syms', '-W', path], { env: { LC_ALL: 'C' } })).stdout;
+    assert.match(headers, /GNU_RELRO/, `${client}: RELRO`);
+    assert.match(headers, /\(FLAGS\)\s+BIND_NOW|\(FLAGS_1\)\s+Flags: NOW/, `${client}: -z now`);
+    assert.match(headers, /\(FLAGS_1\)\s+Flags:.*\bPIE\b/, `${client}: PIE`);
+    assert.match(headers, /__stack_chk_fail/, `${client}: -fstack-protector-strong`);
+    assert.match(headers, /__\w+_chk@/, `${client}: _FORTIFY_SOURCE`);
   }
   for (const script of ['usr/lib/qubes-net/qubes-net-choice', 'usr/lib/qubes-net/qubes-net-dispatch', 'usr/lib/qubes-net/qubes-net-overlay', 'usr/lib/qubes-net/vif-route-qubes',
     'etc/qubes/post-install.d/20-qubes-net-features.sh', ...DIVERTED.map((p) => `usr/lib/qubes-net/overlay/${p.split('/').at(-1)}`)]) {
@@ -413,4 +442,41 @@ test('the C helpers are stripped x86-64 executables; the scripts are valid POSIX
   }
   const vif = readFileSync(join(rpmRoot, 'usr/lib/qubes-net/vif-route-qubes'), 'utf8');
   assert.deepEqual([...new Set(vif.match(/\/usr\/\S*qubes-net-hotplug\b/g) ?? [])], ['/usr/lib/qubes-net/native/qubes-net-hotplug'], 'our vif-route-qubes runs the packaged hotplug client');
+});
+
+test('qubes-net-choice: QubesDB 1 or 0 decides, anything else or no answer falls back to the template default, then ours', async () => {
+  const dir = join(work, 'choice');
+  const bin = join(dir, 'bin');
+  mkdirSync(bin, { recursive: true });
+  // A qubesdb-read that answers from environment variables: QDB_RC (exit code), QDB_VALUE.
+  writeFileSync(join(bin, 'qubesdb-read'), '#!/bin/sh\n[ "$QDB_RC" = 0 ] && printf "%s\\n" "$QDB_VALUE"\nexit "$QDB_RC"\n', { mode: 0o755 });
+  const conf = join(dir, 'qubes-net.conf');
+  const runDir = join(dir, 'run');
+  const choose = async (rc: number, value: string, confText: string | null): Promise<{ choice: string; ours: boolean; stderr: string }> => {
+    rmSync(runDir, { recursive: true, force: true });
+    if (confText === null) rmSync(conf, { force: true });
+    else writeFileSync(conf, confText);
+    const r = await run(join(ROOT, 'packaging/overlay/qubes-net-choice'), [], {
+      env: { PATH: `${bin}:/usr/bin:/bin`, QDB_RC: String(rc), QDB_VALUE: value, QUBES_NET_RUN_DIR: runDir, QUBES_NET_CONF: conf },
+    });
+    return { choice: readFileSync(join(runDir, 'choice'), 'utf8').trim(), ours: existsSync(join(runDir, 'ours')), stderr: r.stderr };
+  };
+  const shipped = readFileSync(join(ROOT, 'packaging/overlay/qubes-net.conf'), 'utf8');
+  assert.deepEqual(await choose(0, '1', 'default=upstream\n'), { choice: 'ours', ours: true, stderr: 'qubes-net-choice: this qube runs the ours networking agents\n' });
+  assert.equal((await choose(0, '0', shipped)).choice, 'upstream');
+  assert.equal((await choose(0, '0', shipped)).ours, false);
+  // Absent (2) or no QubesDB answering (1): the template's default.
+  assert.equal((await choose(2, '', 'default=upstream\n')).choice, 'upstream');
+  assert.equal((await choose(1, '', 'default=upstream\n')).choice, 'upstream');
+  assert.equal((await choose(2, '', shipped)).choice, 'ours', 'ours as shipped');
+  // Untrusted values: refused and logged; the default applies.
+  for (const bad of ['yes', '1 ', '1\n0', '$(reboot)', '']) {
+    const r = await choose(0, bad, 'default=upstream\n');
+    assert.equal(r.choice, 'upstream', JSON.stringify(bad));
+    assert.match(r.stderr, /ignoring \/qubes-service\/qubes-net: not 1 or 0/);
+  }
+  // A bad or missing default: ours.
+  assert.equal((await choose(2, '', 'default=maybe\n')).choice, 'ours');
+  assert.equal((await choose(2, '', null)).choice, 'ours');
+  assert.equal((await choose(2, '', '# default=upstream\n')).choice, 'ours', 'a comment is not a setting');
 });

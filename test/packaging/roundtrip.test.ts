@@ -130,6 +130,8 @@ test('stand-ins, then qubes-net: upstream stays installed, its files diverted by
 
   await tpl!.must(['dpkg', '-i', debIn(ours1)]);
   assert.match(await installed('qubes-net'), /^install ok installed 0\.1\.0-1$/);
+  // dom0 is told that the template offers the qubes-net service, as upstream's scripts do theirs.
+  assert.ok(readFileSync(inRoot('/var/log/qubes-standins.log'), 'utf8').includes(`/usr/bin/qvm-features-request ${V1} supported-service.qubes-net=1`));
   for (const p of UPSTREAM_PACKAGES) assert.equal(await installed(p), `install ok installed ${V1}`, `${p} stays installed`);
   assert.equal((await diversions()).length, DIVERTED.length, (await diversions()).join('\n'));
   assertDispatchers();

@@ -3,6 +3,8 @@ export { DriverLoop, DriverLoop as Driver, type DriverOptions, type DriverReques
 export { Turn, type TurnOutcome, type TurnSysctl } from './managers/turn.js';
 export { toolWriter, type KernelWriter } from './kernel/writer.js';
 export { readXenVifs, parseXenstoreLs, type XenVif } from './kernel/xen-vifs.js';
+export { realHost, type HostAccess } from './kernel/host.js';
+export { parseTable, type Observation, type ObservedTables } from './kernel/observe.js';
 export { loadBaseRuleset, renderBaseFiles } from './base.js';
 export * from './model/base-check.js';
 export { runDaemon, controlHandler, driverOptions } from './daemon.js';
@@ -28,3 +30,4 @@ export { parseBatchErrors, applyIpLines, type IpFailure } from './kernel/ip-writ
 export { kernelHasFlowtables } from './kernel/nft-writer.js';
 export { parseConntrackList, purgeConntrack, purgeDnsFlows } from './kernel/conntrack.js';
 export { parseMonitorLine } from './kernel/uplink-monitor.js';
+export { isFirewallCmdline, notifyFirewall } from './kernel/firewall-notify.js';

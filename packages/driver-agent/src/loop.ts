@@ -7,19 +7,18 @@
 //
 // Host processes (the network agent) use start(), handle(request), stop() and the idle
 // signal (hasWork(), onIdle); the CLI's one-shot commands use the same start path.
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '@qubes-net/common';
 import type { QubesDB } from '@qubes-net/qubesdb';
 import type { RawVifEvent } from './model/vif-event.js';
 import type { EventResult } from './model/planner.js';
-import { renderBaseRuleset, connectedStatements } from './model/ruleset.js';
-import { dnsChainStatements } from './model/dns.js';
-import { fakeIpBaseStatements } from './model/fake-ip.js';
+import { addBase, addConnected } from './model/ruleset.js';
+import { addDnsChain } from './model/dns.js';
+import { addFakeIpBase } from './model/fake-ip.js';
 import { reconcile } from './model/reconcile.js';
 import { baseDifferences } from './model/base-check.js';
-import { kernelHasFlowtables } from './kernel/nft-writer.js';
-import { observe } from './kernel/observe.js';
-import { readSysctl, writeSysctl, kernelHasIPv6 } from './kernel/procfs.js';
-import { readXenVifs, xenstoreDirFromEnv } from './kernel/xen-vifs.js';
+import { xenstoreDirFromEnv, type XenVif } from './kernel/xen-vifs.js';
+import { realHost, type HostAccess } from './kernel/host.js';
 import { toolWriter, type KernelWriter } from './kernel/writer.js';
 import type { IpFailure } from './kernel/ip-writer.js';
 import { IdleCollector } from './idle-gc.js';
@@ -50,8 +49,15 @@ export interface DriverOptions {
   reconcileIntervalMs?: number;
   /** The kernel writer (tests pass a fake). */
   writer?: KernelWriter;
+  /** The host outside nft/ip batches (tests pass a fake). */
+  host?: HostAccess;
   /** Called whenever the loop runs out of work (the host's idle-exit clock). */
   onIdle?: () => void;
+  /**
+   * Called after a committed change of the DNS mapping, instead of SIGHUP to the firewall's
+   * pid file (a host that runs the firewall engine in the same process).
+   */
+  onDnsChanged?: (dns: DnsState) => void;
 }
 
 export interface StatusReport {
@@ -98,6 +104,7 @@ export class DriverLoop {
 
   private readonly log: Logger;
   private readonly writer: KernelWriter;
+  private readonly host: HostAccess;
   private readonly idleGc = new IdleCollector();
   private serial: Promise<unknown> = Promise.resolve();
   private needFullSync = true;
@@ -116,12 +123,13 @@ export class DriverLoop {
   constructor(private readonly opts: DriverOptions) {
     this.log = opts.log;
     this.writer = opts.writer ?? toolWriter;
+    this.host = opts.host ?? realHost;
     this.feedback = new FeedbackManager({ qdb: opts.qdb, log: opts.log });
-    this.provider = new ProviderManager({ qdb: opts.qdb, log: opts.log, firewall: opts.firewall, ipv6Kernel: () => this.ipv6Kernel });
-    this.dns = new DnsManager({ log: opts.log, resolvConf: opts.resolvConf, resolved: opts.resolved, ...(opts.resolvedRunDir ? { resolvedRunDir: opts.resolvedRunDir } : {}), firewallPidFile: opts.firewallPidFile });
+    this.provider = new ProviderManager({ qdb: opts.qdb, log: opts.log, firewall: opts.firewall, ipv6Kernel: () => this.ipv6Kernel, host: this.host });
+    this.dns = new DnsManager({ log: opts.log, resolvConf: opts.resolvConf, resolved: opts.resolved, ...(opts.resolvedRunDir ? { resolvedRunDir: opts.resolvedRunDir } : {}), firewallPidFile: opts.firewallPidFile, host: this.host, ...(opts.onDnsChanged ? { tellFirewall: opts.onDnsChanged } : {}) });
     this.dns.onChanged = (s) => this.feedback.dnsUpstream(s.mapping.upstream);
     this.uplink = new UplinkManager({ log: opts.log, onChange: () => this.kick(), onVifGone: (vif) => this.vifGone(vif) });
-    this.vifs = new VifManager({ qdb: opts.qdb, log: opts.log, hooksDir: opts.hooksDir, feedback: this.feedback });
+    this.vifs = new VifManager({ qdb: opts.qdb, log: opts.log, hooksDir: opts.hooksDir, feedback: this.feedback, facts: (v) => this.host.facts(v) });
   }
 
   // ---------------------------------------------------------------- public surface
@@ -134,19 +142,14 @@ export class DriverLoop {
    */
   async start(o: { apply?: boolean; follow?: boolean } = {}): Promise<void> {
     const apply = o.apply !== false;
-    this.ipv6Kernel = kernelHasIPv6();
-    if (apply) {
-      this.flowtables = await kernelHasFlowtables();
-      this.uplink.flowtables = this.flowtables;
-      this.log.info({ flowtables: this.flowtables, ipv6: this.ipv6Kernel }, this.flowtables ? 'flowtables available' : 'no flowtables in this kernel: forwarding without flow offload');
-    }
+    this.ipv6Kernel = this.host.ipv6();
     if (o.follow) await this.follow();
     if (!apply) {
       await this.exclusive(async () => {
         const turn = new Turn(true);
         await this.planFull(turn);
         turn.commit();
-        this.provider.forwarding = { ipv4: readSysctl('net/ipv4/ip_forward') === '1', ipv6: readSysctl('net/ipv6/conf/all/forwarding') === '1' };
+        this.provider.forwarding = { ipv4: this.host.readSysctl('net/ipv4/ip_forward') === '1', ipv6: this.host.readSysctl('net/ipv6/conf/all/forwarding') === '1' };
       });
     } else {
       await this.exclusive(() => this.turn());
@@ -222,10 +225,10 @@ export class DriverLoop {
 
   status(): Promise<StatusReport> {
     return this.exclusive(async () => {
-      const obs = await observe({ ipv6: this.ipv6Kernel });
+      const obs = await this.host.observe({ ipv6: this.ipv6Kernel });
       const fix = reconcile(this.vifs.state, obs.kernel);
       const differences = [...baseDifferences(obs.tables, this.ipv6Kernel, this.dns.state?.mapping), ...fix.differences];
-      if (readSysctl('net/ipv4/ip_forward') !== '1' && this.provider.forwarding.ipv4) differences.push('ipv4 forwarding is off');
+      if (this.host.readSysctl('net/ipv4/ip_forward') !== '1' && this.provider.forwarding.ipv4) differences.push('ipv4 forwarding is off');
       const d = this.dns.state;
       return {
         ok: true,
@@ -236,7 +239,8 @@ export class DriverLoop {
         dns: d ? { mode: d.mapping.mode, pairs: d.mapping.pairs, upstream: d.mapping.upstream, source: d.source, rejected: d.rejected } : undefined,
         forwarding: { ...this.provider.forwarding },
         flowtables: this.flowtables,
-        firewall: this.provider.firewallLoaded,
+        // From the kernel, not from the service flag (13.5).
+        firewall: obs.tables.firewallSkeleton,
         antispoofDrops: obs.tables.antispoofDrops,
         kernel: { inSync: differences.length === 0, differences },
         memory: (({ rss, heapUsed, heapTotal, external, arrayBuffers }) => ({ rss, heapUsed, heapTotal, external, arrayBuffers }))(process.memoryUsage()),
@@ -342,7 +346,7 @@ export class DriverLoop {
     } catch (err) {
       // Reading state failed (QubesDB, xenstore, a tool): nothing was written; rebuild later.
       turn.reject(err as Error);
-      this.fullSyncFailed(`planning failed: ${String(err)}`);
+      this.fullSyncFailed(`planning failed: ${String(err)}`, full);
       return;
     }
     await this.apply(turn);
@@ -354,15 +358,17 @@ export class DriverLoop {
     this.needFullSync = false;
     const config = await this.provider.read(true);
     const skeleton = await this.provider.skeleton(config);
-    const obs = await observe({ ipv6: this.ipv6Kernel });
+    const obs = await this.host.observe({ ipv6: this.ipv6Kernel });
     const dnsState: DnsState = await this.dns.compute(config, obs.ownAddresses, reason);
     let rebuilt;
     if (starting) {
-      let xen: Awaited<ReturnType<typeof readXenVifs>> = [];
+      let xen: XenVif[] = [];
       try {
-        xen = await readXenVifs(xenstoreDirFromEnv(this.opts.xenstoreDir));
+        xen = await this.host.readXenVifs(xenstoreDirFromEnv(this.opts.xenstoreDir));
       } catch (err) {
-        this.log.error({ err: String(err) }, 'cannot read the vif backends from xenstore: every vif stays blocked until its next hotplug event');
+        // Only an error when there are vifs to keep; with none in the kernel nothing is lost.
+        if (obs.kernel.vifLinks.size) this.log.error({ err: String(err), vifs: obs.kernel.vifLinks.size }, 'cannot read the vif backends from xenstore: every vif stays blocked until its next hotplug event');
+        else this.log.info({ err: String(err) }, 'no vif backends readable in xenstore, and no vif in the kernel');
       }
       rebuilt = await this.vifs.rebuild(config, xen, obs.kernel.vifLinks.keys());
     }
@@ -371,14 +377,15 @@ export class DriverLoop {
     const base = starting ? [] : baseDifferences(obs.tables, this.ipv6Kernel, dnsState.mapping);
     const withSkeleton = skeleton && (starting || !this.provider.firewallLoaded || base.length > 0) ? skeleton : undefined;
     if (starting || base.length) {
-      turn.nft.push(renderBaseRuleset({ ipv6: this.ipv6Kernel, connected4: config.connected4, connected6: config.connected6, dns: dnsState.mapping, ...(withSkeleton ? { firewallSkeleton: withSkeleton } : {}) }).trimEnd());
+      addBase(turn.tx, { ipv6: this.ipv6Kernel, connected4: config.connected4, connected6: config.connected6, dns: dnsState.mapping });
     } else {
-      turn.nft.push(...connectedStatements('ip', config.connected4), ...(this.ipv6Kernel ? connectedStatements('ip6', config.connected6) : []), ...dnsChainStatements(dnsState.mapping));
-      if (withSkeleton) turn.nft.push(withSkeleton.trimEnd());
+      addConnected(turn.tx, 'ip', config.connected4);
+      if (this.ipv6Kernel) addConnected(turn.tx, 'ip6', config.connected6);
+      addDnsChain(turn.tx, dnsState.mapping);
     }
-    if (starting) turn.nft.push(...fakeIpBaseStatements(state.online().flatMap((r) => (r.applied?.fakeIp ? [{ vif: r.spec.vif, fakeIp: r.applied.fakeIp }] : []))));
-    turn.nft.push(...fix.nft);
-    if (starting) await this.uplink.planFull(turn, state.online().map((r) => r.spec.vif));
+    withSkeleton?.(turn.tx);
+    if (starting) addFakeIpBase(turn.tx, state.online().flatMap((r) => (r.applied?.fakeIp ? [{ vif: r.spec.vif, fakeIp: r.applied.fakeIp }] : [])));
+    turn.tx.append(fix.tx);
     for (const s of fix.sysctls) turn.sysctls.push({ ...s, tolerant: true });
     turn.ip.push(...fix.ip);
     await this.provider.plan(turn, { config, skeleton: withSkeleton });
@@ -419,48 +426,57 @@ export class DriverLoop {
       }
     }
     if (view.gatewayChanged) this.log.info({ gateway: config.gateway, gateway6: config.gateway6 }, 'gateway changed: reconfiguring every vif');
-    const uplinkChanged = await this.uplink.plan(turn);
+    const uplinkChanged = this.uplink.plan(turn);
     await this.dns.plan(turn, config, { inputsChanged: view.dnsInputsChanged || uplinkChanged, reason: uplinkChanged ? 'uplink changed' : view.dnsInputsChanged ? 'provider settings changed' : 'dns source changed' });
     await this.vifs.plan(turn, config, { gatewayChanged: view.gatewayChanged, flowtables: this.flowtables });
   }
 
   private async apply(turn: Turn): Promise<void> {
+    const t0 = performance.now();
     const failedVifs = new Map<string, string>();
     for (const s of turn.sysctls) {
       try {
-        writeSysctl(s);
+        this.host.writeSysctl(s);
       } catch (err) {
         this.log.debug({ vif: s.vif, err: (err as Error).message }, 'sysctl write failed');
         if (!s.tolerant && s.vif) failedVifs.set(s.vif, `sysctl ${s.path}`);
       }
     }
+    // The ip batch runs beside the transaction: its lines only add routes, neighbours and
+    // addresses to vifs, which carry no traffic without their anti-spoofing elements; if the
+    // transaction is refused, the full turn that follows removes what the batch left.
+    const ipRun = this.writer.ip(turn.ip).catch((err: unknown): IpFailure[] => turn.ip.map((l) => ({ ...l, message: String(err) })));
     try {
-      await this.writer.nft(turn.nft);
+      await this.writer.nft(turn.tx, turn.raw);
     } catch (err) {
-      this.log.error({ full: turn.full, statements: turn.nft.length, err: String(err).slice(0, 500) }, 'transaction refused by nft: nothing of this turn is applied');
+      await ipRun;
+      this.log.error({ full: turn.full, statements: turn.tx.size, err: String(err).slice(0, 500) }, 'transaction refused by nft: nothing of this turn is applied');
       turn.reject(err as Error);
-      this.fullSyncFailed('nft refused a transaction');
+      this.fullSyncFailed('nft refused a transaction', turn.full);
       return;
     }
     turn.commit();
-    let ipFailures: IpFailure[];
-    try {
-      ipFailures = await this.writer.ip(turn.ip);
-    } catch (err) {
-      ipFailures = turn.ip.map((l) => ({ ...l, message: String(err) }));
-    }
+    const t1 = performance.now();
+    const ipFailures = await ipRun;
     if (ipFailures.some((f) => !f.tolerant)) {
       for (const f of ipFailures) if (!f.tolerant) this.log.error({ vif: f.vif, line: f.line, err: f.message }, 'ip change refused');
-      this.fullSyncFailed('ip refused a change');
+      this.fullSyncFailed('ip refused a change', turn.full);
     }
+    const t2 = performance.now();
     await turn.finish({ failedVifs, ipFailures });
+    const ms = (a: number, b: number) => Math.round((b - a) * 10) / 10;
+    this.log.debug({ full: turn.full, nft: turn.tx.size, ip: turn.ip.length, nftMs: ms(t0, t1), ipMs: ms(t1, t2), afterMs: ms(t2, performance.now()) }, 'turn applied');
     if (!(await this.feedback.flush())) this.later(1000, () => void this.exclusive(() => this.feedback.flush()));
   }
 
-  /** Any failed write: rebuild on a later turn, backing off while it keeps failing. */
-  private fullSyncFailed(why: string): void {
+  /**
+   * Any failed write: rebuild on a later turn. Only full turns that fail back off (a vif
+   * turn's refusal is that vif's, and is retried and reported per event).
+   */
+  private fullSyncFailed(why: string, full: boolean): void {
     this.needFullSync = true;
     this.fullReason = why;
+    if (!full) return;
     const delay = this.fullSyncFailures === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.fullSyncFailures - 1));
     this.fullSyncFailures++;
     this.fullSyncNotBefore = Date.now() + delay;

@@ -9,7 +9,8 @@ import { existsSync, watch as fsWatch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { sdNotify, forLog, type Logger } from '@qubes-net/common';
 import { NftTransaction, runProcess } from '@qubes-net/common/kernel';
-import { openQubesDB, type QubesDB, type OpenOptions } from '@qubes-net/qubesdb';
+import type { QubesDB, OpenOptions } from '@qubes-net/qubesdb';
+import { openOffLoopQubesDB } from './qubesdb-offloop.js';
 import { FirewallEngine, WATCH_PATHS, type EngineStatus } from './engine.js';
 import { addFirewallSkeleton } from './model/skeleton.js';
 import { firewallNftWriter } from './kernel/nft.js';
@@ -151,7 +152,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<number> {
   await mkdir(dirname(opts.pidfile), { recursive: true });
   await writeFile(opts.pidfile, `${process.pid}\n`);
 
-  const db = opts.db ?? openQubesDB(opts.qubesdb);
+  // Calls on a worker thread: a QubesDB daemon that stops answering must not freeze the loop.
+  const db = opts.db ?? (await openOffLoopQubesDB(opts.qubesdb));
   if (opts.hooks) await runHooks(opts.hooks, await customPersistEnabled(db, opts.customPersistFile, log), log, opts.hookWaitMs);
 
   const kernel = realKernel(opts.nftBinary ? { nftBinary: true } : {});

@@ -16,4 +16,5 @@ export { realKernel } from './kernel/port.js';
 export { readFamilyState, firewallNftWriter } from './kernel/nft.js';
 export { renderQube } from './render.js';
 export { collectStatus, formatStatus } from './status.js';
-export { runDaemon, defaultDaemonOptions, watchResolvConf, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';
+export { runDaemon, defaultDaemonOptions, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';
+export { openOffLoopQubesDB } from './qubesdb-offloop.js';

@@ -8,7 +8,7 @@ export * from './dom0/entries.js';
 export * from './expectations.js';
 export * from './runtime/agent-commands.js';
 export * from './runtime/qdb-ops.js';
-export { Lab, DEFAULT_STATE_ROOT, type LabOptions, type ProgressEvent, type RunningQube, type VifAttachment, type AgentRole } from './runtime/lab.js';
+export { Lab, DEFAULT_STATE_ROOT, AGENT_NODE_OPTIONS, type LabOptions, type ProgressEvent, type RunningQube, type VifAttachment, type AgentRole } from './runtime/lab.js';
 export { LabInternet, INTERNET_QUBE } from './runtime/internet.js';
 export { sendAgentRequest, agentSocketPath } from './runtime/agent-control.js';
 export { QubeProcess } from './runtime/processes.js';

@@ -10,10 +10,11 @@
 // QubesDB, exit 0. Nothing is removed from the kernel on exit: it keeps enforcing.
 import { mkdir, rename, unlink, writeFile, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import { createLogger, packageVersion, sdNotify, forLog, type Logger } from '@qubes-net/common';
 import { ControlServer, activatedFd, reply, type Reply, type Request, type AgentStatus } from '@qubes-net/common/control';
 import { Driver } from '@qubes-net/driver-agent';
-import { FirewallEngine, WATCH_PATHS, realKernel, readResolvConf, resolveHost, runHooks, DEFAULT_HOOK_PATHS, watchResolvConf } from '@qubes-net/firewall';
+import type { FirewallEngine } from '@qubes-net/firewall';
 import { HostedQubesDB } from './qubesdb-host.js';
 import { WorkClock } from './work.js';
 import { firewallEnabled } from './firewall-service.js';
@@ -45,15 +46,17 @@ export class NetworkAgent {
   private engine: FirewallEngine | undefined;
   private closers: (() => Promise<void> | void)[] = [];
   private ready = false;
+  private firewallStarting: Promise<void> | undefined;
   private readyWaiters: ((ok: boolean) => void)[] = [];
   private exiting: Promise<number> | undefined;
   private exitResolve!: (code: number) => void;
   readonly done = new Promise<number>((r) => (this.exitResolve = r));
 
-  constructor(private readonly opts: AgentOptions, log: Logger = createLogger('network-agent')) {
+  /** `worker`: the QubesDB worker, when the CLI started it before loading this module (it boots meanwhile). */
+  constructor(private readonly opts: AgentOptions, log: Logger = createLogger('network-agent'), worker?: Worker) {
     this.log = log;
     this.clock = new WorkClock(opts.idleExitMs, () => void this.exit('idle'), () => this.db.inFlight > 0 || this.server.busy > 0 || !!this.driver?.hasWork());
-    this.db = new HostedQubesDB({ runDir: opts.qubesdbDir, timeoutMs: opts.qubesdbTimeoutMs, onEvent: () => this.clock.touch() });
+    this.db = new HostedQubesDB({ runDir: opts.qubesdbDir, timeoutMs: opts.qubesdbTimeoutMs, onEvent: () => this.clock.touch(), ...(worker ? { worker } : {}) });
     this.server = new ControlServer({ path: opts.socket, fd: activatedFd(), log, handle: (req) => this.handle(req) });
   }
 
@@ -72,11 +75,19 @@ export class NetworkAgent {
         firewallPidFile: NO_FIREWALL_PIDFILE,
         // The loop ran out of work: the idle period starts from here.
         onIdle: () => this.clock.touch(),
+        // One DNS source for both: the firewall re-reads its servers when the driver's change.
+        onDnsChanged: () => {
+          this.clock.touch();
+          this.engine?.dnsMaybeChanged();
+        },
       });
       this.driver = driver;
       await driver.start({ follow: true });
       this.closers.push(() => driver.stop());
-      if (fw) await this.startFirewall();
+      // The driver's start loaded the firewall skeleton (forward policy drop), so vif events
+      // can be answered now; the per-qube chains follow without holding them up (until then a
+      // new qube's traffic meets the drop policy: fail closed).
+      if (fw) this.firewallStarting = this.clock.around(() => this.startFirewall()).catch((err) => this.log.error({ err: forLog(String(err)) }, 'firewall start failed'));
     } catch (err) {
       this.setReady(false);
       throw err;
@@ -88,6 +99,8 @@ export class NetworkAgent {
   }
 
   private async startFirewall(): Promise<void> {
+    // Loaded here, after the vif path is ready: the engine is not on the first request's path.
+    const { FirewallEngine, WATCH_PATHS, realKernel, readResolvConf, resolveHost } = await import('@qubes-net/firewall');
     const log = this.log.child({ part: 'firewall' });
     await this.firewallHooksOncePerBoot(log);
     const engine = new FirewallEngine({
@@ -108,12 +121,7 @@ export class NetworkAgent {
     const loop = (async () => {
       for await (const path of watch) engine.onWatchEvent(path);
     })().catch((e) => log.error({ err: forLog((e as Error).message) }, 'qubesdb watch ended'));
-    const dns = watchResolvConf(this.opts.resolvConf, log, () => {
-      this.clock.touch();
-      engine.dnsMaybeChanged();
-    });
     this.closers.push(async () => {
-      dns.close();
       await engine.stop();
       await watch.close();
       await loop;
@@ -127,6 +135,7 @@ export class NetworkAgent {
     const done = (await readFile(this.opts.hooksDoneFile, 'utf8').catch(() => '')).trim();
     if (bootId && done === bootId) return;
     const persist = (await this.db.read('/qubes-service/custom-persist').catch(() => undefined)) === '1';
+    const { runHooks, DEFAULT_HOOK_PATHS } = await import('@qubes-net/firewall');
     await runHooks(DEFAULT_HOOK_PATHS, persist, log);
     await writeAtomic(this.opts.hooksDoneFile, `${bootId}\n`).catch(() => undefined);
   }
@@ -165,6 +174,7 @@ export class NetworkAgent {
           return reply('ok', 'synced', {});
         }
         case 'reconcile': {
+          await this.firewallStarting;
           const { differences } = await driver.reconcileNow();
           await this.engine?.reload();
           return reply('ok', `${differences.length} correction(s)`, { differences });
@@ -210,8 +220,9 @@ export class NetworkAgent {
       sdNotify('STOPPING=1');
       // Close the listening fd first: a request arriving from here on waits in the backlog
       // (activation) and starts the next instance; none is lost.
-      await this.server.stopAccepting();
+      await this.server.stopAccepting({ unlink: reason === 'idle' || reason === 'start failed' });
       await this.server.drained();
+      await this.firewallStarting;
       await this.engine?.idle();
       const deadline = this.nextDeadline();
       if (deadline !== undefined) await writeAtomic(this.opts.wakeFile, `${deadline}\n`).catch((e) => this.log.warn({ file: this.opts.wakeFile, err: String(e) }, 'cannot write wake file'));
@@ -228,8 +239,8 @@ export class NetworkAgent {
 }
 
 /** Runs the agent until it goes idle or is stopped; resolves with the exit code. */
-export async function runAgent(opts: AgentOptions, log: Logger = createLogger('network-agent')): Promise<number> {
-  const agent = new NetworkAgent(opts, log);
+export async function runAgent(opts: AgentOptions, log: Logger = createLogger('network-agent'), worker?: Worker): Promise<number> {
+  const agent = new NetworkAgent(opts, log, worker);
   process.on('SIGTERM', () => void agent.exit('SIGTERM'));
   process.on('SIGINT', () => void agent.exit('SIGINT'));
   process.on('SIGHUP', () => void agent.handle({ op: 'reconcile' }).then((r) => log.info({ message: r.message }, 'SIGHUP: reconciled')));

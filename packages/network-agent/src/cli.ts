@@ -25,8 +25,10 @@ async function main(argv: string[]): Promise<number> {
     case 'run': {
       const { requireRootOrExit } = await import('@qubes-net/common/root');
       requireRootOrExit('qubes-net-agent run');
-      const { runAgent } = await import('./agent.js');
-      return runAgent(opts);
+      const { startQubesDBWorker } = await import('./qdb-worker-start.js');
+      const worker = startQubesDBWorker(opts.qubesdbDir);
+      const [{ runAgent }, { createLogger }] = await Promise.all([import('./agent.js'), import('@qubes-net/common')]);
+      return runAgent(opts, createLogger('network-agent'), worker);
     }
     case 'hotplug': {
       const { hotplugFallback } = await import('./hotplug.js');
@@ -65,6 +67,20 @@ async function main(argv: string[]): Promise<number> {
       } finally {
         await db.close();
       }
+    }
+    case 'watch-args': {
+      const { agentWatchArgs } = await import('./watch-args.js');
+      const out = agentWatchArgs({
+        cli: /\.(c|m)?js$/.test(opts.cli) ? [process.execPath, opts.cli] : [opts.cli],
+        socket: opts.socket,
+        wakeFile: opts.wakeFile,
+        resolvConf: opts.resolvConf,
+        uplinks: opts.uplinks,
+        ...(opts.qubesdbDir !== undefined ? { qubesdbDir: opts.qubesdbDir } : {}),
+        runArgs: [...(opts.idleExitGiven ? ['--idle-exit', String(opts.idleExitMs)] : []), ...(opts.resolvConf !== '/etc/resolv.conf' ? ['--resolv-conf', opts.resolvConf] : [])],
+      });
+      process.stdout.write(opts.json ? JSON.stringify(out) + '\n' : out.join('\n') + '\n');
+      return EXIT.ok;
     }
     default:
       process.stderr.write(`unknown command ${JSON.stringify(opts.command.slice(0, 40))}\n${USAGE}`);

@@ -24,6 +24,11 @@ export interface AgentOptions {
   /** Milliseconds a QubesDB call may take before it fails (the event loop never waits on it). */
   qubesdbTimeoutMs: number;
   json: boolean;
+  /** watch-args: the agent command the watcher starts, and the uplinks whose link events wake it. */
+  cli: string;
+  uplinks: string[];
+  /** Whether --idle-exit was given (watch-args passes it on only then). */
+  idleExitGiven: boolean;
 }
 
 export const USAGE = `usage: qubes-net-agent <command> [options]
@@ -33,6 +38,9 @@ commands:
                            (env vif, XENBUS_PATH): does the work in-process
   status [--json]          the running agent's status (starts it under activation)
   render-firewall IP       print the nft transaction the firewall would apply for IP
+  watch-args [--json]      the argv of the qubes-net-watch that starts \`run\` on demand
+                           (--cli PATH, --uplink IFACE..., and run's --socket, --wake-file,
+                           --resolv-conf, --idle-exit, --qubesdb-run-dir)
 options:
   -h, --help, --version
   --socket PATH            control socket (${DEFAULT_AGENT_SOCKET})
@@ -77,6 +85,8 @@ export function parseOptions(argv: readonly string[]): AgentOptions {
       'hooks-done-file': { type: 'string' },
       'qubesdb-timeout-ms': { type: 'string' },
       json: { type: 'boolean' },
+      cli: { type: 'string' },
+      uplink: { type: 'string', multiple: true },
     },
   });
   const [command = '', ...rest] = positionals;
@@ -98,5 +108,8 @@ export function parseOptions(argv: readonly string[]): AgentOptions {
     hooksDoneFile: values['hooks-done-file'] ?? '/run/qubes-net/firewall-hooks.done',
     qubesdbTimeoutMs: int('qubesdb-timeout-ms', values['qubesdb-timeout-ms'], 10_000, 600_000),
     json: !!values.json,
+    cli: values.cli ?? '/usr/bin/qubes-net-agent',
+    uplinks: values.uplink ?? ['eth0'],
+    idleExitGiven: values['idle-exit'] !== undefined,
   };
 }

@@ -8,7 +8,8 @@
 // polls their fds off-thread and reads an event only once it is waiting.
 //
 // Every watch event also counts as work for the idle-exit clock (`onEvent`).
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startQubesDBWorker } from './qdb-worker-start.js';
 import { constants } from 'node:os';
 import { QubesDBError, type QubesDB, type QubesDBWatch } from '@qubes-net/qubesdb/api';
 import { openQubesDB } from '@qubes-net/qubesdb/client';
@@ -21,6 +22,8 @@ export interface HostedQubesDBOptions {
   timeoutMs: number;
   /** A watch reported a path (work for the idle clock). */
   onEvent?: (path: string) => void;
+  /** An already started worker (startQubesDBWorker), else one is started here. */
+  worker?: Worker;
 }
 
 export class HostedQubesDB implements QubesDB {
@@ -31,7 +34,7 @@ export class HostedQubesDB implements QubesDB {
   private closed = false;
 
   constructor(private readonly opts: HostedQubesDBOptions) {
-    this.worker = new Worker(new URL('./qdb-worker.js', import.meta.url), { workerData: { runDir: opts.runDir } });
+    this.worker = opts.worker ?? startQubesDBWorker(opts.runDir);
     this.worker.on('message', (r: Reply) => this.settle(r));
     this.worker.on('error', (err) => {
       for (const [id, p] of this.pending) {

@@ -44,6 +44,8 @@ export class ControlServer {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   private inFlight = 0;
+  /** After stopAccepting: a request that arrives now is not answered (the client retries with the next instance). */
+  private closing = false;
   private drainWaiters: (() => void)[] = [];
 
   constructor(private readonly opts: ControlServerOptions) {}
@@ -92,16 +94,19 @@ export class ControlServer {
   }
 
   /**
-   * Closes the listening fd (first step of an idle exit or a stop). A socket this process
-   * bound itself is unlinked too, so clients see "no agent" and use the one-shot path; an
-   * activated one stays with its activator.
+   * Closes the listening fd (first step of an idle exit or a stop). An activated socket stays
+   * with its activator. One this process bound itself is unlinked only with `unlink` (an idle
+   * exit: nobody will start the next instance, so clients should see "no agent" and use the
+   * one-shot path); after a stop it stays, so clients retry until the restarted agent binds it
+   * (a restart never fails an in-flight request, and no one-shot runs beside the new instance).
    */
-  async stopAccepting(): Promise<void> {
+  async stopAccepting(opts: { unlink: boolean }): Promise<void> {
     const server = this.server;
     this.server = undefined;
+    this.closing = true;
     if (!server) return;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    if (!this.activated) await unlink(this.opts.path).catch(() => undefined);
+    if (!this.activated && opts.unlink) await unlink(this.opts.path).catch(() => undefined);
     // server.close() calls back only once every connection ended: requests in flight finish first.
     await Promise.race([closed, this.drained()]);
   }
@@ -127,6 +132,12 @@ export class ControlServer {
     sock.setEncoding('utf8');
     const take = (line: string) => {
       taken = true;
+      if (this.closing) {
+        // Accepted just before the listening fd closed: hang up without a reply, so that the
+        // client (which retries on that) reaches the next instance instead of one shutting down.
+        sock.destroy();
+        return;
+      }
       sock.setTimeout(0);
       sock.pause();
       void this.answer(sock, line);

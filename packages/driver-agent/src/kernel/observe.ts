@@ -2,7 +2,8 @@
 // permanent neighbours (`ip -j`), and the driver's tables (`nft -j`). Used only for full
 // reconciliation and status, never per event.
 import { parseIPv6 } from '@qubes-net/common';
-import { ipJsonFast as ipJson, nftListJsonFast as nftListJson } from './process.js';
+import { createNftWriter } from '@qubes-net/common/kernel';
+import { ipJsonFast as ipJson } from './process.js';
 import type { ObservedKernel } from '../model/reconcile.js';
 import type { Family } from '../model/ruleset.js';
 import { readSysctl } from './procfs.js';
@@ -14,7 +15,13 @@ export interface ObservedTables {
   dnatDns: { nftables: Record<string, any>[] } | undefined;
   /** Counter of the anti-spoofing drop rule per family (packets). */
   antispoofDrops: Record<Family, number>;
+  /** The firewall's skeleton is in the kernel (its IPv4 forward chain with policy drop). */
+  firewallSkeleton: boolean;
 }
+
+// Listing through common's writer: libnftables in process where it is there (no nft process).
+const lister = createNftWriter({ timeoutMs: 10_000 });
+const nftListJson = (what: readonly string[]) => lister.list(what);
 
 export interface Observation {
   kernel: ObservedKernel;
@@ -42,8 +49,8 @@ export function parseTable(doc: { nftables: Record<string, any>[] } | undefined,
       chains.set(item.rule.chain, (chains.get(item.rule.chain) ?? 0) + 1);
       if (item.rule.chain === 'dnat-dns') dnat.push(item);
       if (item.rule.chain === 'antispoof') {
-        const expr = item.rule.expr as any[];
-        if (expr.length === 2 && expr[0]?.counter && 'drop' in expr[1]) tables.antispoofDrops[family] += Number(expr[0].counter.packets) || 0;
+        const expr = item.rule.expr as any[] | undefined;
+        if (expr?.length === 2 && expr[0]?.counter && 'drop' in expr[1]) tables.antispoofDrops[family] += Number(expr[0].counter.packets) || 0;
       }
     }
     if (item.set && (item.set.name === 'allowed' || item.set.name === 'downstream')) {
@@ -66,6 +73,7 @@ export async function observe(opts: { ipv6: boolean }): Promise<Observation> {
     nftListJson(['table', 'ip', 'qubes']),
     opts.ipv6 ? nftListJson(['table', 'ip6', 'qubes']) : Promise.resolve(undefined),
   ]);
+  const fw = await nftListJson(['chain', 'ip', 'qubes-firewall', 'forward']).catch(() => undefined);
   const kernel: ObservedKernel = {
     vifLinks: new Map(),
     allowed: { ip: new Set(), ip6: new Set() },
@@ -103,7 +111,12 @@ export async function observe(opts: { ipv6: boolean }): Promise<Observation> {
     if (!m) kernel.neigh.set(dev, (m = new Map()));
     m.set(canonical(String(n.dst)), String(n.lladdr));
   }
-  const tables: ObservedTables = { chains: { ip: undefined, ip6: undefined }, dnatDns: undefined, antispoofDrops: { ip: 0, ip6: 0 } };
+  const tables: ObservedTables = {
+    chains: { ip: undefined, ip6: undefined },
+    dnatDns: undefined,
+    antispoofDrops: { ip: 0, ip6: 0 },
+    firewallSkeleton: !!fw?.nftables.some((i) => i.chain?.name === 'forward' && i.chain?.policy === 'drop'),
+  };
   parseTable(t4, 'ip', kernel, tables);
   if (opts.ipv6) parseTable(t6, 'ip6', kernel, tables);
   return { kernel, tables, ownAddresses };

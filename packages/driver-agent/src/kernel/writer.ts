@@ -1,5 +1,6 @@
 // How a loop turn reaches the kernel: one nft transaction, one ip batch. Every tool call has a
 // timeout, so one hung tool cannot stall every vif behind it (issue 13.5).
+import { createNftWriter, type NftTransaction } from '@qubes-net/common/kernel';
 import type { IpLine } from '../model/planner.js';
 import { applyNft } from './nft-writer.js';
 import { applyIpLines, type IpFailure } from './ip-writer.js';
@@ -7,13 +8,26 @@ import { applyIpLines, type IpFailure } from './ip-writer.js';
 export const TOOL_TIMEOUT_MS = 10_000;
 
 export interface KernelWriter {
-  /** One atomic transaction; throws with nft's message when refused. */
-  nft(statements: readonly string[]): Promise<void>;
+  /** One atomic transaction (`raw` text after the typed part); throws with nft's message when refused. */
+  nft(tx: NftTransaction, raw?: readonly string[]): Promise<void>;
   /** One batch; the failing lines, attributed to their vif. */
   ip(lines: readonly IpLine[]): Promise<IpFailure[]>;
 }
 
+const nftWriter = createNftWriter({ timeoutMs: TOOL_TIMEOUT_MS });
+
+/**
+ * The typed part goes through common's writer (libnftables in process where the library is
+ * there: no process per vif event; `nft -f -` otherwise). A transaction that carries text of
+ * another package goes to `nft -f -` whole, still one transaction.
+ */
 export const toolWriter: KernelWriter = {
-  nft: (s) => applyNft(s, TOOL_TIMEOUT_MS),
+  async nft(tx, raw = []) {
+    if (tx.error) throw tx.error;
+    if (raw.length) return applyNft([tx.render(), ...raw], TOOL_TIMEOUT_MS);
+    if (tx.isEmpty) return;
+    const r = await nftWriter.apply(tx);
+    if (!r.ok) throw new Error(`nft ${r.code}: ${r.error}`);
+  },
   ip: (l) => applyIpLines(l, TOOL_TIMEOUT_MS),
 };

@@ -4,10 +4,10 @@
 // mapping differs. After a change the DNATed flows are purged (they would keep going to the
 // old server), the upstream list is fed back and the firewall is told.
 import type { Logger } from '@qubes-net/common';
-import { computeDnsMapping, dnsChainStatements, describeDnsRules, sameMapping, type DnsMapping } from '../model/dns.js';
+import { computeDnsMapping, addDnsChain, describeDnsRules, sameMapping, type DnsMapping } from '../model/dns.js';
 import type { ProviderConfig } from '../model/provider-config.js';
 import { DnsSource } from '../kernel/dns-source.js';
-import { ownAddresses } from '../kernel/observe.js';
+import type { HostAccess } from '../kernel/host.js';
 import { purgeDnsFlows } from '../kernel/conntrack.js';
 import { notifyFirewall } from '../kernel/firewall-notify.js';
 import type { Turn } from './turn.js';
@@ -27,14 +27,14 @@ export class DnsManager {
   /** Set by the loop: called after a committed change (feedback of the upstream list). */
   onChanged: (s: DnsState) => void = () => undefined;
 
-  constructor(private readonly deps: { log: Logger; resolvConf: string; resolved: 'auto' | 'off'; resolvedRunDir?: string; firewallPidFile: string }) {
+  constructor(private readonly deps: { log: Logger; resolvConf: string; resolved: 'auto' | 'off'; resolvedRunDir?: string; firewallPidFile: string; host: Pick<HostAccess, 'ownAddresses'>; tellFirewall?: (s: DnsState) => void }) {
     this.source = new DnsSource({ resolvConf: deps.resolvConf, resolved: deps.resolved, ...(deps.resolvedRunDir ? { resolvedRunDir: deps.resolvedRunDir } : {}) });
   }
 
   async compute(provider: ProviderConfig, own: Set<string> | undefined, reason: string): Promise<DnsState> {
     const src = await this.source.read();
     for (const e of src.errors) this.deps.log.error({ ...e.logFields() }, 'invalid DNS source');
-    const addrs = own ?? (await ownAddresses());
+    const addrs = own ?? (await this.deps.host.ownAddresses());
     if (provider.gateway) addrs.add(provider.gateway);
     const { mapping, rejected } = computeDnsMapping({ virtualDns: provider.virtualDns, servers4: src.servers4, ownAddresses: addrs, behindQubesProvider: provider.behindQubesProvider });
     for (const r of rejected) this.deps.log.warn({ server: r.server, reason: r.reason, source: src.source }, 'DNS server not used');
@@ -58,7 +58,7 @@ export class DnsManager {
         turn.onCommit(() => (this.state = same));
         next = undefined;
       } else {
-        turn.nft.push(...dnsChainStatements(next.mapping));
+        addDnsChain(turn.tx, next.mapping);
       }
     }
     this.dirty = false;
@@ -76,6 +76,11 @@ export class DnsManager {
       if (!before) return;
       const purge = await purgeDnsFlows(committed.mapping.pairs.map((p) => p.virtual));
       for (const e of purge.errors) this.deps.log.error({ err: e }, 'conntrack purge of DNS flows failed');
+      if (this.deps.tellFirewall) {
+        // Hosted in one process with the firewall: a call, no signal.
+        this.deps.tellFirewall(committed);
+        return;
+      }
       const fw = await notifyFirewall(this.deps.firewallPidFile);
       this.deps.log.info({ result: fw, pidFile: this.deps.firewallPidFile }, 'firewall notified of DNS change');
     });

@@ -5,9 +5,9 @@
 import type { Logger } from '@qubes-net/common';
 import type { QubesDB } from '@qubes-net/qubesdb';
 import { parseProviderConfig, PROVIDER_KEYS, type ProviderConfig } from '../model/provider-config.js';
-import { connectedStatements } from '../model/ruleset.js';
-import { readSysctl, writeSysctl } from '../kernel/procfs.js';
-import { loadFirewallSkeleton } from '../firewall-skeleton.js';
+import { addConnected } from '../model/ruleset.js';
+import type { HostAccess } from '../kernel/host.js';
+import { loadFirewallSkeleton, type SkeletonAdder } from '../firewall-skeleton.js';
 import type { Turn } from './turn.js';
 
 export const WATCHED_KEYS = Object.values(PROVIDER_KEYS);
@@ -29,7 +29,7 @@ export class ProviderManager {
   /** A watched key changed: re-read on the next turn. */
   dirty = false;
 
-  constructor(private readonly deps: { qdb: QubesDB; log: Logger; firewall: 'auto' | 'on' | 'off'; ipv6Kernel: () => boolean }) {}
+  constructor(private readonly deps: { qdb: QubesDB; log: Logger; firewall: 'auto' | 'on' | 'off'; ipv6Kernel: () => boolean; host: Pick<HostAccess, 'readSysctl' | 'writeSysctl'> }) {}
 
   /**
    * Reads and validates the keys; a rejected gateway keeps the last valid one. `quietGateway`:
@@ -51,34 +51,34 @@ export class ProviderManager {
     return config;
   }
 
-  async skeleton(config: ProviderConfig): Promise<string | undefined> {
+  async skeleton(config: ProviderConfig): Promise<SkeletonAdder | undefined> {
     if (!config.firewallService) return undefined;
     const sk = await loadFirewallSkeleton();
     if (!sk.ok) {
       this.deps.log.error({ err: sk.error }, 'qubes-firewall service is on but its skeleton cannot be loaded: forwarding stays off');
       return undefined;
     }
-    return sk.script;
+    return sk.add;
   }
 
   /**
    * A turn that is not full: when the keys changed, their nft deltas (connected sets, the
    * skeleton when the service was switched on) and what else must follow.
    */
-  async plan(turn: Turn, full: { config: ProviderConfig; skeleton: string | undefined } | undefined): Promise<ProviderView> {
+  async plan(turn: Turn, full: { config: ProviderConfig; skeleton: SkeletonAdder | undefined } | undefined): Promise<ProviderView> {
     const before = this.config;
     let config = before;
-    let skeleton: string | undefined;
+    let skeleton: SkeletonAdder | undefined;
     if (full) {
       config = full.config;
       skeleton = full.skeleton;
     } else if (this.dirty) {
       config = await this.read();
-      if (before.connected4.join(' ') !== config.connected4.join(' ')) turn.nft.push(...connectedStatements('ip', config.connected4));
-      if (this.deps.ipv6Kernel() && before.connected6.join(' ') !== config.connected6.join(' ')) turn.nft.push(...connectedStatements('ip6', config.connected6));
+      if (before.connected4.join(' ') !== config.connected4.join(' ')) addConnected(turn.tx, 'ip', config.connected4);
+      if (this.deps.ipv6Kernel() && before.connected6.join(' ') !== config.connected6.join(' ')) addConnected(turn.tx, 'ip6', config.connected6);
       if (config.firewallService && !this.firewallLoaded) {
         skeleton = await this.skeleton(config);
-        if (skeleton) turn.nft.push(skeleton.trimEnd());
+        skeleton?.(turn.tx);
       }
     }
     const wasDirty = this.dirty;
@@ -107,6 +107,7 @@ export class ProviderManager {
 
   /** IPv4 forwarding once the base (and, if wanted, the firewall's drop policy) is in place. */
   setForwarding(): void {
+    const { readSysctl, writeSysctl } = this.deps.host;
     const c = this.config;
     const allowed = !c.firewallService || this.firewallLoaded;
     const ipv6 = this.deps.ipv6Kernel();

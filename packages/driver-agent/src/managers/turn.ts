@@ -1,6 +1,7 @@
 // One loop turn: what every manager wants from the kernel, gathered into ONE nft transaction
 // and ONE ip batch, with the state each manager commits only once the kernel accepted the
 // transaction. A manager never changes its own state while planning; it registers a commit.
+import { NftTransaction } from '@qubes-net/common/kernel';
 import type { IpLine } from '../model/planner.js';
 import type { IpFailure } from '../kernel/ip-writer.js';
 import type { Sysctl } from '../model/vif-state.js';
@@ -21,7 +22,13 @@ export interface TurnOutcome {
 export class Turn {
   /** Sysctls written before the transaction (proxy_arp before the link comes up). */
   readonly sysctls: TurnSysctl[] = [];
-  readonly nft: string[] = [];
+  /** The turn's one nft transaction. */
+  readonly tx = new NftTransaction();
+  /**
+   * nft text from other packages that has no typed form yet (the firewall's skeleton), sent
+   * in the same transaction after `tx`.
+   */
+  readonly raw: string[] = [];
   readonly ip: IpLine[] = [];
   private readonly commits: Array<() => void> = [];
   private readonly rejects: Array<(err: Error) => void> = [];

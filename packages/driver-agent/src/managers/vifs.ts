@@ -115,7 +115,8 @@ export class VifManager {
    */
   async rebuild(provider: ProviderConfig, xen: readonly XenVif[], kernelVifs: Iterable<string>): Promise<DriverState> {
     const next = new DriverState();
-    const stored = parseStoredVifs(await this.deps.qdb.multiread(VIF_PREFIX).catch(() => new Map<string, string>()));
+    const raw = await this.deps.qdb.multiread(VIF_PREFIX).catch(() => new Map<string, string>());
+    const stored = parseStoredVifs(raw);
     this.generation = Math.max(this.generation, stored.maxGeneration + 1);
     const gen = this.generation;
     const known = new Set<string>();
@@ -146,8 +147,10 @@ export class VifManager {
       next.setRecord(x.vif, { spec: check.spec, state: 'online', detail: 'online', generation: gen, applied });
     }
     for (const vif of kernelVifs) if (!known.has(vif)) this.deps.log.warn({ vif }, 'vif without a Xen backend entry: left blocked');
-    for (const vif of stored.vifs.keys()) if (!next.vifs.has(vif)) this.deps.feedback.record(vif, undefined);
-    for (const e of stored.errors) this.deps.log.warn({ ...e.logFields() }, 'stale feedback entry removed');
+    // Every record that is not ours now goes, valid or not (only names that are vif names).
+    const names = new Set([...raw.keys()].map((k) => k.slice(VIF_PREFIX.length).split('/')[0]!));
+    for (const vif of names) if (!next.vifs.has(vif) && /^vif\d{1,5}\.\d{1,5}$/.test(vif)) this.deps.feedback.record(vif, undefined);
+    for (const e of stored.errors) this.deps.log.warn({ ...e.logFields() }, 'invalid feedback entry ignored');
     return next;
   }
 
@@ -186,7 +189,7 @@ export class VifManager {
     const generation = this.generation;
     const plan = planBatch(this.state, events, { provider, facts: (v) => this.facts(v), generation, flowtable: opts.flowtables, mapped: (ip) => mapped.get(ip) });
     for (const s of plan.sysctls) turn.sysctls.push(s);
-    turn.nft.push(...plan.nft);
+    turn.tx.append(plan.tx);
     turn.ip.push(...plan.ip);
     turn.onCommit(() => {
       this.state = plan.next;
@@ -222,7 +225,7 @@ export class VifManager {
       this.queue.unshift(...rollback);
       this.logResults(plan, events, failed);
       for (const [vif, rec] of plan.records) if (!failed.has(vif)) this.deps.feedback.record(vif, rec);
-      this.deps.log.debug({ events: events.length, nft: plan.nft.length, ip: plan.ip.length, purged: plan.purge.length, ms: Math.round((performance.now() - t0) * 10) / 10 }, 'burst applied');
+      this.deps.log.debug({ events: events.length, nft: plan.tx.size, ip: plan.ip.length, purged: plan.purge.length, ms: Math.round((performance.now() - t0) * 10) / 10 }, 'burst applied');
     });
   }
 

@@ -1,18 +1,30 @@
 // Whether the loaded base ruleset is the one the driver would load (pure): every own chain
-// present with its number of rules (so duplicates show), and the dnat-dns chain holding the
+// present with the number of rules the base leaves in it (so duplicates show), and the dnat-dns chain holding the
 // DNS mapping in force. Part of `status` and of on-demand reconciliation.
-import { baseRulesetScript, OWN_CHAINS, type Family } from './ruleset.js';
+import { FakeKernel, NftTransaction } from '@qubes-net/common/kernel';
+import { addBase, OWN_CHAINS, qubesTable, type Family } from './ruleset.js';
 import { describeDnsRules, describeDnsChainJson, type DnsMapping } from './dns.js';
 
-/** Rules per own chain in the base script. */
+const cache = new Map<boolean, Record<Family, Map<string, number>>>();
+
+/**
+ * Rules per own chain of the base, as the kernel holds them after the base transaction: the
+ * typed base is applied to the in-memory FakeKernel and its chains are read back (no counting
+ * of our own text).
+ */
 export function expectedRuleCounts(ipv6: boolean): Record<Family, Map<string, number>> {
-  const script = baseRulesetScript({ ipv6, connected4: [], connected6: [], dns: { mode: 'none', pairs: [], upstream: [] } });
+  const hit = cache.get(ipv6);
+  if (hit) return hit;
+  const tx = new NftTransaction();
+  addBase(tx, { ipv6, connected4: [], connected6: [], dns: { mode: 'none', pairs: [], upstream: [] } });
+  const fk = new FakeKernel();
+  const r = fk.applySync(tx);
+  if (!r.ok) throw new Error(`the base ruleset does not apply to the fake kernel: ${r.error}`);
   const out: Record<Family, Map<string, number>> = { ip: new Map(), ip6: new Map() };
-  for (const f of ['ip', 'ip6'] as const) for (const c of OWN_CHAINS[f]) out[f].set(c, 0);
-  for (const line of script.split('\n')) {
-    const m = /^add rule (ip6?) qubes (\S+) /.exec(line);
-    if (m) out[m[1] as Family].set(m[2]!, (out[m[1] as Family].get(m[2]!) ?? 0) + 1);
+  for (const f of ipv6 ? (['ip', 'ip6'] as const) : (['ip'] as const)) {
+    for (const c of OWN_CHAINS[f]) out[f].set(c, fk.rules(qubesTable(f), c)?.length ?? 0);
   }
+  cache.set(ipv6, out);
   return out;
 }
 

@@ -3,6 +3,8 @@
 // in order, with the real servers repeated cyclically; no usable server → drop both, so a
 // query never leaves unredirected. Never map to a loopback, own or virtual address.
 import { parseIPv4, parseIPv6 } from '@qubes-net/common';
+import type { NftTransaction } from '@qubes-net/common/kernel';
+import { renderLines } from './nft-text.js';
 import { InputError } from './input-error.js';
 import { isVirtualDns4, nonUnicastReason4 } from './addr-class.js';
 
@@ -163,18 +165,23 @@ export function describeDnsRules(mapping: DnsMapping): string[] {
   return out;
 }
 
-/** The statements that make the `dnat-dns` chain hold exactly `mapping`. */
-export function dnsChainStatements(mapping: DnsMapping): string[] {
-  const out = ['flush chain ip qubes dnat-dns'];
+/** Makes the `dnat-dns` chain hold exactly `mapping` (flush and refill, atomically). */
+export function addDnsChain(tx: NftTransaction, mapping: DnsMapping): void {
+  const t = { family: 'ip', name: 'qubes' } as const;
+  tx.flushChain(t, 'dnat-dns');
   for (const p of mapping.pairs) {
     for (const proto of ['udp', 'tcp']) {
       const match = `ip daddr ${p.virtual} ${proto} dport 53`;
-      if (mapping.mode === 'dnat') out.push(`add rule ip qubes dnat-dns ${match} dnat to ${p.target}`);
-      else if (mapping.mode === 'forward') out.push(`add rule ip qubes dnat-dns ${match} accept`);
-      else if (mapping.mode === 'drop') out.push(`add rule ip qubes dnat-dns ${match} counter drop`);
+      if (mapping.mode === 'dnat') tx.addRule(t, 'dnat-dns', `${match} dnat to ${p.target}`);
+      else if (mapping.mode === 'forward') tx.addRule(t, 'dnat-dns', `${match} accept`);
+      else if (mapping.mode === 'drop') tx.addRule(t, 'dnat-dns', `${match} counter drop`);
     }
   }
-  return out;
+}
+
+/** The same as text lines. */
+export function dnsChainStatements(mapping: DnsMapping): string[] {
+  return renderLines((tx) => addDnsChain(tx, mapping));
 }
 
 /** Reads `nft -j list chain ip qubes dnat-dns` back into describeDnsRules' form. */

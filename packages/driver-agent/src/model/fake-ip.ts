@@ -15,6 +15,8 @@
 //
 // Pure: validation of the two QubesDB values and the nft statements.
 import { parseIPv4 } from '@qubes-net/common';
+import type { NftTransaction } from '@qubes-net/common/kernel';
+import { renderLines } from './nft-text.js';
 import { InputError } from './input-error.js';
 import { nonUnicastReason4, isVirtualDns4 } from './addr-class.js';
 import type { VifSpec } from './vif-event.js';
@@ -89,66 +91,60 @@ export function sameFakeIp(a: FakeIp | undefined, b: FakeIp | undefined): boolea
 
 const chainIn = (vif: string) => `in-${vif}`;
 const chainOut = (vif: string) => `out-${vif}`;
+const TABLE = { family: 'netdev', name: 'qubes-fakeip' } as const;
 
-function chainDecls(vif: string): string[] {
-  const dev = JSON.stringify(vif);
-  return [
-    `add table ${FAKEIP_TABLE}`,
-    `add chain ${FAKEIP_TABLE} ${chainIn(vif)} { type filter hook ingress device ${dev} priority ${FAKEIP_PRIORITY}; policy accept; }`,
-    `add chain ${FAKEIP_TABLE} ${chainOut(vif)} { type filter hook egress device ${dev} priority ${FAKEIP_PRIORITY}; policy accept; }`,
-  ];
+function chainDecls(tx: NftTransaction, vif: string): void {
+  tx.addTable(TABLE)
+    .addChain(TABLE, chainIn(vif), { type: 'filter', hook: 'ingress', device: vif, priority: FAKEIP_PRIORITY, policy: 'accept' })
+    .addChain(TABLE, chainOut(vif), { type: 'filter', hook: 'egress', device: vif, priority: FAKEIP_PRIORITY, policy: 'accept' });
 }
 
-/** Statements that put the translation of `vif` in place (idempotent: the chains are refilled). */
-export function fakeIpApplyStatements(vif: string, f: FakeIp): string[] {
-  const i = `add rule ${FAKEIP_TABLE} ${chainIn(vif)}`;
-  const o = `add rule ${FAKEIP_TABLE} ${chainOut(vif)}`;
+/** Puts the translation of `vif` in place (idempotent: the chains are refilled). */
+export function addFakeIpApply(tx: NftTransaction, vif: string, f: FakeIp): void {
   const gw = f.fakeGateway !== f.gateway;
-  return [
-    ...chainDecls(vif),
-    `flush chain ${FAKEIP_TABLE} ${chainIn(vif)}`,
-    `flush chain ${FAKEIP_TABLE} ${chainOut(vif)}`,
-    // No IPv6 on a fake-IP vif, either way.
-    `${i} meta protocol ip6 counter drop`,
-    // The client sends from its fake address only (its real one is not its to know).
-    `${i} ip saddr ${f.real} counter drop`,
-    `${i} ip saddr ${f.fake} ip saddr set ${f.real}`,
-    ...(gw ? [`${i} ip daddr ${f.fakeGateway} ip daddr set ${f.gateway}`] : []),
-    `${o} meta protocol ip6 counter drop`,
-    `${o} ip daddr ${f.real} ip daddr set ${f.fake}`,
-    ...(gw ? [`${o} ip saddr ${f.gateway} ip saddr set ${f.fakeGateway}`] : []),
-  ];
+  chainDecls(tx, vif);
+  tx.flushChain(TABLE, chainIn(vif)).flushChain(TABLE, chainOut(vif));
+  // No IPv6 on a fake-IP vif, either way.
+  tx.addRule(TABLE, chainIn(vif), 'meta protocol ip6 counter drop');
+  // The client sends from its fake address only (its real one is not its to know).
+  tx.addRule(TABLE, chainIn(vif), `ip saddr ${f.real} counter drop`);
+  tx.addRule(TABLE, chainIn(vif), `ip saddr ${f.fake} ip saddr set ${f.real}`);
+  if (gw) tx.addRule(TABLE, chainIn(vif), `ip daddr ${f.fakeGateway} ip daddr set ${f.gateway}`);
+  tx.addRule(TABLE, chainOut(vif), 'meta protocol ip6 counter drop');
+  tx.addRule(TABLE, chainOut(vif), `ip daddr ${f.real} ip daddr set ${f.fake}`);
+  if (gw) tx.addRule(TABLE, chainOut(vif), `ip saddr ${f.gateway} ip saddr set ${f.fakeGateway}`);
 }
 
 /**
- * Statements that remove the translation of `vif`, exactly its two chains. Written as
- * add-then-delete (nft 1.0.6 has no `destroy`): a chain the kernel no longer has would
- * otherwise abort the whole transaction. Works whether or not the device still exists.
+ * Removes the translation of `vif`, exactly its two chains. Written as add-then-delete (nft
+ * 1.0.6 has no `destroy`): a chain the kernel no longer has would otherwise abort the whole
+ * transaction. Works whether or not the device still exists.
  */
-export function fakeIpRemoveStatements(vif: string): string[] {
-  return [
-    ...chainDecls(vif),
-    `flush chain ${FAKEIP_TABLE} ${chainIn(vif)}`,
-    `flush chain ${FAKEIP_TABLE} ${chainOut(vif)}`,
-    `delete chain ${FAKEIP_TABLE} ${chainIn(vif)}`,
-    `delete chain ${FAKEIP_TABLE} ${chainOut(vif)}`,
-  ];
+export function addFakeIpRemove(tx: NftTransaction, vif: string): void {
+  chainDecls(tx, vif);
+  tx.flushChain(TABLE, chainIn(vif)).flushChain(TABLE, chainOut(vif)).deleteChain(TABLE, chainIn(vif)).deleteChain(TABLE, chainOut(vif));
 }
 
-/** Statements moving a vif from `before` to `after` (nothing when unchanged). */
-export function fakeIpTransition(vif: string, before: FakeIp | undefined, after: FakeIp | undefined): string[] {
-  if (sameFakeIp(before, after)) return [];
-  if (after) return fakeIpApplyStatements(vif, after);
-  return fakeIpRemoveStatements(vif);
+/** Moves a vif from `before` to `after` (nothing when unchanged). */
+export function addFakeIpTransition(tx: NftTransaction, vif: string, before: FakeIp | undefined, after: FakeIp | undefined): void {
+  if (sameFakeIp(before, after)) return;
+  if (after) addFakeIpApply(tx, vif, after);
+  else addFakeIpRemove(tx, vif);
 }
 
 /**
- * The whole table at the daemon's start, in the base transaction: replaced (atomically) by
- * the chains of the vifs that are online with a translation, so no chain of a vif the driver
- * no longer knows is left hooked to a device of the same name.
+ * The whole table at the start, in the base transaction: replaced (atomically) by the chains
+ * of the vifs that are online with a translation, so no chain of a vif the driver no longer
+ * knows is left hooked to a device of the same name.
  */
-export function fakeIpBaseStatements(vifs: ReadonlyArray<{ vif: string; fakeIp: FakeIp }>): string[] {
-  const out = [`add table ${FAKEIP_TABLE}`, `delete table ${FAKEIP_TABLE}`];
-  for (const v of vifs) out.push(...fakeIpApplyStatements(v.vif, v.fakeIp));
-  return out;
+export function addFakeIpBase(tx: NftTransaction, vifs: ReadonlyArray<{ vif: string; fakeIp: FakeIp }>): void {
+  tx.destroyTable(TABLE);
+  for (const v of vifs) addFakeIpApply(tx, v.vif, v.fakeIp);
 }
+
+const lines = renderLines;
+// Text forms (tests).
+export const fakeIpApplyStatements = (vif: string, f: FakeIp) => lines((tx) => addFakeIpApply(tx, vif, f));
+export const fakeIpRemoveStatements = (vif: string) => lines((tx) => addFakeIpRemove(tx, vif));
+export const fakeIpTransition = (vif: string, before: FakeIp | undefined, after: FakeIp | undefined) => lines((tx) => addFakeIpTransition(tx, vif, before, after));
+export const fakeIpBaseStatements = (vifs: ReadonlyArray<{ vif: string; fakeIp: FakeIp }>) => lines((tx) => addFakeIpBase(tx, vifs));

@@ -13,10 +13,11 @@ import { specAddresses } from './vif-event.js';
 import type { ProviderConfig } from './provider-config.js';
 import { clientAddressConflict } from './provider-config.js';
 import { vifKernelState, transitionIpLines, removalIpLines, removalSysctls, type VifFacts, type VifKernelState, type Sysctl } from './vif-state.js';
-import { allowedElement, elementStatements, type SetChange } from './ruleset.js';
+import { NftTransaction } from '@qubes-net/common/kernel';
+import { allowedElement, addElementChanges, type SetChange } from './ruleset.js';
 import { flowtableDeviceStatements } from './flowtable.js';
 import { InputError } from './input-error.js';
-import { parseFakeIp, mappedAddress, fakeIpTransition, type MappedRaw } from './fake-ip.js';
+import { parseFakeIp, mappedAddress, addFakeIpTransition, type MappedRaw } from './fake-ip.js';
 
 export type VifStatus = 'online' | 'offline' | 'error';
 
@@ -104,6 +105,9 @@ export interface Plan {
   generation: number;
   /** Sysctls written before the nft transaction (proxy_arp …). */
   sysctls: Array<Sysctl & { vif: string; tolerant: boolean }>;
+  /** The nft part, typed (what the loop applies). */
+  tx: NftTransaction;
+  /** Its text (tests, logs), plus the flowtable statements the typed layer has no form for. */
   nft: string[];
   /** Addresses whose conntrack entries are purged (they changed hands). */
   purge: string[];
@@ -138,7 +142,7 @@ export type PlanEvent = VifEventCheck | FailedVif;
 /** Plans a burst. At most one event per vif: the driver queues a second one for the next burst. */
 export function planBatch(state: DriverState, events: readonly PlanEvent[], ctx: PlanContext): Plan {
   const next = state.clone();
-  const plan: Plan = { generation: ctx.generation, sysctls: [], nft: [], purge: [], ip: [], hooks: [], records: new Map(), results: [], next };
+  const plan: Plan = { generation: ctx.generation, sysctls: [], tx: new NftTransaction(), nft: [], purge: [], ip: [], hooks: [], records: new Map(), results: [], next };
   const touched = new Set<string>();
 
   const undo = (rec: VifRecord | undefined, vif: string, exists: boolean) => {
@@ -240,11 +244,11 @@ export function planBatch(state: DriverState, events: readonly PlanEvent[], ctx:
   const [allowed4, allowed6, down4, down6] = changes as [SetChange, SetChange, SetChange, SetChange];
   const ftAdd: string[] = [];
   const ftRemove: string[] = [];
-  const fakeStatements: string[] = [];
+  const fakeTransitions: Array<() => void> = [];
   for (const vif of touched) {
     const before = state.vifs.get(vif)?.applied;
     const after = next.vifs.get(vif)?.applied;
-    fakeStatements.push(...fakeIpTransition(vif, before?.fakeIp, after?.fakeIp));
+    fakeTransitions.push(() => addFakeIpTransition(plan.tx, vif, before?.fakeIp, after?.fakeIp));
     const b4 = new Set(before?.allowed4 ?? []), a4 = new Set(after?.allowed4 ?? []);
     const b6 = new Set(before?.allowed6 ?? []), a6 = new Set(after?.allowed6 ?? []);
     for (const a of b4) if (!a4.has(a)) allowed4.remove.push(allowedElement(vif, a));
@@ -268,6 +272,9 @@ export function planBatch(state: DriverState, events: readonly PlanEvent[], ctx:
     (has ? target.add : target.remove).push(a);
     plan.purge.push(a);
   }
-  plan.nft = [...elementStatements(changes), ...fakeStatements, ...flowtableDeviceStatements(ftAdd, ftRemove)];
+  addElementChanges(plan.tx, changes);
+  for (const f of fakeTransitions) f();
+  if (plan.tx.error) throw plan.tx.error;
+  plan.nft = [...plan.tx.render().split('\n').filter((l) => l !== ''), ...flowtableDeviceStatements(ftAdd, ftRemove)];
   return plan;
 }

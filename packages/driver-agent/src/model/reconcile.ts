@@ -2,7 +2,8 @@
 // `ip -j` and `nft -j`. Used at start, on demand and by `status` (empty result = in sync).
 // It only corrects what differs: nothing that is still wanted is flushed, so traffic of
 // configured vifs keeps flowing while a restarted driver reconciles.
-import { allowedElement, elementStatements, type SetChange, type Family } from './ruleset.js';
+import { NftTransaction } from '@qubes-net/common/kernel';
+import { allowedElement, addElementChanges, type SetChange, type Family } from './ruleset.js';
 import { transitionIpLines, type VifKernelState, type Sysctl } from './vif-state.js';
 import type { DriverState, IpLine } from './planner.js';
 import { appliedAddresses } from './planner.js';
@@ -24,6 +25,8 @@ export interface ObservedKernel {
 }
 
 export interface Correction {
+  /** Element corrections, typed; `nft` is their text. */
+  tx: NftTransaction;
   nft: string[];
   ip: IpLine[];
   sysctls: Array<Sysctl & { vif: string }>;
@@ -76,7 +79,7 @@ function extras(v: string, want: VifKernelState | undefined, obs: ObservedKernel
 }
 
 export function reconcile(state: DriverState, obs: ObservedKernel): Correction {
-  const c: Correction = { nft: [], ip: [], sysctls: [], differences: [] };
+  const c: Correction = { tx: new NftTransaction(), nft: [], ip: [], sysctls: [], differences: [] };
   const wantAllowed: Record<Family, Set<string>> = { ip: new Set(), ip6: new Set() };
   const wantDown: Record<Family, Set<string>> = { ip: new Set(), ip6: new Set() };
   const online = new Map<string, VifKernelState>();
@@ -112,7 +115,9 @@ export function reconcile(state: DriverState, obs: ObservedKernel): Correction {
     }
     changes.push(allowed, down);
   }
-  c.nft = elementStatements(changes);
+  addElementChanges(c.tx, changes);
+  if (c.tx.error) throw c.tx.error;
+  c.nft = c.tx.render().split('\n').filter((l) => l !== '');
 
   for (const [v, k] of online) {
     if (!obs.vifLinks.has(v)) {

@@ -1,13 +1,18 @@
-// nft text of the driver's tables `ip qubes` / `ip6 qubes` (upstream's names, sets and user
-// chains) and of set-element changes. Pure: the kernel writer only pipes it to `nft -f`.
+// The driver's tables `ip qubes` / `ip6 qubes` (upstream's names, sets and user chains) and
+// set-element changes, as typed operations on an NftTransaction (common's kernel layer: each
+// name, address and rule checked when added). Pure. The text forms (for the files loaded at
+// boot, for tests) are the transaction's one rendering.
 //
 // Idempotence: the base script only `add`s tables, sets and chains (a no-op when they exist)
 // and then flushes and refills the chains that belong to the driver, all in one transaction:
 // loading it twice leaves one copy of every rule, and the packet path never sees a gap. The
 // user chains custom-input/custom-forward are added if missing and never flushed. The sets
 // allowed/downstream are never flushed here: their elements are reconciled one by one.
-import { nftQuote } from '@qubes-net/common';
-import { dnsChainStatements, type DnsMapping } from './dns.js';
+import type { NftTransaction, NftElement, NftTableRef } from '@qubes-net/common/kernel';
+import { renderLines } from './nft-text.js';
+
+export { renderLines };
+import { addDnsChain, type DnsMapping } from './dns.js';
 
 export type Family = 'ip' | 'ip6';
 
@@ -42,34 +47,35 @@ export interface BaseRulesetOptions {
   extra?: readonly string[];
 }
 
-const ADDR_TYPE: Record<Family, string> = { ip: 'ipv4_addr', ip6: 'ipv6_addr' };
+const ADDR_TYPE = { ip: 'ipv4_addr', ip6: 'ipv6_addr' } as const;
 
-function declarations(f: Family): string[] {
-  const t = `${f} qubes`;
-  const out = [
-    `add table ${t}`,
-    `add set ${t} downstream { type ${ADDR_TYPE[f]}; }`,
-    `add set ${t} allowed { type ifname . ${ADDR_TYPE[f]}; }`,
-    `add set ${t} connected { type ${ADDR_TYPE[f]}; }`,
-    `add chain ${t} custom-input`,
-    `add chain ${t} custom-forward`,
-    `add chain ${t} antispoof`,
-    `add chain ${t} prerouting { type filter hook prerouting priority ${PRIORITY.prerouting}; policy accept; }`,
-    `add chain ${t} input { type filter hook input priority ${PRIORITY.input}; policy drop; }`,
-    `add chain ${t} forward { type filter hook forward priority ${PRIORITY.forward}; policy accept; }`,
-    `add chain ${t} egress-guard { type filter hook postrouting priority ${PRIORITY.egressGuard}; policy accept; }`,
-    `add chain ${t} postrouting { type nat hook postrouting priority ${PRIORITY.postrouting}; policy accept; }`,
-  ];
-  if (f === 'ip') out.push(`add chain ${t} dnat-dns { type nat hook prerouting priority ${PRIORITY.dnatDns}; policy accept; }`);
-  else out.push(`add chain ${t} _icmpv6`);
-  return out;
+export function qubesTable(f: Family): NftTableRef {
+  return { family: f, name: 'qubes' };
 }
 
-function rules(f: Family): string[] {
-  const t = `${f} qubes`;
+function declarations(tx: NftTransaction, f: Family): void {
+  const t = qubesTable(f);
+  tx.addTable(t)
+    .addSet(t, 'downstream', { type: ADDR_TYPE[f] })
+    .addSet(t, 'allowed', { type: ['ifname', ADDR_TYPE[f]] })
+    .addSet(t, 'connected', { type: ADDR_TYPE[f] })
+    .addChain(t, 'custom-input')
+    .addChain(t, 'custom-forward')
+    .addChain(t, 'antispoof')
+    .addChain(t, 'prerouting', { type: 'filter', hook: 'prerouting', priority: PRIORITY.prerouting, policy: 'accept' })
+    .addChain(t, 'input', { type: 'filter', hook: 'input', priority: PRIORITY.input, policy: 'drop' })
+    .addChain(t, 'forward', { type: 'filter', hook: 'forward', priority: PRIORITY.forward, policy: 'accept' })
+    .addChain(t, 'egress-guard', { type: 'filter', hook: 'postrouting', priority: PRIORITY.egressGuard, policy: 'accept' })
+    .addChain(t, 'postrouting', { type: 'nat', hook: 'postrouting', priority: PRIORITY.postrouting, policy: 'accept' });
+  if (f === 'ip') tx.addChain(t, 'dnat-dns', { type: 'nat', hook: 'prerouting', priority: PRIORITY.dnatDns, policy: 'accept' });
+  else tx.addChain(t, '_icmpv6');
+}
+
+function rules(tx: NftTransaction, f: Family): void {
+  const t = qubesTable(f);
   const a = f === 'ip' ? 'ip' : 'ip6';
-  const r = (chain: string, rule: string) => `add rule ${t} ${chain} ${rule}`;
-  const out = [
+  const r = (chain: string, rule: string): [string, string] => [chain, rule];
+  const out: Array<[string, string]> = [
     // Anti-spoofing before anything else (raw priority, before conntrack): a vif may only
     // send from its own addresses. Vifs not configured yet (no group 2) are vifs all the same
     // and have no element in @allowed, so they send nothing.
@@ -119,28 +125,36 @@ function rules(f: Family): string[] {
       r('_icmpv6', 'accept'),
     );
   }
-  return out;
+  for (const [chain, rule] of out) tx.addRule(t, chain, rule);
+}
+
+/** Replaces the `connected` set's elements. */
+export function addConnected(tx: NftTransaction, f: Family, addrs: readonly string[]): void {
+  tx.flushSet(qubesTable(f), 'connected');
+  if (addrs.length) tx.addElements(qubesTable(f), 'connected', addrs);
 }
 
 export function connectedStatements(f: Family, addrs: readonly string[]): string[] {
-  const out = [`flush set ${f} qubes connected`];
-  if (addrs.length) out.push(`add element ${f} qubes connected { ${addrs.join(', ')} }`);
-  return out;
+  return renderLines((tx) => addConnected(tx, f, addrs));
+}
+
+/** The base tables (no firewall skeleton: that is another package's text). */
+export function addBase(tx: NftTransaction, opts: BaseRulesetOptions): void {
+  const families: Family[] = opts.ipv6 ? ['ip', 'ip6'] : ['ip'];
+  for (const f of families) declarations(tx, f);
+  for (const f of families) for (const c of OWN_CHAINS[f]) tx.flushChain(qubesTable(f), c);
+  for (const f of families) rules(tx, f);
+  addConnected(tx, 'ip', opts.connected4);
+  if (opts.ipv6) addConnected(tx, 'ip6', opts.connected6);
+  addDnsChain(tx, opts.dns);
 }
 
 /**
- * The whole base transaction: the only place the base ruleset is built (the loop's start,
- * the `base-ruleset` command and the files rendered for boot all call it).
+ * The whole base transaction as text: the only place the base ruleset is built (the loop's
+ * start, the `base-ruleset` command and the files rendered for boot all come here).
  */
 export function renderBaseRuleset(opts: BaseRulesetOptions): string {
-  const families: Family[] = opts.ipv6 ? ['ip', 'ip6'] : ['ip'];
-  const lines: string[] = [];
-  for (const f of families) lines.push(...declarations(f));
-  for (const f of families) for (const c of OWN_CHAINS[f]) lines.push(`flush chain ${f} qubes ${c}`);
-  for (const f of families) lines.push(...rules(f));
-  lines.push(...connectedStatements('ip', opts.connected4));
-  if (opts.ipv6) lines.push(...connectedStatements('ip6', opts.connected6));
-  lines.push(...dnsChainStatements(opts.dns));
+  const lines = renderLines((tx) => addBase(tx, opts));
   if (opts.firewallSkeleton) lines.push(opts.firewallSkeleton.trimEnd());
   if (opts.extra) lines.push(...opts.extra);
   return lines.join('\n') + '\n';
@@ -150,33 +164,27 @@ export function renderBaseRuleset(opts: BaseRulesetOptions): string {
 export const baseRulesetScript = renderBaseRuleset;
 
 /** A set element of `allowed`: the vif name and one of its addresses. */
-export function allowedElement(vif: string, addr: string): string {
-  return `${nftQuote(vif)} . ${addr}`;
+export function allowedElement(vif: string, addr: string): readonly [string, string] {
+  return [vif, addr];
 }
 
 export interface SetChange {
   family: Family;
   set: 'allowed' | 'downstream';
-  add: string[];
-  remove: string[];
+  add: NftElement[];
+  remove: NftElement[];
 }
 
 /**
- * Statements for element changes. A removal is written as add-then-delete in the same
- * transaction: nft 1.0.6 has no `destroy`, and deleting a missing element would abort the
- * whole transaction (the kernel may have lost it, e.g. by hand).
+ * Element changes. A removal is add-then-delete in the same transaction (destroyElements):
+ * nft 1.0.6 has no `destroy`, and deleting a missing element would abort the whole
+ * transaction (the kernel may have lost it, e.g. by hand).
  */
+export function addElementChanges(tx: NftTransaction, changes: readonly SetChange[]): void {
+  for (const c of changes) if (c.remove.length) tx.destroyElements(qubesTable(c.family), c.set, c.remove);
+  for (const c of changes) if (c.add.length) tx.addElements(qubesTable(c.family), c.set, c.add);
+}
+
 export function elementStatements(changes: readonly SetChange[]): string[] {
-  const out: string[] = [];
-  for (const c of changes) {
-    const target = `${c.family} qubes ${c.set}`;
-    if (c.remove.length) {
-      const list = c.remove.join(', ');
-      out.push(`add element ${target} { ${list} }`, `delete element ${target} { ${list} }`);
-    }
-  }
-  for (const c of changes) {
-    if (c.add.length) out.push(`add element ${c.family} qubes ${c.set} { ${c.add.join(', ')} }`);
-  }
-  return out;
+  return renderLines((tx) => addElementChanges(tx, changes));
 }

@@ -30,6 +30,9 @@ export type AgentRole = 'guest' | 'agent';
 
 export const DEFAULT_STATE_ROOT = '/run/qubes-net-lab';
 
+/** NODE_OPTIONS of the network agent (QUBES_NET_AGENT_NODE_OPTIONS overrides it). */
+export const AGENT_NODE_OPTIONS = '--max-semi-space-size=1 --jitless';
+
 export interface ProgressEvent {
   /** Milliseconds since the lab object was created. */
   t: number;
@@ -253,7 +256,10 @@ export class Lab {
       // Every network qube of the lab filters its clients (the firewall service on, as Qubes sets it for providers).
       argv = [cmds.watch, ...agentWatchArgs({ cli: cmds.agent, uplinks: ['eth0'], runArgs: ['--idle-exit', String(this.idleExitMs), '--firewall', 'on'] })];
     }
-    const proc = await startInQube(rq.ns, role, argv, join(rq.logDir, `${role}.log`), { env });
+    // The agent's V8 settings as the unit sets them: a small young generation and no JIT (its
+    // work per event is small and short-lived; compiled code is most of its RSS above bare Node).
+    const nodeOptions: Record<string, string> = role === 'agent' ? { NODE_OPTIONS: process.env.QUBES_NET_AGENT_NODE_OPTIONS ?? AGENT_NODE_OPTIONS } : {};
+    const proc = await startInQube(rq.ns, role, argv, join(rq.logDir, `${role}.log`), { env: { ...env, ...nodeOptions } });
     rq.agents.set(role, proc);
     proc.exited.then((e) => {
       if (proc.stopping) return;
