@@ -54,7 +54,7 @@
 #define RETRY_MIN_MS 250
 #define RETRY_MAX_MS 30000
 #define KILL_GRACE_MS 10000
-#define DEFAULT_REQUEST "{\"op\":\"sync\",\"reason\":\"watch\"}"
+#define DEFAULT_REQUEST "{\"op\":\"sync\"}"
 
 /* ---- logging: one JSON line per event ---- */
 

@@ -19,7 +19,7 @@ import { reconcile } from './model/reconcile.js';
 import { baseDifferences } from './model/base-check.js';
 import { xenstoreDirFromEnv, type XenVif } from './kernel/xen-vifs.js';
 import { realHost, type HostAccess } from './kernel/host.js';
-import { toolWriter, type KernelWriter } from './kernel/writer.js';
+import { toolWriter, sessionWriter, type KernelWriter } from './kernel/writer.js';
 import type { IpFailure } from './kernel/ip-writer.js';
 import { IdleCollector } from './idle-gc.js';
 import { Turn } from './managers/turn.js';
@@ -103,7 +103,7 @@ export class DriverLoop {
   flowtables = false;
 
   private readonly log: Logger;
-  private readonly writer: KernelWriter;
+  private writer: KernelWriter;
   private readonly host: HostAccess;
   private readonly idleGc = new IdleCollector();
   private serial: Promise<unknown> = Promise.resolve();
@@ -117,6 +117,9 @@ export class DriverLoop {
   private fullReason = 'start';
   private lastDifferences: string[] = [];
   private timers = new Set<NodeJS.Timeout>();
+  /** Feedback writes, in order among themselves, off the loop's critical path. */
+  private flushing: Promise<unknown> = Promise.resolve();
+  private flushesInFlight = 0;
   private watchClose: (() => Promise<void>) | undefined;
   private reconcileTimer: NodeJS.Timeout | undefined;
 
@@ -143,6 +146,8 @@ export class DriverLoop {
   async start(o: { apply?: boolean; follow?: boolean } = {}): Promise<void> {
     const apply = o.apply !== false;
     this.ipv6Kernel = this.host.ipv6();
+    // A long-running host keeps one ip process for the turns' ip lines.
+    if (o.follow && !this.opts.writer) this.writer = sessionWriter(this.log);
     if (o.follow) await this.follow();
     if (!apply) {
       await this.exclusive(async () => {
@@ -154,6 +159,8 @@ export class DriverLoop {
     } else {
       await this.exclusive(() => this.turn());
       if (this.needFullSync) throw new Error('the start transaction was refused (see the log)');
+      // Ready means our feedback is in QubesDB too.
+      await this.flushing;
     }
     this.ready = true;
     this.kick();
@@ -216,7 +223,12 @@ export class DriverLoop {
 
   /** Whether anything is queued, scheduled or running. */
   hasWork(): boolean {
-    return this.scheduled || this.vifs.hasWork || this.provider.dirty || this.dns.dirty || this.uplink.dirty || (this.needFullSync && Date.now() >= this.fullSyncNotBefore);
+    return this.scheduled || this.flushesInFlight > 0 || this.turnWork();
+  }
+
+  /** Work for a turn (feedback being written is work, but not a turn's). */
+  private turnWork(): boolean {
+    return this.vifs.hasWork || this.provider.dirty || this.dns.dirty || this.uplink.dirty || (this.needFullSync && Date.now() >= this.fullSyncNotBefore);
   }
 
   get generation(): number {
@@ -258,6 +270,8 @@ export class DriverLoop {
     this.uplink.stop();
     await this.watchClose?.().catch(() => undefined);
     await this.serial.catch(() => undefined);
+    await this.flushing.catch(() => undefined);
+    this.writer.close?.();
     this.vifs.drop('the driver is stopping');
   }
 
@@ -318,7 +332,8 @@ export class DriverLoop {
 
   private kick(): void {
     if (this.scheduled || !this.ready || this.stopped) return;
-    if (!this.hasWork()) {
+    if (!this.turnWork()) {
+      if (this.flushesInFlight > 0) return; // the last flush kicks again
       this.idleGc.touch();
       this.opts.onIdle?.();
       return;
@@ -466,7 +481,25 @@ export class DriverLoop {
     await turn.finish({ failedVifs, ipFailures });
     const ms = (a: number, b: number) => Math.round((b - a) * 10) / 10;
     this.log.debug({ full: turn.full, nft: turn.tx.size, ip: turn.ip.length, nftMs: ms(t0, t1), ipMs: ms(t1, t2), afterMs: ms(t2, performance.now()) }, 'turn applied');
-    if (!(await this.feedback.flush())) this.later(1000, () => void this.exclusive(() => this.feedback.flush()));
+    this.flushFeedback();
+  }
+
+  /**
+   * Writes pending feedback after the turn, without holding up the next turn (a burst's
+   * records are many QubesDB writes). Flushes run one after the other and each writes the
+   * latest record per vif, so a slow one never leaves an older value last. Failures retry.
+   */
+  private flushFeedback(): void {
+    if (!this.feedback.pending) return;
+    this.flushesInFlight++;
+    this.flushing = this.flushing.then(async () => {
+      try {
+        if (!(await this.feedback.flush()) && !this.stopped) this.later(1000, () => this.flushFeedback());
+      } finally {
+        this.flushesInFlight--;
+        if (this.flushesInFlight === 0) this.kick();
+      }
+    });
   }
 
   /**

@@ -4,6 +4,8 @@ import { createNftWriter, type NftTransaction } from '@qubes-net/common/kernel';
 import type { IpLine } from '../model/planner.js';
 import { applyNft } from './nft-writer.js';
 import { applyIpLines, type IpFailure } from './ip-writer.js';
+import { IpSession, SessionBroken } from './ip-session.js';
+import type { Logger } from '@qubes-net/common';
 
 export const TOOL_TIMEOUT_MS = 10_000;
 
@@ -12,6 +14,8 @@ export interface KernelWriter {
   nft(tx: NftTransaction, raw?: readonly string[]): Promise<void>;
   /** One batch; the failing lines, attributed to their vif. */
   ip(lines: readonly IpLine[]): Promise<IpFailure[]>;
+  /** Ends helper processes (the ip session). */
+  close?(): void;
 }
 
 const nftWriter = createNftWriter({ timeoutMs: TOOL_TIMEOUT_MS });
@@ -31,3 +35,26 @@ export const toolWriter: KernelWriter = {
   },
   ip: (l) => applyIpLines(l, TOOL_TIMEOUT_MS),
 };
+
+/**
+ * For long-running hosts: the same nft path, and the ip lines through one running `ip -batch`
+ * (kernel/ip-session.ts); a broken session falls back to a one-shot `ip -batch` for that turn
+ * (the lines are idempotent: replace, add-then-delete, tolerated removals).
+ */
+export function sessionWriter(log: Logger): KernelWriter {
+  const session = new IpSession(TOOL_TIMEOUT_MS);
+  return {
+    nft: toolWriter.nft,
+    async ip(lines) {
+      if (lines.length === 0) return [];
+      try {
+        return await session.apply(lines);
+      } catch (err) {
+        if (!(err instanceof SessionBroken)) throw err;
+        log.debug({ err: err.message }, 'ip session broken: one-shot ip for this turn');
+        return applyIpLines(lines, TOOL_TIMEOUT_MS);
+      }
+    },
+    close: () => session.close(),
+  };
+}
