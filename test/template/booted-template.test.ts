@@ -77,6 +77,24 @@ test('the client reaches the fake internet through sys-firewall and sys-net (DNS
   assert.match(dns.stdout, /203\.0\.113\.80/, dns.stdout + dns.stderr);
   assert.match(await httpGet(l, 'work', 'http://www.example.test/'), /^200 /);
   assert.ok(await ping(l, 'work', '192.0.2.1'), 'ping to the fake internet\'s gateway');
+  // IPv6: the default topology turns it on in sys-net, inherited by sys-firewall and work.
+  assert.match(await httpGet(l, 'work', 'http://[2001:db8:80::80]/'), /^200 /);
+  assert.ok(await ping(l, 'work', '2001:db8:0:1::1'), 'ping6 to the fake internet\'s gateway');
+});
+
+test('an upstream DNS change in sys-net is followed: a dead server breaks DNS, a live one restores it', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  const resolves = async (): Promise<boolean> => /203\.0\.113\.80/.test((await l.exec('work', ['getent', 'ahostsv4', 'www.example.test'], { timeoutMs: 20_000 })).stdout);
+  try {
+    await l.setUpstreamDns(['198.51.100.99']);
+    await waitFor('DNS to fail with a dead upstream', async () => ((await resolves()) ? undefined : true), { timeoutMs: 60_000, intervalMs: 500 });
+    await l.setUpstreamDns(['198.51.100.54']);
+    await waitFor('DNS to work through the other upstream', async () => ((await resolves()) ? true : undefined), { timeoutMs: 60_000, intervalMs: 500 });
+  } finally {
+    await l.setUpstreamDns(['198.51.100.53', '198.51.100.54']);
+  }
+  await waitFor('DNS back on both upstreams', async () => ((await resolves()) ? true : undefined), { timeoutMs: 60_000, intervalMs: 500 });
 });
 
 test('a firewall rule change is enforced, and undone', async (t) => {

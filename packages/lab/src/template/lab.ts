@@ -13,6 +13,7 @@
 //    what the package's rule runs (`systemctl --no-block restart qubes-net-uplink@eth0.service`).
 import { appendFile, copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { isIP } from 'node:net';
 import { GATEWAY_MAC, forLog, type RunResult } from '@qubes-net/common';
 import { INTERNET, NetnsSession, XENSTORE_DIR, configureUplink, type Qube } from '@qubes-net/netns';
 import { openQubesDB, type QubesDB } from '@qubes-net/qubesdb';
@@ -192,6 +193,9 @@ export class TemplateLab {
       const instance = await instantiateRoot(this.image.dir, `${this.session.id}-${name}`.replace(/[^a-z0-9._-]/g, '-'));
       cleanups.push(() => instance.remove());
       await writeLabManagerConfig(instance.dir);
+      // sys-net's resolv.conf as its DHCP client leaves it: a regular file of the qube's own
+      // (a file bound from the host would hide in-place rewrites from inotify on /etc).
+      if (spec.uplink) await writeFile(join(instance.dir, 'etc', 'resolv.conf'), this.internet.dnsServers.map((d) => `nameserver ${d}\n`).join(''));
       const container = Container.start({
         machine: `${this.session.id}-${name}`.slice(0, 64),
         hostname: name,
@@ -203,7 +207,6 @@ export class TemplateLab {
           { host: ns.hostPath(XENSTORE_DIR), inside: XENSTORE_DIR },
           { host: services, inside: '/run/qubes-service' },
           { host: ns.hostPath('/rw'), inside: '/rw' },
-          ...(spec.uplink ? [{ host: ns.hostPath('/etc/resolv.conf'), inside: '/etc/resolv.conf' }] : []),
         ],
       });
       cleanups.push(() => container.kill());
@@ -325,6 +328,18 @@ export class TemplateLab {
       return parseFeedback(last)?.state === 'ok';
     }, { timeoutMs: this.waitMs, lastSeen: () => last });
     q.figures.networkMs = Date.now() - q.container.startedAt;
+  }
+
+  /**
+   * sys-net's upstream DNS servers change, as a DHCP renewal would: its resolv.conf is
+   * rewritten in place from inside; the package's watcher must notice.
+   */
+  async setUpstreamDns(servers: readonly string[]): Promise<void> {
+    const uplink = [...this.qubes.values()].find((q) => q.spec.uplink);
+    if (!uplink) throw new Error('no running qube is plugged into the fake internet');
+    for (const s of servers) if (isIP(s) === 0) throw new Error(`not an IP address: ${JSON.stringify(s)}`);
+    // Written from inside, as NetworkManager or dhclient would.
+    await uplink.container.exec(['sh', '-c', 'cat > /etc/resolv.conf'], { input: servers.map((s) => `nameserver ${s}\n`).join('') });
   }
 
   /**
