@@ -20,7 +20,7 @@ import { InputError } from '../model/input-error.js';
 import { parseStoredVifs, VIF_PREFIX } from '../model/feedback.js';
 import { vifFacts } from '../kernel/procfs.js';
 import { purgeConntrack } from '../kernel/conntrack.js';
-import { runHooks } from '../kernel/hooks.js';
+import { runHooks, listHooks } from '../kernel/hooks.js';
 import type { XenVif } from '../kernel/xen-vifs.js';
 import type { FeedbackManager } from './feedback.js';
 import type { Turn } from './turn.js';
@@ -40,6 +40,10 @@ export class VifManager {
   state = new DriverState();
   generation = 1;
   private queue: Pending[] = [];
+  /** User hooks still running (their vifs' callers wait for them; the loop does not). */
+  private hooksRunning = 0;
+  /** Called when the last running hook finished (the loop's idle signal). */
+  onHooksDone: () => void = () => undefined;
 
   constructor(private readonly deps: { qdb: QubesDB; log: Logger; hooksDir: string; feedback: FeedbackManager; facts?: (vif: string) => VifFacts }) {}
 
@@ -49,6 +53,11 @@ export class VifManager {
 
   get hasWork(): boolean {
     return this.queue.length > 0;
+  }
+
+  /** Hooks running in the background: work for the host's idle clock, not for a turn. */
+  get busy(): boolean {
+    return this.hooksRunning > 0;
   }
 
   /** A rollback or an isolated retry waits at the front: it goes before a full turn. */
@@ -113,7 +122,7 @@ export class VifManager {
    * addresses Xen gives. Vifs in the kernel without a connected backend stay unconfigured
    * (blocked) until their hotplug event.
    */
-  async rebuild(provider: ProviderConfig, xen: readonly XenVif[], kernelVifs: Iterable<string>): Promise<DriverState> {
+  async rebuild(provider: ProviderConfig, xen: readonly XenVif[], kernelVifs: Iterable<string>, kernelAllowed: ReadonlySet<string> = new Set()): Promise<DriverState> {
     const next = new DriverState();
     const raw = await this.deps.qdb.multiread(VIF_PREFIX).catch(() => new Map<string, string>());
     const stored = parseStoredVifs(raw);
@@ -124,11 +133,15 @@ export class VifManager {
       known.add(x.vif);
       const facts = this.facts(x.vif);
       if (!facts.exists) continue;
-      if (x.hotplugStatus !== 'connected') {
+      const check = validateVifEvent({ op: 'online', vif: x.vif, ips: x.ip, mac: x.mac, type: x.type });
+      // Not marked connected yet: an online may be in flight right now (a one-shot fallback
+      // configured it and has not written hotplug-status). The kernel already holding Xen's
+      // addresses for it says so; taking it as online keeps the start from undoing it.
+      const inFlight = check.ok && check.spec.ipv4.length > 0 && check.spec.ipv4.every((a) => kernelAllowed.has(`${x.vif} ${a}`));
+      if (x.hotplugStatus !== 'connected' && !inFlight) {
         this.deps.log.info({ vif: x.vif, hotplugStatus: x.hotplugStatus }, 'vif not connected yet: waiting for its hotplug event');
         continue;
       }
-      const check = validateVifEvent({ op: 'online', vif: x.vif, ips: x.ip, mac: x.mac, type: x.type });
       if (!check.ok) {
         this.deps.log.error({ vif: x.vif, ...check.error.logFields(), source: 'xenstore', key: check.error.key.replace('$XENBUS_PATH', x.path) }, 'invalid vif backend entry: vif left blocked');
         continue;
@@ -210,17 +223,33 @@ export class VifManager {
       const failed = new Map(o.failedVifs);
       for (const f of o.ipFailures) if (!f.tolerant && !failed.has(f.vif)) failed.set(f.vif, `"ip ${f.line}": ${f.message}`);
       for (const f of o.ipFailures) if (f.tolerant) this.deps.log.debug({ vif: f.vif, line: f.line, err: f.message }, 'removal already done');
-      // Stale flows purged and the user's hooks run before the callers hear back, as
-      // upstream's hotplug script does; the QubesDB feedback follows the replies.
+      // Stale flows purged before anyone hears back. The user's hooks run before a vif's
+      // caller hears back, as upstream's hotplug script runs them, but beside the loop: a hook
+      // that hangs (until its timeout) holds up its own vif's reply, never the other vifs.
       const hooks = plan.hooks.filter((h) => !(h.command === 'online' && failed.has(h.vif)));
-      const [purge, hookFailures] = await Promise.all([purgeConntrack(plan.purge), runHooks(this.deps.hooksDir, hooks)]);
+      const [purge, listed] = await Promise.all([purgeConntrack(plan.purge), hooks.length ? listHooks(this.deps.hooksDir) : Promise.resolve([] as string[])]);
       for (const e of purge.errors) this.deps.log.error({ err: e }, 'conntrack purge failed');
-      for (const h of hookFailures) this.deps.log.warn({ vif: h.vif, hook: h.hook, err: h.message }, 'network hook failed');
       const rollback: Pending[] = [];
       batch.forEach((p, i) => {
         const r = plan.results[i]!;
-        if (r.vif && r.ok && failed.has(r.vif)) rollback.push({ event: { ok: false, vif: r.vif, error: new Error(failed.get(r.vif)!) }, ...(p.resolve ? { resolve: p.resolve } : {}), isolate: true });
-        else p.resolve?.(r);
+        if (r.vif && r.ok && failed.has(r.vif)) {
+          rollback.push({ event: { ok: false, vif: r.vif, error: new Error(failed.get(r.vif)!) }, ...(p.resolve ? { resolve: p.resolve } : {}), isolate: true });
+          return;
+        }
+        const mine = listed.length && r.vif ? hooks.filter((h) => h.vif === r.vif) : [];
+        if (mine.length === 0) {
+          p.resolve?.(r);
+          return;
+        }
+        this.hooksRunning++;
+        void runHooks(this.deps.hooksDir, mine, undefined, listed)
+          .then((failures) => {
+            for (const h of failures) this.deps.log.warn({ vif: h.vif, hook: h.hook, err: h.message }, 'network hook failed');
+          })
+          .finally(() => {
+            p.resolve?.(r);
+            if (--this.hooksRunning === 0) this.onHooksDone();
+          });
       });
       this.queue.unshift(...rollback);
       this.logResults(plan, events, failed);
