@@ -396,6 +396,14 @@ test('tmpfiles configuration creates the runtime directory', async () => {
   assert.equal(statSync(join(scratch, 'run/qubes-net')).mode & 0o7777, 0o755);
 });
 
+test('the one-shot CLIs run their bundles where the build made them', () => {
+  for (const [cmd, bundle] of [['qubes-net-guest', 'guest-agent/bundle/qubes-net-guest.cjs'], ['qubes-net-qdb', 'qubesdb/bundle/qubes-net-qdb.cjs']] as const) {
+    if (!existsSync(join(ROOT, 'packages', bundle))) continue; // scripts/bundle.mjs did not run: dist/cli.js
+    assert.ok(rpmFiles.has(`${LIB}/@qubes-net/${bundle}`), `${bundle} is in the package`);
+    assert.ok(readFileSync(join(rpmRoot, 'usr/bin', cmd), 'utf8').includes(`/@qubes-net/${bundle}"`), `${cmd} runs ${bundle}`);
+  }
+});
+
 test('every built CLI runs from the unpacked RPM with --version and --help, without warnings', async () => {
   const problems: string[] = [];
   for (const [cmd, { pkg, subcommands }] of Object.entries(CLIS)) {
