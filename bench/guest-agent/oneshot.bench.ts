@@ -54,16 +54,23 @@ function report(figure: string, unit: string, ours: number[], baselineName: stri
   }) + '\n');
 }
 
-/** Runs a command inside the qube; the wall time in ms from spawn to exit (exit 0 required). */
-function timed(q: Qube, cmd: string, args: string[], env: Record<string, string> = {}): Promise<number> {
+/**
+ * Runs a command inside the qube under /usr/bin/time: the wall time in ms from spawn to exit,
+ * and the CPU time (user + system, the command's children included), which a busy machine
+ * distorts much less than wall time. Exit 0 required.
+ */
+const cpuTimes: Record<string, number[]> = {};
+function timed(q: Qube, cmd: string, args: string[], env: Record<string, string> = {}, label?: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = q.spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = q.spawn('/usr/bin/time', ['-f', 'QN-CPU %U %S', cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout!.on('data', (b) => (out += b));
     child.stderr!.on('data', (b) => (out += b));
     child.once('exit', (code) => {
       const ms = performance.now() - t0;
+      const m = /QN-CPU ([\d.]+) ([\d.]+)/.exec(out);
+      if (label && m) (cpuTimes[label] ??= []).push((Number(m[1]) + Number(m[2])) * 1000);
       if (code === 0) resolve(ms);
       else reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${out.slice(-2000)}`));
     });
@@ -123,14 +130,14 @@ async function main(): Promise<void> {
       for (const who of turn) {
         let ms: number;
         if (who === 'node') {
-          ms = await timed(client, process.execPath, ['-e', '0']);
+          ms = await timed(client, process.execPath, ['-e', '0'], {}, i >= 0 ? 'node' : undefined);
         } else if (who === 'load') {
-          ms = await timed(client, process.execPath, [BUNDLE, 'watch-args', 'eth0']);
+          ms = await timed(client, process.execPath, [BUNDLE, 'watch-args', 'eth0'], {}, i >= 0 ? 'load' : undefined);
         } else {
           await unconfigure(client);
           ms = who === 'upstream'
-            ? await timed(client, '/bin/sh', [baselineScript, 'eth0'], { QDB_READ: qdbRead })
-            : await timed(client, process.execPath, [who === 'bundle' ? BUNDLE : DIST_CLI, 'apply', 'eth0']);
+            ? await timed(client, '/bin/sh', [baselineScript, 'eth0'], { QDB_READ: qdbRead }, i >= 0 ? who : undefined)
+            : await timed(client, process.execPath, [who === 'bundle' ? BUNDLE : DIST_CLI, 'apply', 'eth0'], {}, i >= 0 ? who : undefined);
           if (!(await configured(client))) throw new Error(`${who}: not configured after apply`);
         }
         if (i >= 0) times[who].push(ms);
@@ -143,6 +150,14 @@ async function main(): Promise<void> {
     report('floor: `node -e 0` start and exit', 'ms', times.node, upName, times.upstream, 'information only', true);
     report('bundle load only (watch-args: no I/O)', 'ms', times.load, '`node -e 0`', times.node, 'information only', true, {
       breakdownMs: { nodeStart: round2(pct(times.node, 50)), bundleLoad: round2(pct(times.load, 50) - pct(times.node, 50)), applyWork: round2(b - pct(times.load, 50)) },
+    });
+
+    const cpu = (k: string): number[] => cpuTimes[k] ?? [0];
+    const upCpu = 'upstream sequence, CPU time (user + system, children included)';
+    report('cold apply, bundled one-shot: CPU time (user + system, children included)', 'ms', cpu('bundle'), upCpu, cpu('upstream'), 'value <= baseline', pct(cpu('bundle'), 50) <= pct(cpu('upstream'), 50));
+    report('cold apply, unbundled dist CLI: CPU time', 'ms', cpu('dist'), upCpu, cpu('upstream'), 'information only', true);
+    report('floor: `node -e 0` CPU time', 'ms', cpu('node'), upCpu, cpu('upstream'), 'information only', true, {
+      breakdownCpuMs: { nodeStart: round2(pct(cpu('node'), 50)), bundleLoad: round2(pct(cpu('load'), 50) - pct(cpu('node'), 50)), applyWork: round2(pct(cpu('bundle'), 50) - pct(cpu('load'), 50)) },
     });
 
     // --- resident cost: the watcher ------------------------------------------------------

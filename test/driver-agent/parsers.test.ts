@@ -55,11 +55,16 @@ test('firewall notification: only a process that is the firewall (or the agent) 
   assert.equal(isFirewallCmdline(cl('sleep', '1000')), false);
   assert.equal(isFirewallCmdline(cl('node', '/tmp/evil/qubes-net-firewall-not.js')), false);
   // A stale pid file naming a live process that is not the firewall (this test runner).
-  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
   const { join } = await import('node:path');
   const { tmpdir } = await import('node:os');
-  const f = join(mkdtempSync(join(tmpdir(), 'qn-drv-pid-')), 'firewall.pid');
-  writeFileSync(f, `${process.pid}\n`);
-  assert.equal(await notifyFirewall(f), 'not-the-firewall');
-  assert.equal(await notifyFirewall(f + '.missing'), 'no-pidfile');
+  const dir = mkdtempSync(join(tmpdir(), 'qn-drv-pid-'));
+  const f = join(dir, 'firewall.pid');
+  try {
+    writeFileSync(f, `${process.pid}\n`);
+    assert.equal(await notifyFirewall(f), 'not-the-firewall');
+    assert.equal(await notifyFirewall(f + '.missing'), 'no-pidfile');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -256,3 +256,14 @@ test('a link that is not a Xen frontend is left alone unless QUBES_NET_UPLINK_DR
   const ok = await lab.cli(['apply', 'eth0']);
   assert.equal(ok.code, 0, ok.stdout);
 });
+
+test('concurrent applies (udev, the watcher, an admin) wait for each other and converge', async (t) => {
+  if (!needRoot(t)) return;
+  await reset();
+  await lab.writeAppendixA();
+  const results = await Promise.all([lab.cli(['apply', 'eth0']), lab.cli(['apply', 'eth0']), lab.cli(['apply'])]);
+  for (const r of results) assert.equal(r.code, 0, r.stdout);
+  assert.deepEqual(await lab.eth0(), APPENDIX_A_STATE);
+  // Each batch was planned from the state the previous one left: exactly one made changes.
+  assert.equal(results.filter((r) => r.logs.some((l) => l.msg === 'uplink configured' && l.changed === true)).length, 1, results.map((r) => r.stdout).join('\n'));
+});

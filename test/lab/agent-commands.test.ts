@@ -5,7 +5,7 @@ import { resolveAgentCommands, PACKAGES_DIR } from '@qubes-net/lab';
 test('agents come from the checkout by default, or from a root or a bin directory', () => {
   const def = resolveAgentCommands({ env: {} });
   assert.equal(def.guest[0], process.execPath);
-  assert.equal(def.guest[1], `${PACKAGES_DIR}/guest-agent/dist/cli.js`);
+  assert.ok([`${PACKAGES_DIR}/guest-agent/bundle/qubes-net-guest.cjs`, `${PACKAGES_DIR}/guest-agent/dist/cli.js`].includes(def.guest[1]!), def.guest[1]);
   assert.deepEqual(def.guest.slice(2), []);
   assert.deepEqual(def.agent, [process.execPath, `${PACKAGES_DIR}/network-agent/dist/cli.js`]);
   assert.ok(def.watch.endsWith('/qubes-net-watch'));

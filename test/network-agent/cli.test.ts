@@ -38,6 +38,10 @@ test('the watcher argv: every key the agent serves, resolv.conf, the uplink, the
   assert.deepEqual(a.slice(act), ['--activate', '/run/qubes-net/agent.sock', '--', '/usr/bin/qubes-net-agent', 'run', '--socket', '/run/qubes-net/agent.sock', '--wake-file', '/run/qubes-net/agent.wake', '--idle-exit', '5000']);
   const printed = spawnSync(process.execPath, [AGENT_CLI, 'watch-args', '--json', '--idle-exit', '5000'], { encoding: 'utf8' });
   assert.deepEqual(JSON.parse(printed.stdout), a);
+  // Under systemd the .socket unit holds the socket: the watcher only pokes it.
+  const n = agentWatchArgs({ cli: ['/usr/bin/qubes-net-agent'], mode: 'notify' });
+  assert.deepEqual(n.slice(-2), ['--notify', '/run/qubes-net/agent.sock']);
+  assert.ok(!n.includes('--activate') && !n.includes('run'));
 });
 
 test('the idle clock fires once, and not while work is in flight', async () => {

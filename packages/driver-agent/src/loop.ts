@@ -421,7 +421,7 @@ export class DriverLoop {
     // transaction is refused, the full turn that follows removes what the batch left.
     const ipRun = this.writer.ip(turn.ip).catch((err: unknown): IpFailure[] => turn.ip.map((l) => ({ ...l, message: String(err) })));
     try {
-      await this.writer.nft(turn.tx, turn.raw);
+      await this.writer.nft(turn.tx);
     } catch (err) {
       await ipRun;
       this.log.error({ full: turn.full, statements: turn.tx.size, err: String(err).slice(0, 500) }, 'transaction refused by nft: nothing of this turn is applied');

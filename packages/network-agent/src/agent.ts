@@ -10,7 +10,6 @@
 // QubesDB, exit 0. Nothing is removed from the kernel on exit: it keeps enforcing.
 import { mkdir, rename, unlink, writeFile, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Worker } from 'node:worker_threads';
 import { createLogger, packageVersion, sdNotify, forLog, type Logger } from '@qubes-net/common';
 import { ControlServer, activatedFd, reply, type Reply, type Request, type AgentStatus } from '@qubes-net/common/control';
 import { Driver } from '@qubes-net/driver-agent';
@@ -47,22 +46,23 @@ export class NetworkAgent {
   private closers: (() => Promise<void> | void)[] = [];
   private ready = false;
   private firewallStarting: Promise<void> | undefined;
+  private firewallError: string | undefined;
   private readyWaiters: ((ok: boolean) => void)[] = [];
   private exiting: Promise<number> | undefined;
   private exitResolve!: (code: number) => void;
   readonly done = new Promise<number>((r) => (this.exitResolve = r));
 
-  /** `worker`: the QubesDB worker, when the CLI started it before loading this module (it boots meanwhile). */
-  constructor(private readonly opts: AgentOptions, log: Logger = createLogger('network-agent'), worker?: Worker) {
+  constructor(private readonly opts: AgentOptions, log: Logger = createLogger('network-agent')) {
     this.log = log;
     this.clock = new WorkClock(opts.idleExitMs, () => void this.exit('idle'), () => this.db.inFlight > 0 || this.server.busy > 0 || !!this.driver?.hasWork());
-    this.db = new HostedQubesDB({ runDir: opts.qubesdbDir, timeoutMs: opts.qubesdbTimeoutMs, onEvent: () => this.clock.touch(), ...(worker ? { worker } : {}) });
+    this.db = new HostedQubesDB({ runDir: opts.qubesdbDir, timeoutMs: opts.qubesdbTimeoutMs, onEvent: () => this.clock.touch() });
     this.server = new ControlServer({ path: opts.socket, fd: activatedFd(), log, handle: (req) => this.handle(req) });
   }
 
   async start(): Promise<void> {
     await this.server.listen();
     try {
+      await this.db.openWatches();
       const fw = await firewallEnabled(this.opts.firewall, this.opts.serviceDir, this.db);
       const driver = new Driver({
         qdb: this.db,
@@ -87,7 +87,12 @@ export class NetworkAgent {
       // The driver's start loaded the firewall skeleton (forward policy drop), so vif events
       // can be answered now; the per-qube chains follow without holding them up (until then a
       // new qube's traffic meets the drop policy: fail closed).
-      if (fw) this.firewallStarting = this.clock.around(() => this.startFirewall()).catch((err) => this.log.error({ err: forLog(String(err)) }, 'firewall start failed'));
+      if (fw) {
+        this.firewallStarting = this.clock.around(() => this.startFirewall()).catch((err) => {
+          this.firewallError = String((err as Error)?.message ?? err);
+          this.log.error({ err: forLog(this.firewallError) }, 'firewall start failed: forward stays closed for qubes without rules');
+        });
+      }
     } catch (err) {
       this.setReady(false);
       throw err;
@@ -189,7 +194,8 @@ export class NetworkAgent {
       // The status must answer even while the driver waits on something (QubesDB, the kernel).
       parts.driver = await timeout(this.driver.status(), 3_000, 'driver status').catch((e) => ({ error: String((e as Error).message) }));
     }
-    if (this.engine) parts.firewall = this.engine.status();
+    if (this.firewallError) parts.firewall = { error: this.firewallError };
+    else if (this.engine) parts.firewall = this.engine.status();
     parts.qubesdb = { callsWaiting: this.db.inFlight };
     return {
       agent: 'qubes-net-agent',
@@ -239,8 +245,8 @@ export class NetworkAgent {
 }
 
 /** Runs the agent until it goes idle or is stopped; resolves with the exit code. */
-export async function runAgent(opts: AgentOptions, log: Logger = createLogger('network-agent'), worker?: Worker): Promise<number> {
-  const agent = new NetworkAgent(opts, log, worker);
+export async function runAgent(opts: AgentOptions, log: Logger = createLogger('network-agent')): Promise<number> {
+  const agent = new NetworkAgent(opts, log);
   process.on('SIGTERM', () => void agent.exit('SIGTERM'));
   process.on('SIGINT', () => void agent.exit('SIGINT'));
   process.on('SIGHUP', () => void agent.handle({ op: 'reconcile' }).then((r) => log.info({ message: r.message }, 'SIGHUP: reconciled')));

@@ -29,6 +29,8 @@ export interface AgentOptions {
   uplinks: string[];
   /** Whether --idle-exit was given (watch-args passes it on only then). */
   idleExitGiven: boolean;
+  /** watch-args --notify: the systemd form (the .socket unit holds the socket). */
+  notify: boolean;
 }
 
 export const USAGE = `usage: qubes-net-agent <command> [options]
@@ -38,7 +40,9 @@ commands:
                            (env vif, XENBUS_PATH): does the work in-process
   status [--json]          the running agent's status (starts it under activation)
   render-firewall IP       print the nft transaction the firewall would apply for IP
-  watch-args [--json]      the argv of the qubes-net-watch that starts \`run\` on demand
+  watch-args [--json] [--notify]
+                           the argv of the qubes-net-watch that starts \`run\` on demand
+                           (--notify: under systemd's qubes-net-agent.socket, it only pokes it)
                            (--cli PATH, --uplink IFACE..., and run's --socket, --wake-file,
                            --resolv-conf, --idle-exit, --qubesdb-run-dir)
 options:
@@ -87,6 +91,7 @@ export function parseOptions(argv: readonly string[]): AgentOptions {
       json: { type: 'boolean' },
       cli: { type: 'string' },
       uplink: { type: 'string', multiple: true },
+      notify: { type: 'boolean' },
     },
   });
   const [command = '', ...rest] = positionals;
@@ -111,5 +116,6 @@ export function parseOptions(argv: readonly string[]): AgentOptions {
     cli: values.cli ?? '/usr/bin/qubes-net-agent',
     uplinks: values.uplink ?? ['eth0'],
     idleExitGiven: values['idle-exit'] !== undefined,
+    notify: !!values.notify,
   };
 }

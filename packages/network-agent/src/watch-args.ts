@@ -19,6 +19,12 @@ export interface AgentWatchOptions {
   debounceMs?: number;
   /** Arguments for `run` (--idle-exit, --resolv-conf, …). */
   runArgs?: readonly string[];
+  /**
+   * `activate` (default): the watcher holds the socket and starts the agent (the lab, templates
+   * without the .socket unit). `notify`: systemd's qubes-net-agent.socket holds it; the watcher
+   * only connects and sends a sync request, which socket-activates the agent.
+   */
+  mode?: 'activate' | 'notify';
 }
 
 /** Every QubesDB path a change of which is work for the agent. */
@@ -36,6 +42,10 @@ export function agentWatchArgs(opts: AgentWatchOptions): string[] {
   if (resolved) args.push('--file', resolved);
   for (const l of opts.uplinks ?? ['eth0']) args.push('--link', l);
   args.push('--wake-file', wake);
+  if (opts.mode === 'notify') {
+    args.push('--notify', socket);
+    return args;
+  }
   args.push('--activate', socket, '--', ...opts.cli, 'run', '--socket', socket, '--wake-file', wake);
   if (opts.qubesdbDir !== undefined) args.push('--qubesdb-run-dir', opts.qubesdbDir);
   args.push(...(opts.runArgs ?? []));

@@ -1,7 +1,9 @@
 // A pure-JS QubesDB client over the daemon's local socket (node:net and our codec, no FFI):
 // the one-shot paths (qubes-net-guest apply, the qdb CLI) start in a few milliseconds with it,
 // where loading koffi and libqubesdb costs tens. It speaks the same wire protocol as
-// libqubesdb: one request at a time, answers in order, RESP_WATCH events possibly interleaved.
+// libqubesdb; requests are pipelined (the daemon answers each connection's requests in order, so
+// replies are matched first in, first out: apply's dozen reads cost one round trip), RESP_WATCH
+// events possibly interleaved.
 // Daemons keep the FFI client (it re-registers watches after a daemon restart; this one does
 // not reconnect: a lost connection fails the pending and later calls).
 //
@@ -87,8 +89,8 @@ class EventQueue implements QubesDBWatch {
 
 export class SocketQubesDB implements QubesDB {
   private readonly parser = new MessageParser({ accept: 'responses', checkPaths: false });
+  /** Requests sent and not yet fully answered, oldest first. */
   private readonly queue: Pending[] = [];
-  private current: Pending | undefined;
   private broken: Error | undefined;
   private readonly watches = new Set<EventQueue>();
 
@@ -116,8 +118,6 @@ export class SocketQubesDB implements QubesDB {
   private fail(err: Error): void {
     if (this.broken) return;
     this.broken = err;
-    this.current?.reject(err);
-    this.current = undefined;
     for (const p of this.queue.splice(0)) p.reject(err);
     for (const w of this.watches) w.end();
     this.sock.destroy();
@@ -134,35 +134,25 @@ export class SocketQubesDB implements QubesDB {
         for (const w of this.watches) w.push(item.path);
         continue;
       }
-      const p = this.current;
+      const p = this.queue[0];
       if (!p) {
         this.fail(new QubesDBError('io', item.path, 71, 'qubesdb sent a reply nobody asked for'));
         return;
       }
       p.replies.push({ type: item.type, path: item.path, data: item.data });
       if (p.done(p.replies[p.replies.length - 1]!)) {
-        this.current = undefined;
+        this.queue.shift();
         p.resolve(p.replies);
-        this.sendNext();
       }
     }
-  }
-
-  private sendNext(): void {
-    if (this.current || this.broken) return;
-    const next = this.queue.shift();
-    if (!next) return;
-    this.current = next;
-    this.sock.write((next as Pending & { msg: Buffer }).msg);
   }
 
   private request(op: string, type: number, path: string, data: Buffer | undefined, done: (r: Reply) => boolean): Promise<Reply[]> {
     if (this.broken) return Promise.reject(this.broken);
     const msg = encodeMessage(type, path, data);
     return new Promise((resolve, reject) => {
-      const p: Pending & { msg: Buffer } = { op, path, replies: [], done, resolve, reject, msg };
-      this.queue.push(p);
-      this.sendNext();
+      this.queue.push({ op, path, replies: [], done, resolve, reject });
+      this.sock.write(msg);
     });
   }
 

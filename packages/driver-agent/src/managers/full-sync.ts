@@ -65,7 +65,7 @@ export async function planFullSync(turn: Turn, c: FullSyncContext): Promise<stri
   turn.ip.push(...fix.ip);
   await c.provider.plan(turn, { config, skeleton: withSkeleton });
   await c.dns.plan(turn, config, { full: dnsState, inputsChanged: false, reason: c.reason });
-  c.vifs.planFull(turn, rebuilt);
+  c.vifs.planFull(turn, rebuilt, fix.purge);
   const differences = [...base, ...fix.differences];
   turn.after(() => {
     c.log.info({ reason: c.reason, vifs: state.online().length, corrections: differences.length }, c.starting ? 'base ruleset loaded' : 'full sync done');

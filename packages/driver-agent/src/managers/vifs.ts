@@ -40,9 +40,9 @@ export class VifManager {
   state = new DriverState();
   generation = 1;
   private queue: Pending[] = [];
-  /** User hooks still running (their vifs' callers wait for them; the loop does not). */
-  private hooksRunning = 0;
-  /** Called when the last running hook finished (the loop's idle signal). */
+  /** Hooks and conntrack purges still running beside the loop (their callers may wait; the loop does not). */
+  private backgroundJobs = 0;
+  /** Called when the last background job finished (the loop's idle signal). */
   onHooksDone: () => void = () => undefined;
 
   constructor(private readonly deps: { qdb: QubesDB; log: Logger; hooksDir: string; feedback: FeedbackManager; facts?: (vif: string) => VifFacts }) {}
@@ -57,7 +57,7 @@ export class VifManager {
 
   /** Hooks running in the background: work for the host's idle clock, not for a turn. */
   get busy(): boolean {
-    return this.hooksRunning > 0;
+    return this.backgroundJobs > 0;
   }
 
   /** A rollback or an isolated retry waits at the front: it goes before a full turn. */
@@ -179,8 +179,19 @@ export class VifManager {
     return vifKernelState(spec, provider, facts, fake);
   }
 
-  /** A full turn: commit the rebuilt state with the turn, then record every vif. */
-  planFull(turn: Turn, next: DriverState | undefined): void {
+  /**
+   * A full turn: commit the rebuilt state with the turn, then record every vif. `purge`: the
+   * addresses no vif holds any more whose elements the turn removes (a vif that went while
+   * nothing ran): their flows go like those of a vif that goes offline.
+   */
+  planFull(turn: Turn, next: DriverState | undefined, purge: readonly string[] = []): void {
+    if (purge.length) {
+      turn.after(() => {
+        this.background(purgeConntrack(purge).then((r) => {
+          for (const e of r.errors) this.deps.log.error({ err: e }, 'conntrack purge failed');
+        }));
+      });
+    }
     if (!next) return;
     turn.onCommit(() => (this.state = next));
     turn.after(() => {
@@ -223,12 +234,18 @@ export class VifManager {
       const failed = new Map(o.failedVifs);
       for (const f of o.ipFailures) if (!f.tolerant && !failed.has(f.vif)) failed.set(f.vif, `"ip ${f.line}": ${f.message}`);
       for (const f of o.ipFailures) if (f.tolerant) this.deps.log.debug({ vif: f.vif, line: f.line, err: f.message }, 'removal already done');
-      // Stale flows purged before anyone hears back. The user's hooks run before a vif's
-      // caller hears back, as upstream's hotplug script runs them, but beside the loop: a hook
-      // that hangs (until its timeout) holds up its own vif's reply, never the other vifs.
+      // Flows of addresses that changed hands are purged beside the loop (two conntrack
+      // processes per address, when the namespace has any entries: not on the reply's path;
+      // the old code overlapped it with the transaction the same way). The user's hooks run
+      // before a vif's caller hears back, as upstream's hotplug script runs them, but beside
+      // the loop too: a hook that hangs (until its timeout) holds up its own vif's reply only.
+      if (plan.purge.length) {
+        this.background(purgeConntrack(plan.purge).then((purge) => {
+          for (const e of purge.errors) this.deps.log.error({ err: e }, 'conntrack purge failed');
+        }));
+      }
       const hooks = plan.hooks.filter((h) => !(h.command === 'online' && failed.has(h.vif)));
-      const [purge, listed] = await Promise.all([purgeConntrack(plan.purge), hooks.length ? listHooks(this.deps.hooksDir) : Promise.resolve([] as string[])]);
-      for (const e of purge.errors) this.deps.log.error({ err: e }, 'conntrack purge failed');
+      const listed = hooks.length ? await listHooks(this.deps.hooksDir) : [];
       const rollback: Pending[] = [];
       batch.forEach((p, i) => {
         const r = plan.results[i]!;
@@ -241,21 +258,27 @@ export class VifManager {
           p.resolve?.(r);
           return;
         }
-        this.hooksRunning++;
-        void runHooks(this.deps.hooksDir, mine, undefined, listed)
+        this.background(runHooks(this.deps.hooksDir, mine, undefined, listed)
           .then((failures) => {
             for (const h of failures) this.deps.log.warn({ vif: h.vif, hook: h.hook, err: h.message }, 'network hook failed');
           })
-          .finally(() => {
-            p.resolve?.(r);
-            if (--this.hooksRunning === 0) this.onHooksDone();
-          });
+          .finally(() => p.resolve?.(r)));
       });
       this.queue.unshift(...rollback);
       this.logResults(plan, events, failed);
       for (const [vif, rec] of plan.records) if (!failed.has(vif)) this.deps.feedback.record(vif, rec);
       this.deps.log.debug({ events: events.length, nft: plan.tx.size, ip: plan.ip.length, purged: plan.purge.length, ms: Math.round((performance.now() - t0) * 10) / 10 }, 'burst applied');
     });
+  }
+
+  /** Runs `job` beside the loop, counted as work for the idle signal. */
+  private background(job: Promise<unknown>): void {
+    this.backgroundJobs++;
+    void job
+      .catch((err) => this.deps.log.error({ err: String(err) }, 'background job failed'))
+      .finally(() => {
+        if (--this.backgroundJobs === 0) this.onHooksDone();
+      });
   }
 
   private logResults(plan: Plan, events: readonly PlanEvent[], failed: ReadonlyMap<string, string>): void {
