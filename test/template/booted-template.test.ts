@@ -19,6 +19,7 @@ type TemplateLab = template.TemplateLab;
 const QUBES = ['sys-net', 'sys-firewall', 'work'];
 let lab: TemplateLab | undefined;
 let session = '';
+let stateDir = '';
 let setupError: unknown;
 
 before(async () => {
@@ -29,6 +30,7 @@ before(async () => {
     const deb = await buildDeb();
     lab = await TemplateLab.create(model, { deb, waitTimeoutMs: 120_000 });
     session = lab.session.id;
+    stateDir = lab.stateDir;
     await lab.up(QUBES);
   } catch (err) {
     setupError = err;
@@ -249,6 +251,7 @@ test('down removes every container, namespace and instance', async (t) => {
   for (const dir of instances) assert.equal(existsSync(dir), false, `${dir} left`);
   const inst = existsSync(INSTANCE_DIR) ? readdirSync(INSTANCE_DIR).filter((n) => n.startsWith(session)) : [];
   assert.deepEqual(inst, []);
+  assert.equal(existsSync(stateDir), false, `state directory ${stateDir} left`);
   const propagate = existsSync('/run/systemd/nspawn/propagate') ? readdirSync('/run/systemd/nspawn/propagate').filter((n) => n.startsWith(session)) : [];
   assert.deepEqual(propagate, []);
 });

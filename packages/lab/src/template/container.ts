@@ -13,7 +13,7 @@
 // then see the container's mounts and its systemd.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, rmdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run, type RunResult } from '@qubes-net/common';
 import { nspawnEnv } from './image.js';
@@ -63,6 +63,7 @@ export class Container {
         try { rmdirSync(`/run/systemd/nspawn/propagate/${opts.machine}`); } catch { /* none, or not empty */ }
         if (cgroup) {
           removeCgroupTree(cgroup);
+          try { rmdirSync(dirname(cgroup)); } catch { /* other containers of ours still run */ }
           // The container's last processes may still be exiting: once more a moment later.
           if (existsSync(cgroup)) setTimeout(() => removeCgroupTree(cgroup), 1000).unref();
         }

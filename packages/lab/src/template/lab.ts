@@ -11,7 +11,7 @@
 //    /qubes-service/ entries before the boot (bound into the container);
 //  - udev: no udev runs in a container; when the client's eth0 appears, the lab runs exactly
 //    what the package's rule runs (`systemctl --no-block restart qubes-net-uplink@eth0.service`).
-import { appendFile, copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { appendFile, copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { isIP } from 'node:net';
 import { GATEWAY_MAC, forLog, type RunResult } from '@qubes-net/common';
@@ -114,6 +114,7 @@ export class TemplateLab {
     readonly internet: LabInternet,
     readonly image: TemplateImage,
     readonly stateDir: string,
+    private readonly ownStateDir: boolean,
     opts: TemplateLabOptions,
   ) {
     this.log = opts.log ?? (() => {});
@@ -125,11 +126,12 @@ export class TemplateLab {
   static async create(model: LabModel, opts: TemplateLabOptions): Promise<TemplateLab> {
     const image = await ensureTemplateImage({ deb: opts.deb, ...(opts.log ? { log: opts.log } : {}) });
     const stateDir = opts.stateDir ?? join('/run/qubes-net-lab', `${model.name}-template`);
+    const ownStateDir = opts.stateDir === undefined;
     await mkdir(stateDir, { recursive: true, mode: 0o750 });
     const session = await NetnsSession.create(`tlab-${model.name}`);
     try {
       const internet = await LabInternet.start(session, model.internet);
-      return new TemplateLab(model, session, internet, image, stateDir, opts);
+      return new TemplateLab(model, session, internet, image, stateDir, ownStateDir, opts);
     } catch (err) {
       await session.destroy().catch(() => {});
       throw err;
@@ -422,5 +424,7 @@ export class TemplateLab {
     }
     await this.internet.stop().catch(() => {});
     await this.session.destroy();
+    // The default state directory (logs, consoles) is ours to remove; a caller's stays.
+    if (this.ownStateDir) await rm(this.stateDir, { recursive: true, force: true });
   }
 }
