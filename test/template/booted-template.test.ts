@@ -119,6 +119,19 @@ test('an upstream DNS change in sys-net is followed: a dead server breaks DNS, a
   await waitFor('DNS back on both upstreams', async () => ((await resolves()) ? true : undefined), { timeoutMs: 60_000, intervalMs: 500 });
 });
 
+test('a netvm switch (work: sys-firewall → sys-net → sys-firewall) keeps the client on the internet', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  await l.setNetvm('work', 'sys-net');
+  assert.equal(l.qube('work').vif?.provider, 'sys-net');
+  assert.match(await httpGet(l, 'work', 'http://203.0.113.80/'), /^200 /);
+  assert.ok(await ping(l, 'work', '192.0.2.1'));
+  await l.setNetvm('work', 'sys-firewall');
+  assert.equal(l.qube('work').vif?.provider, 'sys-firewall');
+  assert.match(await httpGet(l, 'work', 'http://203.0.113.80/'), /^200 /);
+  for (const qube of QUBES) assert.deepEqual(await l.qube(qube).container.failedUnits(), [], `${qube}: systemctl --failed`);
+});
+
 test('a firewall rule change is enforced, and undone', async (t) => {
   const l = ready(t);
   if (!l) return;

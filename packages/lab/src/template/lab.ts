@@ -17,12 +17,12 @@ import { isIP } from 'node:net';
 import { GATEWAY_MAC, forLog, type RunResult } from '@qubes-net/common';
 import { INTERNET, NetnsSession, XENSTORE_DIR, configureUplink, type Qube } from '@qubes-net/netns';
 import { openQubesDB, type QubesDB } from '@qubes-net/qubesdb';
-import { firewallOps, ownEntries, ownEntriesOps, providerPreAttachOps, realAddresses, vifBackendEntries } from '../dom0/entries.js';
+import { firewallOps, forgetAddressOps, ownEntries, ownEntriesOps, providerPreAttachOps, realAddresses, vifBackendEntries } from '../dom0/entries.js';
 import { parseFirewallRule } from '../dom0/firewall-rules.js';
 import { startOrder, type LabModel, type QubeSpec } from '../topology/model.js';
 import { resolveAgentCommands } from '../runtime/agent-commands.js';
 import { LabInternet } from '../runtime/internet.js';
-import { applyOps, parseFeedback, waitUntil, type Feedback } from '../runtime/qdb-ops.js';
+import { applyOps, parseFeedback, readOwnManaged, waitUntil, type Feedback } from '../runtime/qdb-ops.js';
 import { startInQube, type QubeProcess } from '../runtime/processes.js';
 import { Container } from './container.js';
 import { ensureTemplateImage, type TemplateImage } from './image.js';
@@ -236,6 +236,37 @@ export class TemplateLab {
     }
   }
 
+  /**
+   * `qvm-prefs CLIENT netvm NETVM` on a running client, as dom0 and Xen do it: hotplug offline
+   * in the old netvm, the vif goes (udev's remove in the client), the client's entries are
+   * rewritten, a new vif in the new netvm (hotplug online, udev's add), the firewall pushed.
+   * Only for qubes without clients of their own (their descendants would need re-plugging).
+   */
+  async setNetvm(client: string, netvm: string): Promise<void> {
+    const q = this.qube(client);
+    const target = this.qube(netvm);
+    if (!target.spec.providesNetwork) throw new Error(`${netvm} does not provide network`);
+    if ([...this.qubes.values()].some((c) => c.spec.netvm === client)) throw new Error(`${client} has running clients: not supported by the template lab yet`);
+    const uplinkBefore = parseFeedback(await q.db.read('/qubes-uplink-status').catch(() => undefined))?.generation;
+    if (q.vif) {
+      const old = this.qube(q.vif.provider);
+      const xsPath = `/local/domain/${old.domid}/backend/vif/${q.domid}/0`;
+      await this.hotplug(old, q.vif.name, xsPath, 'offline');
+      await this.session.unlink(old.ns, q.vif.name);
+      await old.ns.xenstoreRm(xsPath);
+      for (const ip of q.vif.addresses) await applyOps(old.db, forgetAddressOps(ip));
+      await this.udevUplink(q, 'remove');
+      q.vif = undefined;
+    }
+    this.spec(client).netvm = netvm;
+    await applyOps(q.db, ownEntriesOps(this.model, client, await readOwnManaged(q.db)));
+    await this.attachVif(q);
+    await this.udevUplink(q, 'add');
+    await this.pushFirewall(client);
+    await this.waitNetwork(q, uplinkBefore);
+    await this.saveState();
+  }
+
   /** dom0's and Xen's side of plugging the client's vif into its netvm, hotplug script included. */
   private async attachVif(q: TemplateQube): Promise<void> {
     const rp = this.qube(q.spec.netvm!);
@@ -315,7 +346,7 @@ export class TemplateLab {
   }
 
   /** Vif online in the netvm, firewall applied, uplink configured in the client. */
-  private async waitNetwork(q: TemplateQube): Promise<void> {
+  private async waitNetwork(q: TemplateQube, uplinkBefore?: string): Promise<void> {
     const rp = this.qube(q.vif!.provider);
     const vif = q.vif!.name;
     let last: string | undefined;
@@ -327,7 +358,8 @@ export class TemplateLab {
     await this.waitFirewall(q);
     await waitUntil(`${q.name}'s uplink configured (/qubes-uplink-status)`, async () => {
       last = await q.db.read('/qubes-uplink-status').catch(() => undefined);
-      return parseFeedback(last)?.state === 'ok';
+      const f = parseFeedback(last);
+      return f?.state === 'ok' && (uplinkBefore === undefined || f.generation !== uplinkBefore);
     }, { timeoutMs: this.waitMs, lastSeen: () => last });
     q.figures.networkMs = Date.now() - q.container.startedAt;
   }
