@@ -65,3 +65,6 @@ sh('make', ['-s', '-C', 'native-bindings']);
 
 say('building TypeScript (tsc -b)');
 sh(join(root, 'node_modules', '.bin', 'tsc'), ['-b']);
+
+say('bundling the one-shot entry points (scripts/bundle.mjs)');
+sh(process.execPath, [join(root, 'scripts', 'bundle.mjs'), '--quiet']);

@@ -206,7 +206,7 @@ async function outer(samples: number, burst: number): Promise<void> {
     // Steady state: the daemon collects garbage once idle for a second after a burst.
     await new Promise((r) => setTimeout(r, 2500));
     const rssN = rssKb(d.pid!);
-    // The daemon's helpers (ip monitor, the nft and ip sessions) are separate processes.
+    // The daemon's helpers (ip monitor, the ip session) are separate processes; nft runs in process.
     const helpers = (await netvm.exec('ps', ['-o', 'rss=,args=', '--ppid', String(d.pid!)])).stdout.trim().split('\n').filter(Boolean)
       .map((l) => { const m = /^\s*(\d+)\s+(.*)$/.exec(l)!; return { args: m[2]!, rssMB: r2(Number(m[1]) / 1024) }; });
     const st = JSON.parse((await netvm.exec(process.execPath, [DRIVER_CLI, 'status', '--json'])).stdout) as { memory: Record<string, number>; vifs: unknown[]; kernel: { inSync: boolean } };

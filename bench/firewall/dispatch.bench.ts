@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { NetnsSession, type Qube } from '@qubes-net/netns';
 import { NftTransaction, createNftWriter } from '@qubes-net/common/kernel';
 import {
-  firewallSkeleton, compileQube, parseQubeEntries, qubeUpdateScript, addQubeUpdate, addFirewallSkeleton, ruleText, qubeChainName,
+  firewallSkeleton, addForwardRules, compileQube, parseQubeEntries, qubeUpdateScript, addQubeUpdate, addFirewallSkeleton, ruleText, qubeChainName,
   type CompiledQube, type Target,
 } from '@qubes-net/firewall';
 
@@ -57,9 +57,9 @@ function qube(addr: string): CompiledQube {
 
 const otherAddr = (i: number) => `10.137.${100 + Math.floor(i / 250)}.${1 + (i % 250)}`;
 
-/** Our layout: the skeleton plus each qube's chain and dispatch element. */
+/** Our layout: the skeleton and forward's rules, plus each qube's chain and dispatch element. */
 function oursScript(others: number): string {
-  let s = 'add table ip qubes-firewall\ndelete table ip qubes-firewall\n' + firewallSkeleton();
+  let s = 'add table ip qubes-firewall\ndelete table ip qubes-firewall\n' + firewallSkeleton() + addForwardRules(new NftTransaction(), 4).render();
   for (let i = 0; i < others; i++) s += qubeUpdateScript(qube(otherAddr(i)));
   return s + qubeUpdateScript(qube(CLIENT));
 }
@@ -75,6 +75,9 @@ function upstreamScript(others: number): string {
     `add chain ${t} qubes-forward`,
     `add rule ${t} forward jump qubes-forward`,
     `add set ${t} dns-addr { type ipv4_addr; }`,
+    // Upstream has these two as well (with anti-spoofing rules the driver does elsewhere here).
+    `add chain ${t} prerouting { type filter hook prerouting priority raw + 10; policy accept; }`,
+    `add chain ${t} postrouting { type filter hook postrouting priority raw + 10; policy accept; }`,
   ];
   const addrs = [...Array.from({ length: others }, (_, i) => otherAddr(i)), CLIENT];
   for (const a of addrs) {

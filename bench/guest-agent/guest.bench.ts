@@ -36,6 +36,8 @@ const repoRoot = join(here, '..', '..', '..');
 const CLI = join(repoRoot, 'packages', 'guest-agent', 'dist', 'cli.js');
 const UPLINK = join(repoRoot, 'native-bindings', 'build', 'qubes-net-uplink');
 const SRC = join(repoRoot, 'bench', 'guest-agent');
+// The qube's eth0 is a veth (no device: driver "none"); on Xen only driver vif is an uplink.
+process.env.QUBES_NET_UPLINK_DRIVERS = 'vif,none';
 // The test helper is compiled to test/dist; its relative path differs between this source and
 // bench/dist, so it is imported by its runtime location (types from the source).
 const { startQubesDB } = (await import(join(repoRoot, 'test', 'dist', 'helpers', 'qubesdb.js'))) as { startQubesDB: typeof StartQubesDB };

@@ -234,6 +234,29 @@ test('user hooks in /rw/config/network-hooks.d run with command, vif, type and e
   }
 });
 
+test('a hook that hangs holds up only its own vif\'s reply, never the other vifs', async (t) => {
+  if (!needRoot(t)) return;
+  const dir = lab.netvm.hostPath('/rw/config/network-hooks.d');
+  await mkdir(dir, { recursive: true });
+  // Hangs for vif46.0's online only, until the file /run/qn-drv/release appears.
+  await writeFile(`${dir}/10-hang`, '#!/bin/sh\n[ "$1 $2" = "online vif46.0" ] || exit 0\nwhile [ ! -e /run/qn-drv/release ]; do sleep 0.05; done\n', { mode: 0o755 });
+  try {
+    const slow = await lab.addClient('slowhook', 46);
+    const fast = await lab.addClient('fasthook', 47);
+    let slowDone = false;
+    const slowP = lab.online(slow).then(() => (slowDone = true));
+    await lab.online(fast);
+    assert.equal(slowDone, false, 'the other vif came online while the hook still hangs');
+    assert.ok(await ping(fast.qube, INTERNET.web4));
+    await writeFile(lab.netvm.hostPath('/run/qn-drv/release'), '');
+    await slowP;
+    assert.ok(await ping(slow.qube, INTERNET.web4));
+  } finally {
+    await writeFile(lab.netvm.hostPath('/run/qn-drv/release'), '').catch(() => undefined);
+    await unlink(`${dir}/10-hang`).catch(() => undefined);
+  }
+});
+
 test('a restarted QubesDB daemon gets the vif entries and the DNS upstream back', async (t) => {
   if (!needRoot(t)) return;
   await lab.qdb.restart();

@@ -38,6 +38,8 @@ interface Rig {
   refuse: { next: number; when?: (text: string) => boolean };
   /** ip lines containing this text fail. */
   ipFails?: string;
+  /** `allowed` elements the kernel shows at start (configured by someone before us). */
+  preAllowed?: string[];
   transactions: number;
   observed: number;
   ip: string[];
@@ -53,8 +55,7 @@ function rig(): Rig {
   writeFileSync(join(dir, 'resolv.conf'), 'nameserver 198.51.100.53\n');
   const r: Rig = { fk, qdb, links: new Set(), xen: [], refuse: { next: 0 }, transactions: 0, observed: 0, ip: [], sysctl: new Map(), idle: 0, loop: undefined as unknown as DriverLoop };
   const writer: KernelWriter = {
-    async nft(tx: NftTransaction, raw = []) {
-      if (raw.length) throw new Error('raw nft text in a unit test');
+    async nft(tx: NftTransaction) {
       if (tx.isEmpty) return;
       r.transactions++;
       if (r.refuse.next > 0 || r.refuse.when?.(tx.render())) {
@@ -75,6 +76,7 @@ function rig(): Rig {
       const kernel: ObservedKernel = { vifLinks: new Map([...r.links].map((l) => [l, { group: '2', up: true }])), allowed: { ip: new Set(), ip6: new Set() }, downstream: { ip: new Set(), ip6: new Set() }, routes: new Map(), addrs: new Map(), neigh: new Map(), sysctl: (p) => r.sysctl.get(p) };
       const tables: ObservedTables = { chains: { ip: undefined, ip6: undefined }, dnatDns: undefined, antispoofDrops: { ip: 0, ip6: 0 }, firewallSkeleton: false };
       parseTable(await fk.list(['table', 'ip', 'qubes']), 'ip', kernel, tables);
+      for (const e of r.preAllowed ?? []) kernel.allowed.ip.add(e);
       return { kernel, tables, ownAddresses: new Set(['192.0.2.10']) };
     },
     async ownAddresses() { return new Set(['192.0.2.10']); },
@@ -221,5 +223,35 @@ test('a vif whose ip lines the kernel refuses is rolled back and reported failed
   assert.match(b.message, /route replace 10\.137\.0\.15 .*injected/);
   assert.deepEqual(allowed(r), ['"vif14.0" . 10.137.0.14'], 'the refused vif has no anti-spoofing element: blocked');
   assert.ok(r.ip.includes('link set dev vif15.0 down group default'), 'its ip configuration taken back');
+  await r.loop.stop();
+});
+
+test('start while a one-shot online is in flight: a vif Xen has not marked connected, but the kernel holds Xen\'s address for, is kept', async () => {
+  const r = rig();
+  r.links.add('vif16.0').add('vif17.0');
+  r.xen = [xenVif(16, '10.137.0.16', ''), xenVif(17, '10.137.0.17', '')];
+  r.preAllowed = ['vif16.0 10.137.0.16', 'vif17.0 10.137.0.99'];
+  await r.loop.start();
+  r.preAllowed = [];
+  const st = await r.loop.status();
+  assert.equal(st.vifs.find((v) => v.vif === 'vif16.0')?.state, 'online', 'kept');
+  assert.equal(st.vifs.find((v) => v.vif === 'vif17.0'), undefined, 'the kernel holding another address than Xen\'s gives nothing');
+  assert.ok(st.kernel.differences.includes('ip allowed: element vif16.0 10.137.0.16 missing'), 'and its element is wanted');
+  await r.loop.stop();
+});
+
+test('full turns that keep failing back off, while vif events still go through', async () => {
+  const r = rig();
+  await r.loop.start();
+  r.links.add('vif18.0');
+  // Every transaction that flushes the base chains (a full turn's) is refused from now on.
+  r.refuse.when = (text) => text.includes('flush chain ip qubes dnat-dns');
+  const before = r.transactions;
+  await r.loop.handle({ op: 'reconcile' });
+  await new Promise((res) => setTimeout(res, 400));
+  assert.equal(r.transactions - before, 2, 'the request\'s full turn, one retry at once, then a back-off (1 s)');
+  const on = await r.loop.handle({ op: 'online', vif: 'vif18.0', ips: '10.137.0.18', mac: '00:16:3e:5e:6c:00' });
+  assert.equal(on.ok, true, 'a vif still comes online during the back-off');
+  assert.deepEqual(allowed(r), ['"vif18.0" . 10.137.0.18']);
   await r.loop.stop();
 });

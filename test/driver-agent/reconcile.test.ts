@@ -129,3 +129,10 @@ test('provider settings: a malformed gateway is an error naming the key and valu
   const missing = parseProviderConfig(new Map());
   assert.match(missing.errors[0]!.reason, /missing/);
 });
+
+test('an address no vif holds any more loses its downstream element and its flows are to be purged', () => {
+  const c = reconcile(desired(), observed({ downstream: { ip: new Set(['10.137.0.7', '10.137.0.9']), ip6: new Set() } }));
+  assert.ok(c.differences.includes('ip downstream: extra element 10.137.0.9'));
+  assert.deepEqual(c.purge, ['10.137.0.9']);
+  assert.deepEqual(reconcile(desired(), observed()).purge, []);
+});

@@ -2,8 +2,9 @@
 // transaction of one qube (touching only that qube).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { NftTransaction } from '@qubes-net/common/kernel';
 import {
-  parseQubeEntries, compileQube, qubeUpdateScript, qubeRemovalScript, dnsSetScript, outcomeSummary, firewallSkeleton, staleObjectsScript,
+  parseQubeEntries, compileQube, qubeUpdateScript, qubeRemovalScript, dnsSetScript, outcomeSummary, firewallSkeleton, staleObjectsScript, addForwardRules, forwardRulesPresent,
   type Target, type HostResolution,
 } from '@qubes-net/firewall';
 
@@ -124,9 +125,24 @@ test('removal, dns-addr and the skeleton scripts', () => {
   assert.equal(dnsSetScript(6, []), 'flush set ip6 qubes-firewall dns-addr\n');
   const skel = firewallSkeleton();
   assert.match(skel, /add chain ip qubes-firewall forward \{ type filter hook forward priority filter \+ 10; policy drop; \}/);
-  assert.match(skel, /add rule ip6 qubes-firewall forward ip6 saddr vmap @dispatch/);
-  // The only flush is of the skeleton's own base chain; nothing is deleted.
-  assert.deepEqual(skel.split('\n').filter((l) => /flush|delete/.test(l)), ['flush chain ip qubes-firewall forward', 'flush chain ip6 qubes-firewall forward']);
+  // Upstream's chain names, all present; the skeleton holds objects only: no rule, no flush,
+  // no delete, so loading it again can touch nothing a user added.
+  for (const fam of ['ip', 'ip6']) {
+    assert.match(skel, new RegExp(`add chain ${fam} qubes-firewall qubes-forward\n`));
+    assert.match(skel, new RegExp(`add chain ${fam} qubes-firewall prerouting \\{ type filter hook prerouting priority raw \\+ 10; policy accept; \\}`));
+    assert.match(skel, new RegExp(`add chain ${fam} qubes-firewall postrouting \\{ type filter hook postrouting priority raw \\+ 10; policy accept; \\}`));
+  }
+  assert.deepEqual(skel.split('\n').filter((l) => /flush|delete|rule/.test(l)), []);
+  // forward's own rules, inserted at its top once: in upstream's order after the inserts.
+  assert.deepEqual(addForwardRules(new NftTransaction(), 6).render().trim().split('\n'), [
+    'insert rule ip6 qubes-firewall forward ip6 saddr vmap @dispatch comment "qubes-net"',
+    'insert rule ip6 qubes-firewall forward jump qubes-forward comment "qubes-net"',
+    'insert rule ip6 qubes-firewall forward iifname != "vif*" accept comment "qubes-net"',
+    'insert rule ip6 qubes-firewall forward ct state established,related accept comment "qubes-net"',
+  ]);
+  assert.equal(forwardRulesPresent(undefined), false);
+  assert.equal(forwardRulesPresent({ nftables: [{ rule: { chain: 'forward', comment: 'user' } }] }), false);
+  assert.equal(forwardRulesPresent({ nftables: [{ rule: { chain: 'forward', comment: 'qubes-net' } }] }), true);
 });
 
 test('stale objects: elements and qbs- chains of qubes no longer wanted; user chains kept', () => {

@@ -181,7 +181,9 @@ test('our table deleted behind our back is restored with every qube', async () =
   assert.deepEqual(await s.kernel.apply(new NftTransaction().deleteTable(firewallTable(4))), { ok: true });
   await dom0Write(s, '10.137.0.7', { policy: 'drop', '0000': 'action=accept proto=icmp' });
   await s.engine.idle();
-  assert.deepEqual(s.kernel.chain(4, 'forward')?.length, 3);
+  // forward's rules are back too, once, in upstream's order.
+  assert.deepEqual(s.kernel.chain(4, 'forward'), ['ct state established,related accept', 'iifname != "vif*" accept', 'jump qubes-forward', 'ip saddr vmap @dispatch'].map((r) => `${r} comment "qubes-net"`));
+  assert.deepEqual(s.kernel.chain(6, 'forward')?.length, 4);
   assert.equal(s.kernel.dispatch(4).get('10.137.0.8'), 'qbs-10-137-0-8');
   assert.equal(s.kernel.chain(4, 'qbs-10-137-0-7')!.length, 2);
   assert.deepEqual(s.kernel.dnsAddr(4), ['10.139.1.1']);
@@ -201,8 +203,10 @@ test('names: one lookup per name for many qubes, partial/blocked outcomes, /dns 
   assert.equal(s.lookups.filter((l) => l === '4 web.test').length, 1);
   assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.7'))!, /^1 partial rule 0001 left out: dsthost gone.test did not resolve \(no such name\)$/);
   assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.9'))!, /^1 blocked rule 0000: dsthost gone.test did not resolve/);
-  assert.equal(await s.db.read('/dns/10.137.0.7/web.test'), '203.0.113.80');
+  // Upstream's format: the Python set text of the resolved networks.
+  assert.equal(await s.db.read('/dns/10.137.0.7/web.test'), "{'203.0.113.80/32'}");
   assert.deepEqual(await s.db.list('/dns/10.137.0.7/'), ['/dns/10.137.0.7/web.test']);
+  assert.deepEqual(await s.db.list('/dns/10.137.0.9/'), [], 'a blocked qube has no /dns entries');
   assert.ok(s.logs.some((l) => l.msg === 'dns feedback skipped: path too long' && l.ip === '10.137.0.7'));
   assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7')!.slice(0, 2), ['ip daddr 203.0.113.80 accept comment "0000"', 'ip daddr 203.0.113.81 accept comment "0002"']);
   await s.engine.stop();
@@ -219,7 +223,7 @@ test('names are re-resolved when their TTL runs out; an unchanged answer costs n
   assert.equal(applied(), 1, 'same answer: nothing applied');
   s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.99'], ttlSeconds: 3600 });
   await waitFor('the new address applied', () => s.kernel.chain(4, 'qbs-10-137-0-7')?.[0] === 'ip daddr 203.0.113.99 accept comment "0000"');
-  await waitFor('feedback', async () => (await s.db.read('/dns/10.137.0.7/web.test')) === '203.0.113.99');
+  await waitFor('feedback', async () => (await s.db.read('/dns/10.137.0.7/web.test')) === "{'203.0.113.99/32'}");
   assert.equal(await s.db.read('/qubes-firewall-applied/10.137.0.7'), '2 ok 2 rules');
   await s.engine.stop();
 });
@@ -270,9 +274,10 @@ test('status lists each qube with its outcome and which connected qubes have no 
 test('a failure in the middle of a round (nft listing fails) leads to a full resync, not to lost updates', async () => {
   const s = await setup(qube('10.137.0.7', { policy: 'accept' }));
   const real = s.kernel.list.bind(s.kernel);
-  let failures = 1;
+  // The first two listings are the start's check of forward's rules (one per family).
+  let calls = 0;
   s.kernel.list = async (what) => {
-    if (failures-- > 0) throw new Error('nft: netlink: Device or resource busy');
+    if (++calls === 3) throw new Error('nft: netlink: Device or resource busy');
     return real(what);
   };
   await s.engine.start();
@@ -366,4 +371,34 @@ test('13.1: a failed removal keeps the qube known, so a resync retries it', asyn
   await waitFor('removed by the resync', () => s.kernel.chain(4, 'qbs-10-137-0-8') === undefined);
   assert.equal(s.kernel.dispatch(4).has('10.137.0.8'), false);
   await s.engine.stop();
+});
+
+// ---- issue 16.2: upstream's chains, and what users add to them, survive every rebuild ----
+
+test("16.2: forward's rules are added once, at its top; user rules in forward, qubes-forward, prerouting and postrouting survive start, rebuilds, reload and a new engine", async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'accept' }));
+  const t4 = firewallTable(4);
+  // A user rule appended before our first start (the network agent runs hooks first).
+  assert.deepEqual(await s.kernel.apply(new NftTransaction().addRule(t4, 'forward', 'ip daddr 192.0.2.1 drop', { comment: 'user-early' })), { ok: true });
+  await s.engine.start();
+  const ours = ['ct state established,related accept', 'iifname != "vif*" accept', 'jump qubes-forward', 'ip saddr vmap @dispatch'].map((r) => `${r} comment "qubes-net"`);
+  assert.deepEqual(s.kernel.chain(4, 'forward'), [...ours, 'ip daddr 192.0.2.1 drop comment "user-early"']);
+  const user = new NftTransaction()
+    .addRule(t4, 'forward', 'ip daddr 192.0.2.2 drop', { comment: 'user' })
+    .addRule(t4, 'qubes-forward', 'ip daddr 192.0.2.3 drop', { comment: 'user' })
+    .addRule(t4, 'prerouting', 'ip saddr 192.0.2.4 drop', { comment: 'user' })
+    .addRule(t4, 'postrouting', 'ip daddr 192.0.2.5 drop', { comment: 'user' });
+  assert.deepEqual(await s.kernel.apply(user), { ok: true });
+  const snapshot = () => ['forward', 'qubes-forward', 'prerouting', 'postrouting'].map((c) => s.kernel.chain(4, c));
+  const before = snapshot();
+  await dom0Write(s, '10.137.0.7', { policy: 'drop', '0000': 'action=accept proto=icmp' });
+  await s.engine.reload();
+  // What the driver does on every base load.
+  assert.deepEqual(await s.kernel.apply(addFirewallSkeleton(new NftTransaction())), { ok: true });
+  await s.engine.stop();
+  const again = new FirewallEngine({ db: s.db, log: pino({ level: 'silent' }), kernel: s.kernel, resolve: async () => ({ ok: false, error: 'none' }), readDnsServers: async () => s.dns.servers });
+  await again.start();
+  await again.stop();
+  assert.deepEqual(snapshot(), before);
+  assert.equal(s.kernel.chain(4, 'qbs-10-137-0-7')!.length, 2);
 });

@@ -74,7 +74,7 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     assert.equal(await lab.http(c1, OTHER), false);
     assert.equal(await lab.tcp(c1, WEB, 1234), false);
     assert.equal(await lab.ping(c1, WEB), false);
-    assert.equal(await lab.db.read(`/dns/${C1}/www.example.test`), WEB);
+    assert.equal(await lab.db.read(`/dns/${C1}/www.example.test`), `{'${WEB}/32'}`);
     // A name too long for a QubesDB path still works; only its /dns key is skipped, with a log line.
     const long = `${'a'.repeat(63)}.${'b'.repeat(63)}.example.test`;
     assert.match(await lab.setRules(C1, { policy: 'drop', '0000': `action=accept dsthost=${long} proto=tcp dstports=1234-1234` }), /^\d+ ok 2 rules$/);
@@ -156,7 +156,7 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     assert.equal(await lab.http(c1, WEB), true);
     assert.equal(await lab.http(c1, OTHER), false);
     await lab.internet.setHosts([{ name: 'moving.example.test', addresses: [OTHER] }]);
-    await waitFor('the new address applied', async () => (await lab.db.read(`/dns/${C1}/moving.example.test`)) === OTHER);
+    await waitFor('the new address applied', async () => (await lab.db.read(`/dns/${C1}/moving.example.test`)) === `{'${OTHER}/32'}`);
     assert.equal(await lab.http(c1, OTHER), true);
     assert.equal(await lab.http(c1, WEB), false);
   });
@@ -244,6 +244,61 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     assert.deepEqual((await log()).trim().split('\n'), ['etc']);
   });
 
+  it("16.2: a user script adds to forward, qubes-forward, prerouting and postrouting; the rules act and survive a rebuild, a reload, a restart and the driver's restart", async (t) => {
+    if (!needRoot(t)) return;
+    await lab.stopFirewall();
+    const script = [
+      '#!/bin/sh',
+      'set -e',
+      `nft add rule ip qubes-firewall qubes-forward ip saddr ${C2} ip daddr ${OTHER} counter reject comment '"user-qf"'`,
+      `nft add rule ip qubes-firewall forward ip daddr 192.0.2.99 counter drop comment '"user-fwd"'`,
+      `nft add rule ip qubes-firewall prerouting ip saddr 192.0.2.98 counter drop comment '"user-pre"'`,
+      `nft add rule ip qubes-firewall postrouting ip daddr 192.0.2.97 counter drop comment '"user-post"'`,
+      'echo done > /run/user-script-ran',
+    ].join('\n') + '\n';
+    await lab.writeNetvmFile('/rw/config/qubes-firewall-user-script', script, 0o755);
+    t.after(() => lab.writeNetvmFile('/rw/config/qubes-firewall-user-script', '#!/bin/sh\n', 0o755));
+    await lab.startFirewall([]);
+    assert.equal((await readFile(lab.netvm.hostPath('/run/user-script-ran'), 'utf8')).trim(), 'done', 'the script naming qubes-forward ran without error');
+    const userRules = async () => {
+      const out: string[] = [];
+      for (const chain of ['forward', 'qubes-forward', 'prerouting', 'postrouting']) {
+        const json = JSON.parse(await lab.nft(['-j', 'list', 'chain', 'ip', 'qubes-firewall', chain]));
+        for (const x of json.nftables) if (x.rule?.comment?.startsWith('user-')) out.push(`${chain} ${x.rule.comment}`);
+      }
+      return out.sort();
+    };
+    const expected = ['forward user-fwd', 'postrouting user-post', 'prerouting user-pre', 'qubes-forward user-qf'];
+    assert.deepEqual(await userRules(), expected);
+    // Upstream's order: our rules first, the user's appended one after them.
+    const fwd = await lab.nft(['list', 'chain', 'ip', 'qubes-firewall', 'forward']);
+    assert.ok(fwd.indexOf('jump qubes-forward') < fwd.indexOf('192.0.2.99'), fwd);
+    // The qubes-forward rule acts before the per-qube chain: c2 (accept all) cannot reach OTHER.
+    await lab.setRules(C2, ACCEPT_ALL);
+    assert.equal(await lab.http(c2, WEB), true);
+    assert.equal(await lab.http(c2, OTHER), false);
+    // A rebuild of a qube, a reload, a restart (without hooks, so nothing re-adds them), the
+    // driver's restart (it loads the skeleton again): the user's rules stay, once each.
+    await lab.setRules(C2, { policy: 'accept', '0000': 'action=accept proto=tcp' });
+    lab.firewall!.child.kill('SIGHUP');
+    await waitFor('reload done', () => lab.firewall!.logs.some((l) => l.msg === 'reload done'));
+    assert.deepEqual(await userRules(), expected);
+    await lab.stopFirewall();
+    await lab.startFirewall(['--no-hooks']);
+    assert.deepEqual(await userRules(), expected);
+    lab.driver!.child.kill('SIGTERM');
+    await lab.driver!.exited;
+    await lab.startDriver();
+    assert.deepEqual(await userRules(), expected);
+    assert.equal((await lab.nft(['list', 'chain', 'ip', 'qubes-firewall', 'forward'])).match(/jump qubes-forward/g)?.length, 1, 'our rules exist once');
+    await lab.setRules(C2, ACCEPT_ALL);
+    assert.equal(await lab.http(c2, WEB), true);
+    assert.equal(await lab.http(c2, OTHER), false, 'the user rule still acts');
+    // Leave the network as the next tests expect it.
+    await lab.nft(['flush', 'chain', 'ip', 'qubes-firewall', 'qubes-forward']);
+    assert.equal(await lab.http(c2, OTHER), true);
+  });
+
   it('systemd notify: READY=1 after the initial load; RELOADING=1 with MONOTONIC_USEC, then READY=1, on SIGHUP', async (t) => {
     if (!needRoot(t)) return;
     const dir = await mkdtemp(join(tmpdir(), 'qn-fw-notify-'));
@@ -276,6 +331,8 @@ describe('per-qube firewall in namespaces', { concurrency: false }, () => {
     assert.equal(report.daemon.running, true);
     assert.equal(report.daemon.ready, true);
     assert.equal(report.kernel.ipv4.forwardPolicy, 'drop');
+    assert.equal(report.kernel.ipv4.forwardRules, true);
+    assert.equal(report.kernel.ipv6.forwardRules, true);
     const q = report.qubes.find((x: any) => x.ip === C1);
     assert.equal(q.outcome, 'ok');
     assert.equal(q.inKernel, true);

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { run } from '@qubes-net/common';
 import { NftTransaction } from '@qubes-net/common/kernel';
 import {
-  addFirewallSkeleton, compileQube, parseQubeEntries, addQubeUpdate, addQubeRemoval, addDnsSet, firewallNftWriter, firewallTable, readFamilyState, qubeChainName,
+  addFirewallSkeleton, compileQube, parseQubeEntries, addQubeUpdate, addQubeRemoval, addDnsSet, firewallNftWriter, firewallTable, readFamilyState, qubeChainName, ensureFirewallTables,
   type Target,
 } from '@qubes-net/firewall';
 import { needRoot } from '../helpers/root.js';
@@ -49,9 +49,11 @@ test('the skeleton is idempotent and leaves qube chains, elements, sets and user
   assert.equal(await ruleset(ns), full);
   const st = await readFamilyState(4, { netns: ns });
   assert.equal(st.forwardPolicy, 'drop');
+  assert.equal(st.forwardRules, false);
   assert.equal(st.dispatch.get('10.137.0.7'), 'qbs-10-137-0-7');
   assert.equal(st.chains.get('qbs-10-137-0-7')?.rules, 2);
-  assert.equal(st.chains.get('forward')?.rules, 3);
+  assert.equal(st.chains.get('forward')?.rules, 0, 'the skeleton holds no rule; the firewall adds forward\'s once');
+  for (const c of ['qubes-forward', 'prerouting', 'postrouting']) assert.equal(st.chains.get(c)?.rules, 0, c);
   assert.deepEqual(st.dnsAddr, ['10.139.1.1']);
   assert.equal((await readFamilyState(6, { netns: ns })).dispatch.get('fd09:24ef:4179::a89:7'), 'qbs-fd09-24ef-4179--a89-7');
   // Re-applying a qube replaces its rules (no duplicates); removing works whether or not it exists.
@@ -120,4 +122,32 @@ test('random well-formed rule sets: nft accepts every compiled chain, holding ex
   }
   assert.equal(st4.dispatch.size + st6.dispatch.size, sets.length);
   assert.equal(st4.dispatch.get('10.137.0.2'), qubeChainName('10.137.0.2'));
+});
+
+test("16.2: forward's rules are added once, at the top, in a real kernel; user rules in every chain survive the skeleton, a rebuild and a second ensure", async (t) => {
+  if (!needRoot(t)) return;
+  const ns = await namespace(t);
+  const writer = firewallNftWriter({ netns: ns });
+  assert.deepEqual(await apply(skeleton(), ns), { ok: true });
+  const nftIn = (args: string[]) => run('ip', ['netns', 'exec', ns, 'nft', ...args]);
+  // A user script, as upstream's docs write them: plain nft commands naming upstream's chains.
+  await nftIn(['add', 'rule', 'ip', 'qubes-firewall', 'forward', 'ip', 'daddr', '192.0.2.1', 'counter', 'drop']);
+  let res = await ensureFirewallTables(writer);
+  assert.equal(res.ok, true);
+  assert.deepEqual(res.built, [4, 6]);
+  for (const [chain, rule] of [['forward', 'ip daddr 192.0.2.2 counter drop'], ['qubes-forward', 'ip daddr 192.0.2.3 counter drop'], ['prerouting', 'ip saddr 192.0.2.4 counter drop'], ['postrouting', 'ip daddr 192.0.2.5 counter drop']] as const) {
+    await nftIn(['add', 'rule', 'ip', 'qubes-firewall', chain, ...rule.split(' ')]);
+  }
+  const fwd = (await nftIn(['list', 'chain', 'ip', 'qubes-firewall', 'forward'])).stdout;
+  const order = ['ct state established,related accept', 'iifname != "vif*" accept', 'jump qubes-forward', 'ip saddr vmap @dispatch', '192.0.2.1', '192.0.2.2'].map((x) => fwd.indexOf(x));
+  assert.ok(order.every((i, k) => i >= 0 && (k === 0 || i > order[k - 1]!)), fwd);
+  const before = await ruleset(ns);
+  assert.deepEqual(await apply(skeleton(), ns), { ok: true });
+  const q = compiled({ addr: '10.137.0.7', family: 4 }, { policy: 'drop' });
+  assert.deepEqual(await apply(addQubeUpdate(new NftTransaction(), q), ns), { ok: true });
+  assert.deepEqual(await apply(addQubeRemoval(new NftTransaction(), '10.137.0.7', 4), ns), { ok: true });
+  res = await ensureFirewallTables(writer);
+  assert.deepEqual(res.built, []);
+  assert.equal((await readFamilyState(6, { netns: ns })).forwardRules, true);
+  assert.equal(await ruleset(ns), before);
 });

@@ -12,12 +12,8 @@ import type { Logger } from '@qubes-net/common';
 import type { QubesDB } from '@qubes-net/qubesdb';
 import type { RawVifEvent } from './model/vif-event.js';
 import type { EventResult } from './model/planner.js';
-import { addBase, addConnected } from './model/ruleset.js';
-import { addDnsChain } from './model/dns.js';
-import { addFakeIpBase } from './model/fake-ip.js';
 import { reconcile } from './model/reconcile.js';
 import { baseDifferences } from './model/base-check.js';
-import { xenstoreDirFromEnv, type XenVif } from './kernel/xen-vifs.js';
 import { realHost, type HostAccess } from './kernel/host.js';
 import { toolWriter, sessionWriter, type KernelWriter } from './kernel/writer.js';
 import type { IpFailure } from './kernel/ip-writer.js';
@@ -28,6 +24,7 @@ import { DnsManager, type DnsState } from './managers/dns.js';
 import { UplinkManager } from './managers/uplink.js';
 import { VifManager } from './managers/vifs.js';
 import { FeedbackManager } from './managers/feedback.js';
+import { planFullSync } from './managers/full-sync.js';
 
 export type { DnsState } from './managers/dns.js';
 
@@ -133,6 +130,7 @@ export class DriverLoop {
     this.dns.onChanged = (s) => this.feedback.dnsUpstream(s.mapping.upstream);
     this.uplink = new UplinkManager({ log: opts.log, onChange: () => this.kick(), onVifGone: (vif) => this.vifGone(vif) });
     this.vifs = new VifManager({ qdb: opts.qdb, log: opts.log, hooksDir: opts.hooksDir, feedback: this.feedback, facts: (v) => this.host.facts(v) });
+    this.vifs.onHooksDone = () => this.kick();
   }
 
   // ---------------------------------------------------------------- public surface
@@ -223,7 +221,7 @@ export class DriverLoop {
 
   /** Whether anything is queued, scheduled or running. */
   hasWork(): boolean {
-    return this.scheduled || this.flushesInFlight > 0 || this.turnWork();
+    return this.scheduled || this.flushesInFlight > 0 || this.vifs.busy || this.turnWork();
   }
 
   /** Work for a turn (feedback being written is work, but not a turn's). */
@@ -333,7 +331,7 @@ export class DriverLoop {
   private kick(): void {
     if (this.scheduled || !this.ready || this.stopped) return;
     if (!this.turnWork()) {
-      if (this.flushesInFlight > 0) return; // the last flush kicks again
+      if (this.flushesInFlight > 0 || this.vifs.busy) return; // the last flush or hook kicks again
       this.idleGc.touch();
       this.opts.onIdle?.();
       return;
@@ -371,51 +369,12 @@ export class DriverLoop {
     const starting = !this.started;
     const reason = this.fullReason;
     this.needFullSync = false;
-    const config = await this.provider.read(true);
-    const skeleton = await this.provider.skeleton(config);
-    const obs = await this.host.observe({ ipv6: this.ipv6Kernel });
-    const dnsState: DnsState = await this.dns.compute(config, obs.ownAddresses, reason);
-    let rebuilt;
-    if (starting) {
-      let xen: XenVif[] = [];
-      try {
-        xen = await this.host.readXenVifs(xenstoreDirFromEnv(this.opts.xenstoreDir));
-      } catch (err) {
-        // Only an error when there are vifs to keep; with none in the kernel nothing is lost.
-        if (obs.kernel.vifLinks.size) this.log.error({ err: String(err), vifs: obs.kernel.vifLinks.size }, 'cannot read the vif backends from xenstore: every vif stays blocked until its next hotplug event');
-        else this.log.info({ err: String(err) }, 'no vif backends readable in xenstore, and no vif in the kernel');
-      }
-      rebuilt = await this.vifs.rebuild(config, xen, obs.kernel.vifLinks.keys());
-    }
-    const state = rebuilt ?? this.vifs.state;
-    const fix = reconcile(state, obs.kernel);
-    const base = starting ? [] : baseDifferences(obs.tables, this.ipv6Kernel, dnsState.mapping);
-    const withSkeleton = skeleton && (starting || !this.provider.firewallLoaded || base.length > 0) ? skeleton : undefined;
-    if (starting || base.length) {
-      addBase(turn.tx, { ipv6: this.ipv6Kernel, connected4: config.connected4, connected6: config.connected6, dns: dnsState.mapping });
-    } else {
-      addConnected(turn.tx, 'ip', config.connected4);
-      if (this.ipv6Kernel) addConnected(turn.tx, 'ip6', config.connected6);
-      addDnsChain(turn.tx, dnsState.mapping);
-    }
-    withSkeleton?.(turn.tx);
-    if (starting) addFakeIpBase(turn.tx, state.online().flatMap((r) => (r.applied?.fakeIp ? [{ vif: r.spec.vif, fakeIp: r.applied.fakeIp }] : [])));
-    turn.tx.append(fix.tx);
-    for (const s of fix.sysctls) turn.sysctls.push({ ...s, tolerant: true });
-    turn.ip.push(...fix.ip);
-    await this.provider.plan(turn, { config, skeleton: withSkeleton });
-    await this.dns.plan(turn, config, { full: dnsState, inputsChanged: false, reason });
-    this.vifs.planFull(turn, rebuilt);
-    const differences = [...base, ...fix.differences];
+    const differences = await planFullSync(turn, { provider: this.provider, dns: this.dns, vifs: this.vifs, host: this.host, log: this.log, ipv6: this.ipv6Kernel, xenstoreDir: this.opts.xenstoreDir, starting, reason });
     turn.onCommit(() => {
       this.started = true;
       this.fullSyncFailures = 0;
       this.fullReason = 'failed write';
       this.lastDifferences = differences;
-    });
-    turn.after(() => {
-      this.log.info({ reason, vifs: state.online().length, corrections: differences.length }, starting ? 'base ruleset loaded' : 'full sync done');
-      for (const d of differences) this.log.info({ difference: d }, 'reconcile correction');
     });
   }
 
@@ -462,7 +421,7 @@ export class DriverLoop {
     // transaction is refused, the full turn that follows removes what the batch left.
     const ipRun = this.writer.ip(turn.ip).catch((err: unknown): IpFailure[] => turn.ip.map((l) => ({ ...l, message: String(err) })));
     try {
-      await this.writer.nft(turn.tx, turn.raw);
+      await this.writer.nft(turn.tx);
     } catch (err) {
       await ipRun;
       this.log.error({ full: turn.full, statements: turn.tx.size, err: String(err).slice(0, 500) }, 'transaction refused by nft: nothing of this turn is applied');
@@ -509,10 +468,13 @@ export class DriverLoop {
   private fullSyncFailed(why: string, full: boolean): void {
     this.needFullSync = true;
     this.fullReason = why;
-    if (!full) return;
-    const delay = this.fullSyncFailures === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.fullSyncFailures - 1));
-    this.fullSyncFailures++;
-    this.fullSyncNotBefore = Date.now() + delay;
-    if (delay > 0) this.later(delay, () => this.kick());
+    let delay = 0;
+    if (full) {
+      delay = this.fullSyncFailures === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.fullSyncFailures - 1));
+      this.fullSyncFailures++;
+      this.fullSyncNotBefore = Date.now() + delay;
+    }
+    // Also when the failed turn was not the loop's own (start, sync, reconcile requests).
+    this.later(delay, () => this.kick());
   }
 }

@@ -22,12 +22,14 @@ Commands:
                       applying it
   status [--json]     what the kernel holds and what the daemon last applied (exit 3 when
                       something is wrong: tables missing, daemon not running, drift)
-  skeleton            print the tables' base script (what the driver loads before forwarding)
+  skeleton            print the tables' base script (what the driver loads before forwarding;
+                      objects only: forward's own rules are added once, when the firewall starts)
 
 Options (run):
   --pidfile PATH          default ${DEFAULT_PIDFILE}
   --status-file PATH      default ${DEFAULT_STATUS_FILE}
-  --resolv-conf PATH      this VM's resolvers (dns-addr, dsthost lookups); default ${DEFAULT_RESOLV_CONF}
+  --resolv-conf PATH      this VM's resolvers (dns-addr, and the TTL of dsthost names, which
+                          themselves go through the system resolver); default ${DEFAULT_RESOLV_CONF}
   --qubesdb-dir DIR       directory of QubesDB's sockets (QUBESDB_RUN_DIR)
   --hooks-etc DIR, --hooks-rw DIR, --user-script PATH   user hook locations
   --custom-persist-file PATH   flag file that skips the /rw hooks

@@ -8,11 +8,11 @@ import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { existsSync, watch as fsWatch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { sdNotify, forLog, type Logger } from '@qubes-net/common';
-import { NftTransaction, runProcess } from '@qubes-net/common/kernel';
+import { runProcess } from '@qubes-net/common/kernel';
 import type { QubesDB, OpenOptions } from '@qubes-net/qubesdb';
 import { openOffLoopQubesDB } from './qubesdb-offloop.js';
 import { FirewallEngine, WATCH_PATHS, type EngineStatus } from './engine.js';
-import { addFirewallSkeleton } from './model/skeleton.js';
+import { ensureFirewallTables } from './kernel/tables.js';
 import { firewallNftWriter } from './kernel/nft.js';
 import { readResolvConf, resolveHost, type ResolveOptions, DEFAULT_RESOLVE } from './kernel/dns.js';
 import { realKernel } from './kernel/port.js';
@@ -141,13 +141,14 @@ export async function runDaemon(opts: DaemonOptions): Promise<number> {
     log.fatal('nft not found: the firewall needs nftables');
     return 1;
   }
-  // Fail closed before anything else: the forward policy drop exists from here on.
-  const skel = await firewallNftWriter(opts.nftBinary ? { noLibrary: true } : {}).apply(addFirewallSkeleton(new NftTransaction()));
+  // Fail closed before anything else: the forward policy drop exists from here on. The
+  // chains are complete before the user's hooks run, as upstream's init makes them.
+  const skel = await ensureFirewallTables(firewallNftWriter(opts.nftBinary ? { noLibrary: true } : {}));
   if (!skel.ok) {
     log.fatal({ error: forLog(skel.error, 1000) }, 'cannot create the firewall tables');
     return 1;
   }
-  log.info('firewall tables in place');
+  log.info({ forwardBuilt: skel.built }, 'firewall tables in place');
 
   await mkdir(dirname(opts.pidfile), { recursive: true });
   await writeFile(opts.pidfile, `${process.pid}\n`);

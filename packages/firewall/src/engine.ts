@@ -11,10 +11,12 @@ import { forbiddenConnections, type Connection } from './model/conntrack-match.j
 import { refreshDelayMs, DEFAULT_REFRESH, type RefreshBounds } from './model/refresh.js';
 import { addStaleRemoval } from './model/reconcile.js';
 import { sameServers, type DnsServers } from './model/resolv-conf.js';
-import { addFirewallSkeleton, type Family } from './model/skeleton.js';
+import type { Family } from './model/skeleton.js';
+import { ensureFirewallTables, firewallTablesTransaction } from './kernel/tables.js';
 import { readFamilyState } from './kernel/nft.js';
 import type { ParsedQube, Rule } from './model/rules.js';
 import { NameCache } from './name-cache.js';
+import { createDesktopNotifier, type Alert, type AlertSink } from './notify.js';
 import { clearFeedback, readHandledCounter, writeApplyFeedback } from './feedback.js';
 
 export type ApplyResult = NftApplyResult;
@@ -46,6 +48,12 @@ export interface EngineOptions {
   now?: () => number;
   /** Called whenever a round of work has finished (the daemon refreshes its status file). */
   onSettled?: () => void;
+  /**
+   * Where alerts about rules not in force go (blocked or partial qubes). Default: a desktop
+   * notification to QubesDB's /default-user, as upstream (createDesktopNotifier; it does
+   * nothing where notify-send is not installed). false: the log only.
+   */
+  notify?: AlertSink | false;
   /**
    * How long a qube stays "being rewritten" (rule keys changed, marker not yet written)
    * before the engine stops waiting for its marker and applies what QubesDB holds: a marker
@@ -98,6 +106,12 @@ interface Prepared {
   target: Target;
   parsed: ParsedQube;
   mode: Mode;
+  /**
+   * Rules not in force are announced on the desktop when dom0 wrote them (a marker), at start
+   * and on reload, as upstream does each time it handles a qube; a resync for another cause
+   * (watch reconnect, after a failure) or a TTL refresh announces only a changed outcome.
+   */
+  announce?: boolean;
 }
 
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
@@ -130,6 +144,7 @@ export class FirewallEngine {
   private readonly names: NameCache;
   private readonly readDnsServers: () => Promise<DnsServers>;
   private readonly onSettled: (() => void) | undefined;
+  private readonly alert: AlertSink | undefined;
   private dns: DnsServers = { v4: [], v6: [] };
 
   private readonly qubes = new Map<string, QubeState>();
@@ -158,6 +173,7 @@ export class FirewallEngine {
     this.readDnsServers = opts.readDnsServers;
     this.onSettled = opts.onSettled;
     this.writingTimeoutMs = opts.writingTimeoutMs ?? 10_000;
+    this.alert = opts.notify === false ? undefined : (opts.notify ?? createDesktopNotifier({ db: opts.db, log: opts.log.child({ part: 'alert' }) }));
     // Any of this VM's resolvers answers for both record types (A and AAAA).
     this.names = new NameCache((host, family) => opts.resolve(host, family, [...this.dns.v4, ...this.dns.v6]), this.bounds, this.now);
   }
@@ -166,6 +182,11 @@ export class FirewallEngine {
 
   /** The initial load: this VM's DNS servers into dns-addr, then every qube's rules. */
   async start(): Promise<void> {
+    // Where the daemon did not do it before the hooks (the network agent), `forward`'s rules
+    // are added now, at its top; a table that holds them already is left as it is.
+    const tables = await ensureFirewallTables(this.kernel).catch((e): ApplyResult & { built: Family[] } => ({ ok: false, code: 'failed', error: String((e as Error)?.message ?? e), built: [] }));
+    if (!tables.ok) this.log.error({ error: forLog(tables.error, 500) }, 'cannot complete the firewall tables');
+    else if (tables.built.length) this.log.info({ families: tables.built }, 'forward chain rules added');
     await this.loadDnsServers(true);
     await this.readConnected();
     this.requestSync('start');
@@ -420,7 +441,7 @@ export class FirewallEngine {
     await this.removeStale(keep);
     const preps: Prepared[] = wanted
       .filter((t) => !this.writing.has(t.addr))
-      .map((target) => ({ target, parsed: parseQubeEntries(target, perTarget.get(target.addr) ?? new Map()), mode: 'marker' as const }));
+      .map((target) => ({ target, parsed: parseQubeEntries(target, perTarget.get(target.addr) ?? new Map()), mode: 'marker' as const, announce: reason === 'start' || reason === 'reload' }));
     this.log.info({ reason, qubes: preps.length }, 'loading all rules');
     await this.applyPrepared(preps);
     this.lastSync = this.now();
@@ -484,7 +505,7 @@ export class FirewallEngine {
           this.log.info({ ip: target.addr }, 'rules changed while being read: waiting for the next marker');
           continue;
         }
-        preps.push({ target, parsed: parseQubeEntries(target, entries), mode });
+        preps.push({ target, parsed: parseQubeEntries(target, entries), mode, announce: true });
       } catch (e) {
         // QubesDB unavailable: keep the current rules; the watch reconnect triggers a resync.
         this.log.error({ ip: target.addr, err: forLog((e as Error).message) }, 'cannot read rules; keeping the current ones');
@@ -594,7 +615,8 @@ export class FirewallEngine {
     for (const family of [4, 6] as const) if (!(await readFamilyState(family, this.kernel)).present) missing.push(family);
     if (missing.length === 0) return res;
     this.log.error({ families: missing }, 'firewall table missing: restoring it');
-    const skel = await this.kernel.apply(addDnsSet(addDnsSet(addFirewallSkeleton(new NftTransaction()), 4, dns.v4), 6, dns.v6));
+    const { tx: tables } = await firewallTablesTransaction(this.kernel);
+    const skel = await this.kernel.apply(addDnsSet(addDnsSet(tables, 4, dns.v4), 6, dns.v6));
     if (!skel.ok) return skel;
     // Every qube's chain went with the table: rebuild them all after this pass.
     this.requestSync('table restored');
@@ -648,10 +670,26 @@ export class FirewallEngine {
     if (previous) clearTimeout(previous.timer);
     this.qubes.set(addr, q);
     this.scheduleRefresh(addr, resolutions);
+    if (compiled.outcome !== 'ok') {
+      const changed = previous?.compiled.outcome !== compiled.outcome || previous.compiled.reasons.join('\n') !== compiled.reasons.join('\n');
+      if (prep.announce || changed) this.raiseAlert({ ip: addr, outcome: compiled.outcome, reason: compiled.reasons[0] ?? compiled.outcome });
+    }
     const fields = { ip: addr, outcome: compiled.outcome, rules: compiled.rules.length, generation, cause: prep.mode };
     if (compiled.outcome === 'ok') this.log.info(fields, 'rules applied');
     else this.log.warn({ ...fields, reasons: compiled.reasons.join('; ').slice(0, 1000) }, 'rules applied');
-    await this.safeFeedback(addr, () => writeApplyFeedback(this.db, this.log, { addr, generation: generation!, summary: outcomeSummary(compiled), hosts: compiled.hosts }));
+    // A blocked qube's chain holds no name: like upstream (which applies a drop-only rule set),
+    // its /dns/<ip>/ entries go.
+    const hosts = compiled.outcome === 'blocked' ? new Map<string, string[]>() : compiled.hosts;
+    await this.safeFeedback(addr, () => writeApplyFeedback(this.db, this.log, { addr, family: prep.target.family, generation: generation!, summary: outcomeSummary(compiled), hosts }));
+  }
+
+  /** Hands an alert over without waiting: the firewall never blocks on the desktop. */
+  private raiseAlert(alert: Alert): void {
+    try {
+      this.alert?.(alert);
+    } catch (e) {
+      this.log.error({ ip: alert.ip, err: forLog((e as Error)?.message ?? e) }, 'alert failed');
+    }
   }
 
   private scheduleRefresh(addr: string, resolutions: HostResolution[]): void {

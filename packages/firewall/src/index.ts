@@ -1,5 +1,8 @@
 // @qubes-net/firewall: dom0's per-qube firewall rules in nftables.
-export { firewallSkeleton, addFirewallSkeleton, addFamilySkeleton, firewallTable, qubeChainName, FIREWALL_TABLE, DISPATCH_MAP, DNS_SET, FORWARD_CHAIN, FORWARD_PRIORITY, nftFamily } from './model/skeleton.js';
+export {
+  firewallSkeleton, addFirewallSkeleton, addFamilySkeleton, addForwardRules, forwardRulesPresent, forwardRuleExprs, firewallTable, qubeChainName, nftFamily,
+  FIREWALL_TABLE, DISPATCH_MAP, DNS_SET, FORWARD_CHAIN, FORWARD_PRIORITY, USER_FORWARD_CHAIN, PREROUTING_CHAIN, POSTROUTING_CHAIN, EDGE_PRIORITY, FORWARD_RULE_COMMENT,
+} from './model/skeleton.js';
 export type { Family } from './model/skeleton.js';
 export * from './model/rules.js';
 export { parseRule, parseQubeEntries, parseTarget, parseCidr, parseHostname, markerTarget, describeErrors, FIREWALL_PREFIX, type Target } from './model/parse.js';
@@ -9,12 +12,14 @@ export { parseResolvConf, type DnsServers } from './model/resolv-conf.js';
 export { refreshDelayMs, DEFAULT_REFRESH, type RefreshBounds } from './model/refresh.js';
 export { staleObjectsScript, addStaleRemoval } from './model/reconcile.js';
 export { FirewallEngine, WATCH_PATHS, type KernelPort, type EngineOptions, type EngineStatus } from './engine.js';
-export { HANDLED_PREFIX, APPLIED_PREFIX, DNS_PREFIX } from './feedback.js';
+export { HANDLED_PREFIX, APPLIED_PREFIX, DNS_PREFIX, MAX_PATH, dnsFeedbackValue, writeApplyFeedback } from './feedback.js';
 export { runHooks, listHooks, DEFAULT_HOOK_PATHS, DEFAULT_HOOK_WAIT_MS, type HookPaths } from './hooks.js';
-export { resolveHost, readResolvConf } from './kernel/dns.js';
+export { resolveHost, readResolvConf, DEFAULT_RESOLVE, type ResolveOptions } from './kernel/dns.js';
 export { realKernel } from './kernel/port.js';
 export { readFamilyState, firewallNftWriter } from './kernel/nft.js';
+export { ensureFirewallTables, firewallTablesTransaction } from './kernel/tables.js';
 export { renderQube } from './render.js';
 export { collectStatus, formatStatus } from './status.js';
-export { runDaemon, defaultDaemonOptions, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';
+export { runDaemon, defaultDaemonOptions, watchResolvConf, DEFAULT_PIDFILE, DEFAULT_STATUS_FILE } from './daemon.js';
 export { openOffLoopQubesDB } from './qubesdb-offloop.js';
+export { createDesktopNotifier, alertText, DEFAULT_USER_KEY, type Alert, type AlertSink, type DesktopNotifier, type DesktopNotifierOptions } from './notify.js';

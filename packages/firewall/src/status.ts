@@ -9,6 +9,8 @@ import type { StatusFile } from './daemon.js';
 export interface FamilyReport {
   present: boolean;
   forwardPolicy?: string;
+  /** Whether `forward` holds the firewall's own rules. */
+  forwardRules: boolean;
   qubeChains: number;
   dispatchElements: number;
   dnsAddr: string[];
@@ -52,6 +54,7 @@ export async function collectStatus(paths: { pidfile: string; statusFile: string
   for (const [name, f] of [['ip', kernel.ipv4], ['ip6', kernel.ipv6]] as const) {
     if (!f.present) problems.push(`table ${name} qubes-firewall missing: forwarded traffic is not filtered by qube`);
     else if (f.forwardPolicy !== 'drop') problems.push(`table ${name} qubes-firewall: forward policy is ${f.forwardPolicy ?? 'missing'}, not drop`);
+    else if (!f.forwardRules) problems.push(`table ${name} qubes-firewall: forward holds none of the firewall's rules (added when the firewall starts): nothing is forwarded`);
   }
   if (!running) problems.push('daemon not running (rules stay in force; changes are not applied)');
   const qubes = (file?.qubes ?? []).map((q) => {
@@ -71,6 +74,7 @@ export async function collectStatus(paths: { pidfile: string; statusFile: string
 function familyReport(s: FamilyState): FamilyReport {
   const r: FamilyReport = {
     present: s.present,
+    forwardRules: s.forwardRules,
     qubeChains: [...s.chains.keys()].filter((c) => c.startsWith('qbs-')).length,
     dispatchElements: s.dispatch.size,
     dnsAddr: s.dnsAddr,

@@ -3,7 +3,7 @@
 // on bad input fails closed: the plan then only removes what is ours and takes the link down.
 import type { QubesDB } from '@qubes-net/qubesdb';
 import * as addr from '@qubes-net/common/addr';
-import type { Logger } from '@qubes-net/common/log';
+import type { LogLike as Logger } from '@qubes-net/common/line-log';
 import { desiredUplink, type DesiredUplink } from './model/desired.js';
 import { formatUplinkStatus, type UplinkStatus } from './model/feedback.js';
 import type { KernelState } from './model/kernel-state.js';

@@ -2,7 +2,7 @@
 // qubes-net-guest: configures this qube's uplink from QubesDB. Each mode imports only what it
 // needs, and the slow imports (logger, FFI) overlap with the first `ip` read, because `apply`
 // runs on every boot and every netvm change and should be as quick as upstream's script.
-import type { Logger } from '@qubes-net/common/log';
+import { createLineLogger, type LogLike as Logger } from '@qubes-net/common/line-log';
 import type { QubesDB } from '@qubes-net/qubesdb/api';
 import { DEFAULT_PATHS, type AgentPaths } from './apply.js';
 import { DEFAULT_CONTROL_SOCKET } from './control/protocol.js';
@@ -152,17 +152,16 @@ function parseArgs(argv: string[]): Args {
   return args;
 }
 
-// pino is imported when the logger is first wanted, so `apply` overlaps that load with its
-// first kernel read.
+// The one-shot modes log through the line logger (pino's line shape, without loading pino) and
+// reach QubesDB through the pure-JS socket client; only the deprecated daemon loads pino and koffi.
 async function logger(level?: 'warn'): Promise<Logger> {
-  const { createLogger } = await import('@qubes-net/common/log');
-  return createLogger('guest-agent', process.env.QUBES_NET_LOG_LEVEL ? undefined : level);
+  return createLineLogger('guest-agent', level ? { level } : {});
 }
 
 async function openOrExit(args: Args, log: Logger) {
-  const { openDb } = await import('./qubesdb-open.js');
+  const { openSocketDb } = await import('./qubesdb-open.js');
   try {
-    return await openDb(args.runDir, log);
+    return await openSocketDb(args.runDir);
   } catch (err) {
     log.error({ error: (err as Error).message, runDir: args.runDir }, 'qubesdb not reachable');
     process.exit(EXIT.qubesdb);
@@ -170,9 +169,9 @@ async function openOrExit(args: Args, log: Logger) {
 }
 
 /** The qube's name from QubesDB (/name) as a log field, so merged logs (the lab) say whose. */
-async function withQubeName(db: QubesDB, log: Logger): Promise<Logger> {
+async function withQubeName<L extends Logger>(db: QubesDB, log: L): Promise<L> {
   const name = await db.read('/name').catch(() => undefined);
-  return name !== undefined && /^[A-Za-z][A-Za-z0-9_.-]{0,31}$/.test(name) ? log.child({ qube: name }) : log;
+  return name !== undefined && /^[A-Za-z][A-Za-z0-9_.-]{0,31}$/.test(name) ? log.child({ qube: name }) as L : log;
 }
 
 /**
@@ -263,8 +262,8 @@ async function remove(args: Args): Promise<number> {
   const res = await removeUplink(args.iface!, args.paths, log);
   // Best effort feedback: at shutdown QubesDB may already be gone.
   try {
-    const { openDb } = await import('./qubesdb-open.js');
-    const db = await openDb(args.runDir, log);
+    const { openSocketDb } = await import('./qubesdb-open.js');
+    const db = await openSocketDb(args.runDir);
     const { formatUplinkStatus, generationCounter } = await import('./model/feedback.js');
     const { KEY } = await import('./model/keys.js');
     await db.write(KEY.uplinkStatus, formatUplinkStatus(generationCounter()(), 'unconfigured', `${res.ifname} removed`));
@@ -287,7 +286,8 @@ async function status(args: Args): Promise<number> {
 }
 
 async function runDaemon(args: Args): Promise<void> {
-  const log = await logger();
+  const { createLogger } = await import('@qubes-net/common/log');
+  const log = createLogger('guest-agent');
   log.warn({ replacement: 'qubes-net-watch $(qubes-net-guest watch-args IFACE)' }, 'qubes-net-guest run is deprecated');
   const { openDb } = await import('./qubesdb-open.js');
   const { GuestDaemon, DaemonStoppingError } = await import('./daemon.js');

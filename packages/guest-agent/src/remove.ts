@@ -1,6 +1,6 @@
 // `qubes-net-guest remove IFACE` (upstream's `setup-ip remove`): take the link down, so nothing
 // leaks once the firewall stops, and take away what this agent configured on it.
-import type { Logger } from '@qubes-net/common/log';
+import type { LogLike as Logger } from '@qubes-net/common/line-log';
 import type { AgentPaths } from './apply.js';
 import { planUplink } from './model/plan.js';
 import type { DesiredUplink } from './model/desired.js';

@@ -10,7 +10,6 @@
 // QubesDB, exit 0. Nothing is removed from the kernel on exit: it keeps enforcing.
 import { mkdir, rename, unlink, writeFile, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Worker } from 'node:worker_threads';
 import { createLogger, packageVersion, sdNotify, forLog, type Logger } from '@qubes-net/common';
 import { ControlServer, activatedFd, reply, type Reply, type Request, type AgentStatus } from '@qubes-net/common/control';
 import { Driver } from '@qubes-net/driver-agent';
@@ -52,17 +51,17 @@ export class NetworkAgent {
   private exitResolve!: (code: number) => void;
   readonly done = new Promise<number>((r) => (this.exitResolve = r));
 
-  /** `worker`: the QubesDB worker, when the CLI started it before loading this module (it boots meanwhile). */
-  constructor(private readonly opts: AgentOptions, log: Logger = createLogger('network-agent'), worker?: Worker) {
+  constructor(private readonly opts: AgentOptions, log: Logger = createLogger('network-agent')) {
     this.log = log;
     this.clock = new WorkClock(opts.idleExitMs, () => void this.exit('idle'), () => this.db.inFlight > 0 || this.server.busy > 0 || !!this.driver?.hasWork());
-    this.db = new HostedQubesDB({ runDir: opts.qubesdbDir, timeoutMs: opts.qubesdbTimeoutMs, onEvent: () => this.clock.touch(), ...(worker ? { worker } : {}) });
+    this.db = new HostedQubesDB({ runDir: opts.qubesdbDir, timeoutMs: opts.qubesdbTimeoutMs, onEvent: () => this.clock.touch() });
     this.server = new ControlServer({ path: opts.socket, fd: activatedFd(), log, handle: (req) => this.handle(req) });
   }
 
   async start(): Promise<void> {
     await this.server.listen();
     try {
+      await this.db.openWatches();
       const fw = await firewallEnabled(this.opts.firewall, this.opts.serviceDir, this.db);
       const driver = new Driver({
         qdb: this.db,
@@ -239,8 +238,8 @@ export class NetworkAgent {
 }
 
 /** Runs the agent until it goes idle or is stopped; resolves with the exit code. */
-export async function runAgent(opts: AgentOptions, log: Logger = createLogger('network-agent'), worker?: Worker): Promise<number> {
-  const agent = new NetworkAgent(opts, log, worker);
+export async function runAgent(opts: AgentOptions, log: Logger = createLogger('network-agent')): Promise<number> {
+  const agent = new NetworkAgent(opts, log);
   process.on('SIGTERM', () => void agent.exit('SIGTERM'));
   process.on('SIGINT', () => void agent.exit('SIGINT'));
   process.on('SIGHUP', () => void agent.handle({ op: 'reconcile' }).then((r) => log.info({ message: r.message }, 'SIGHUP: reconciled')));

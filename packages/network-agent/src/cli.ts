@@ -25,10 +25,8 @@ async function main(argv: string[]): Promise<number> {
     case 'run': {
       const { requireRootOrExit } = await import('@qubes-net/common/root');
       requireRootOrExit('qubes-net-agent run');
-      const { startQubesDBWorker } = await import('./qdb-worker-start.js');
-      const worker = startQubesDBWorker(opts.qubesdbDir);
-      const [{ runAgent }, { createLogger }] = await Promise.all([import('./agent.js'), import('@qubes-net/common')]);
-      return runAgent(opts, createLogger('network-agent'), worker);
+      const { runAgent } = await import('./agent.js');
+      return runAgent(opts);
     }
     case 'hotplug': {
       const { hotplugFallback } = await import('./hotplug.js');

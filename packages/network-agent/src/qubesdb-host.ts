@@ -1,97 +1,99 @@
 // The agent's QubesDB: one connection for the driver and the firewall together, whose calls
 // never block the event loop (issue 10.7). libqubesdb answers synchronously and waits as long
-// as the daemon does not answer (a stopped or wedged daemon), which in the main thread would
-// freeze timers and the control socket. So read/write/rm/list/multiread go to one worker
-// thread (qdb-worker.ts) in order; a call not answered within `timeoutMs` fails with errno
-// ETIMEDOUT while the worker keeps waiting for it (later calls queue behind it and complete
-// once the daemon answers again). Watches stay on the main thread: the FFI client already
-// polls their fds off-thread and reads an event only once it is waiting.
+// as the daemon does not answer (a stopped or wedged daemon), which on the main thread would
+// freeze timers and the control socket. So read/write/rm/list/multiread go over the pure-JS
+// socket client (@qubes-net/qubesdb/socket-client: node:net, pipelined, nothing blocks), and a
+// call not answered within `timeoutMs` fails with ETIMEDOUT (its reply, if it ever comes, is
+// matched in order and dropped). A connection the daemon closed (a restart) is opened again by
+// the next call, and a call that failed because of it is sent once more on the new one.
+// Watches stay with the FFI client: it polls their fds off-thread and re-registers them after
+// a daemon restart.
 //
 // Every watch event also counts as work for the idle-exit clock (`onEvent`).
-import type { Worker } from 'node:worker_threads';
-import { startQubesDBWorker } from './qdb-worker-start.js';
 import { constants } from 'node:os';
 import { QubesDBError, type QubesDB, type QubesDBWatch } from '@qubes-net/qubesdb/api';
-import { openQubesDB } from '@qubes-net/qubesdb/client';
-
-type Op = 'read' | 'write' | 'rm' | 'list' | 'multiread' | 'close';
-type Reply = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: { op: string; path: string; errno: number; message: string } };
+import { SocketQubesDB } from '@qubes-net/qubesdb/socket-client';
 
 export interface HostedQubesDBOptions {
   runDir?: string | undefined;
   timeoutMs: number;
   /** A watch reported a path (work for the idle clock). */
   onEvent?: (path: string) => void;
-  /** An already started worker (startQubesDBWorker), else one is started here. */
-  worker?: Worker;
+}
+
+/** The socket client's errors for a lost or unusable connection (as opposed to a refused request). */
+function connectionLost(err: unknown): boolean {
+  return err instanceof QubesDBError && (err.op === 'io' || err.op === 'open');
 }
 
 export class HostedQubesDB implements QubesDB {
-  private readonly worker: Worker;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
-  private nextId = 1;
+  private conn: Promise<SocketQubesDB> | undefined;
   private watcher: QubesDB | undefined;
+  private waiting = 0;
   private closed = false;
 
-  constructor(private readonly opts: HostedQubesDBOptions) {
-    this.worker = opts.worker ?? startQubesDBWorker(opts.runDir);
-    this.worker.on('message', (r: Reply) => this.settle(r));
-    this.worker.on('error', (err) => {
-      for (const [id, p] of this.pending) {
-        clearTimeout(p.timer);
-        p.reject(new QubesDBError('open', '', constants.errno.ECONNREFUSED, `QubesDB worker failed: ${err.message}`));
-        this.pending.delete(id);
-      }
-    });
-    // Waiting calls must not keep the process alive on their own; the agent decides when to exit.
-    this.worker.unref();
-  }
+  constructor(private readonly opts: HostedQubesDBOptions) {}
 
   /** Calls still waiting for the daemon (status and the idle decision use it). */
   get inFlight(): number {
-    return this.pending.size;
+    return this.waiting;
   }
 
-  private settle(r: Reply): void {
-    const p = this.pending.get(r.id);
-    if (!p) return; // timed out earlier: its caller has moved on
-    this.pending.delete(r.id);
-    clearTimeout(p.timer);
-    if (r.ok) p.resolve(r.value);
-    else p.reject(new QubesDBError(r.error.op, r.error.path, r.error.errno, r.error.message));
+  private connection(): Promise<SocketQubesDB> {
+    this.conn ??= SocketQubesDB.open(this.opts.runDir ? { runDir: this.opts.runDir } : {});
+    const c = this.conn;
+    c.catch(() => {
+      if (this.conn === c) this.conn = undefined;
+    });
+    return c;
   }
 
-  private call<T>(op: Op, args: string[]): Promise<T> {
-    if (this.closed && op !== 'close') return Promise.reject(new QubesDBError(op, args[0] ?? '', constants.errno.EBADF, 'connection closed'));
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new QubesDBError(op, args[0] ?? '', constants.errno.ETIMEDOUT, `QubesDB did not answer ${op} ${args[0] ?? ''} within ${this.opts.timeoutMs} ms`));
-      }, this.opts.timeoutMs);
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
-      this.worker.postMessage({ id, op, args });
+  private async once<T>(fn: (db: SocketQubesDB) => Promise<T>): Promise<T> {
+    const c = this.connection();
+    try {
+      return await fn(await c);
+    } catch (err) {
+      // The next call opens a fresh connection (the daemon restarted or went away).
+      if (connectionLost(err) && this.conn === c) this.conn = undefined;
+      throw err;
+    }
+  }
+
+  private call<T>(op: string, path: string, fn: (db: SocketQubesDB) => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new QubesDBError(op, path, constants.errno.EBADF, 'connection closed'));
+    this.waiting++;
+    let timer: NodeJS.Timeout | undefined;
+    const work = this.once(fn).catch((err) => (connectionLost(err) ? this.once(fn) : Promise.reject(err)));
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new QubesDBError(op, path, constants.errno.ETIMEDOUT, `QubesDB did not answer ${op} ${path} within ${this.opts.timeoutMs} ms`)), this.opts.timeoutMs);
+    });
+    return Promise.race([work, timeout]).finally(() => {
+      clearTimeout(timer);
+      this.waiting--;
     });
   }
 
   read(path: string): Promise<string | undefined> {
-    return this.call('read', [path]);
+    return this.call('read', path, (db) => db.read(path));
   }
   write(path: string, value: string): Promise<void> {
-    return this.call('write', [path, value]);
+    return this.call('write', path, (db) => db.write(path, value));
   }
   rm(path: string): Promise<void> {
-    return this.call('rm', [path]);
+    return this.call('rm', path, (db) => db.rm(path));
   }
   list(prefix: string): Promise<string[]> {
-    return this.call('list', [prefix]);
+    return this.call('list', prefix, (db) => db.list(prefix));
   }
   multiread(prefix: string): Promise<Map<string, string>> {
-    return this.call('multiread', [prefix]);
+    return this.call('multiread', prefix, (db) => db.multiread(prefix));
   }
 
   watch(paths: readonly string[]): QubesDBWatch {
-    this.watcher ??= openQubesDB(this.opts.runDir ? { runDir: this.opts.runDir } : {});
+    if (!this.watcher) {
+      // Loaded on first use: the FFI client (koffi, libqubesdb) is only needed for watches.
+      throw new Error('HostedQubesDB.watch before openWatches()');
+    }
     const inner = this.watcher.watch(paths);
     const onEvent = this.opts.onEvent;
     if (!onEvent) return inner;
@@ -106,13 +108,20 @@ export class HostedQubesDB implements QubesDB {
     };
   }
 
+  /** Opens the FFI connection watches use (koffi and libqubesdb load here). */
+  async openWatches(): Promise<void> {
+    if (this.watcher) return;
+    const { openQubesDB } = await import('@qubes-net/qubesdb/client');
+    this.watcher = openQubesDB(this.opts.runDir ? { runDir: this.opts.runDir } : {});
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.watcher?.close().catch(() => undefined);
-    // A worker stuck in a call to a daemon that does not answer is left to process exit.
-    const done = this.call('close', []).catch(() => undefined);
     this.closed = true;
-    await Promise.race([done, new Promise((r) => setTimeout(r, 1000).unref())]);
-    if (this.pending.size === 0) await this.worker.terminate();
+    await this.watcher?.close().catch(() => undefined);
+    const c = this.conn;
+    this.conn = undefined;
+    // A connection stuck on a daemon that does not answer is simply dropped.
+    if (c) await Promise.race([c.then((db) => db.close()).catch(() => undefined), new Promise((r) => setTimeout(r, 1000).unref())]);
   }
 }

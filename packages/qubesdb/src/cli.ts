@@ -15,8 +15,10 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { QubesDBError } from './api.js';
-import { openQubesDB, type FfiQubesDB } from './ffi-client.js';
-import { setQubesDBLogger, silentClientLogger } from './ffi-library.js';
+import { openSocketQubesDB, type SocketQubesDB } from './socket-client.js';
+
+/** What the client commands use: the pure-JS socket client (no koffi on this one-shot path). */
+type CliDb = Pick<SocketQubesDB, 'readBytes' | 'write' | 'rm' | 'list' | 'multireadBytes' | 'watch' | 'close'>;
 
 const COMMANDS = ['read', 'write', 'rm', 'list', 'multiread', 'watch'] as const;
 type Command = (typeof COMMANDS)[number];
@@ -166,7 +168,7 @@ function describe(err: unknown): string {
 }
 
 /** Reads path, waiting for it to exist when -w is given. */
-async function readOne(db: FfiQubesDB, path: string, wait: boolean): Promise<Buffer | undefined> {
+async function readOne(db: CliDb, path: string, wait: boolean): Promise<Buffer | undefined> {
   const value = await db.readBytes(path);
   if (value !== undefined || !wait) return value;
   const watch = db.watch([path]);
@@ -184,7 +186,7 @@ async function readOne(db: FfiQubesDB, path: string, wait: boolean): Promise<Buf
   }
 }
 
-async function runCommand(db: FfiQubesDB, o: CliOptions, io: Io): Promise<number> {
+async function runCommand(db: CliDb, o: CliOptions, io: Io): Promise<number> {
   const complain = (msg: string): void => {
     if (!o.quiet) io.err(msg);
   };
@@ -344,11 +346,9 @@ export async function main(argv: readonly string[], io: Io, invokedAs?: string):
     return 0;
   }
   const o = parsed.opts;
-  // stdout carries values only; the client library's own log events stay out of it.
-  setQubesDBLogger(silentClientLogger);
-  let db: FfiQubesDB;
+  let db: CliDb;
   try {
-    db = openQubesDB({ ...(o.domain !== undefined ? { name: o.domain } : {}), ...(o.runDir !== undefined ? { runDir: o.runDir } : {}) });
+    db = await openSocketQubesDB({ ...(o.domain !== undefined ? { name: o.domain } : {}), ...(o.runDir !== undefined ? { runDir: o.runDir } : {}) });
   } catch (err) {
     if (!o.quiet) io.err(`Failed connect to ${o.domain ?? 'local'} daemon: ${err instanceof QubesDBError || err instanceof Error ? err.message : String(err)}`);
     return 1;

@@ -29,9 +29,9 @@ export interface HookFailure {
   message: string;
 }
 
-export async function runHooks(dir: string, calls: readonly HookCall[], timeoutMs = 30_000): Promise<HookFailure[]> {
+export async function runHooks(dir: string, calls: readonly HookCall[], timeoutMs = 30_000, listed?: readonly string[]): Promise<HookFailure[]> {
   if (calls.length === 0) return [];
-  const hooks = await listHooks(dir);
+  const hooks = listed ?? (await listHooks(dir));
   if (hooks.length === 0) return [];
   const failures: HookFailure[] = [];
   await Promise.all(calls.map(async (c) => {

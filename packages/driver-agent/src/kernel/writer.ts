@@ -2,7 +2,6 @@
 // timeout, so one hung tool cannot stall every vif behind it (issue 13.5).
 import { createNftWriter, type NftTransaction } from '@qubes-net/common/kernel';
 import type { IpLine } from '../model/planner.js';
-import { applyNft } from './nft-writer.js';
 import { applyIpLines, type IpFailure } from './ip-writer.js';
 import { IpSession, SessionBroken } from './ip-session.js';
 import type { Logger } from '@qubes-net/common';
@@ -10,8 +9,8 @@ import type { Logger } from '@qubes-net/common';
 export const TOOL_TIMEOUT_MS = 10_000;
 
 export interface KernelWriter {
-  /** One atomic transaction (`raw` text after the typed part); throws with nft's message when refused. */
-  nft(tx: NftTransaction, raw?: readonly string[]): Promise<void>;
+  /** One atomic transaction; throws with nft's message when refused. */
+  nft(tx: NftTransaction): Promise<void>;
   /** One batch; the failing lines, attributed to their vif. */
   ip(lines: readonly IpLine[]): Promise<IpFailure[]>;
   /** Ends helper processes (the ip session). */
@@ -21,14 +20,13 @@ export interface KernelWriter {
 const nftWriter = createNftWriter({ timeoutMs: TOOL_TIMEOUT_MS });
 
 /**
- * The typed part goes through common's writer (libnftables in process where the library is
- * there: no process per vif event; `nft -f -` otherwise). A transaction that carries text of
- * another package goes to `nft -f -` whole, still one transaction.
+ * Transactions go through common's writer (libnftables in process where the library is
+ * there: no process per vif event; `nft -f -` otherwise); ip lines through one-shot
+ * `ip -batch` (one-shot commands).
  */
 export const toolWriter: KernelWriter = {
-  async nft(tx, raw = []) {
+  async nft(tx) {
     if (tx.error) throw tx.error;
-    if (raw.length) return applyNft([tx.render(), ...raw], TOOL_TIMEOUT_MS);
     if (tx.isEmpty) return;
     const r = await nftWriter.apply(tx);
     if (!r.ok) throw new Error(`nft ${r.code}: ${r.error}`);

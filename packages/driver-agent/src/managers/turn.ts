@@ -24,11 +24,6 @@ export class Turn {
   readonly sysctls: TurnSysctl[] = [];
   /** The turn's one nft transaction. */
   readonly tx = new NftTransaction();
-  /**
-   * nft text from other packages that has no typed form yet (the firewall's skeleton), sent
-   * in the same transaction after `tx`.
-   */
-  readonly raw: string[] = [];
   readonly ip: IpLine[] = [];
   private readonly commits: Array<() => void> = [];
   private readonly rejects: Array<(err: Error) => void> = [];

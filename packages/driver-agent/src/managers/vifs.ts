@@ -20,7 +20,7 @@ import { InputError } from '../model/input-error.js';
 import { parseStoredVifs, VIF_PREFIX } from '../model/feedback.js';
 import { vifFacts } from '../kernel/procfs.js';
 import { purgeConntrack } from '../kernel/conntrack.js';
-import { runHooks } from '../kernel/hooks.js';
+import { runHooks, listHooks } from '../kernel/hooks.js';
 import type { XenVif } from '../kernel/xen-vifs.js';
 import type { FeedbackManager } from './feedback.js';
 import type { Turn } from './turn.js';
@@ -40,6 +40,10 @@ export class VifManager {
   state = new DriverState();
   generation = 1;
   private queue: Pending[] = [];
+  /** Hooks and conntrack purges still running beside the loop (their callers may wait; the loop does not). */
+  private backgroundJobs = 0;
+  /** Called when the last background job finished (the loop's idle signal). */
+  onHooksDone: () => void = () => undefined;
 
   constructor(private readonly deps: { qdb: QubesDB; log: Logger; hooksDir: string; feedback: FeedbackManager; facts?: (vif: string) => VifFacts }) {}
 
@@ -49,6 +53,11 @@ export class VifManager {
 
   get hasWork(): boolean {
     return this.queue.length > 0;
+  }
+
+  /** Hooks running in the background: work for the host's idle clock, not for a turn. */
+  get busy(): boolean {
+    return this.backgroundJobs > 0;
   }
 
   /** A rollback or an isolated retry waits at the front: it goes before a full turn. */
@@ -113,7 +122,7 @@ export class VifManager {
    * addresses Xen gives. Vifs in the kernel without a connected backend stay unconfigured
    * (blocked) until their hotplug event.
    */
-  async rebuild(provider: ProviderConfig, xen: readonly XenVif[], kernelVifs: Iterable<string>): Promise<DriverState> {
+  async rebuild(provider: ProviderConfig, xen: readonly XenVif[], kernelVifs: Iterable<string>, kernelAllowed: ReadonlySet<string> = new Set()): Promise<DriverState> {
     const next = new DriverState();
     const raw = await this.deps.qdb.multiread(VIF_PREFIX).catch(() => new Map<string, string>());
     const stored = parseStoredVifs(raw);
@@ -124,11 +133,15 @@ export class VifManager {
       known.add(x.vif);
       const facts = this.facts(x.vif);
       if (!facts.exists) continue;
-      if (x.hotplugStatus !== 'connected') {
+      const check = validateVifEvent({ op: 'online', vif: x.vif, ips: x.ip, mac: x.mac, type: x.type });
+      // Not marked connected yet: an online may be in flight right now (a one-shot fallback
+      // configured it and has not written hotplug-status). The kernel already holding Xen's
+      // addresses for it says so; taking it as online keeps the start from undoing it.
+      const inFlight = check.ok && check.spec.ipv4.length > 0 && check.spec.ipv4.every((a) => kernelAllowed.has(`${x.vif} ${a}`));
+      if (x.hotplugStatus !== 'connected' && !inFlight) {
         this.deps.log.info({ vif: x.vif, hotplugStatus: x.hotplugStatus }, 'vif not connected yet: waiting for its hotplug event');
         continue;
       }
-      const check = validateVifEvent({ op: 'online', vif: x.vif, ips: x.ip, mac: x.mac, type: x.type });
       if (!check.ok) {
         this.deps.log.error({ vif: x.vif, ...check.error.logFields(), source: 'xenstore', key: check.error.key.replace('$XENBUS_PATH', x.path) }, 'invalid vif backend entry: vif left blocked');
         continue;
@@ -166,8 +179,19 @@ export class VifManager {
     return vifKernelState(spec, provider, facts, fake);
   }
 
-  /** A full turn: commit the rebuilt state with the turn, then record every vif. */
-  planFull(turn: Turn, next: DriverState | undefined): void {
+  /**
+   * A full turn: commit the rebuilt state with the turn, then record every vif. `purge`: the
+   * addresses no vif holds any more whose elements the turn removes (a vif that went while
+   * nothing ran): their flows go like those of a vif that goes offline.
+   */
+  planFull(turn: Turn, next: DriverState | undefined, purge: readonly string[] = []): void {
+    if (purge.length) {
+      turn.after(() => {
+        this.background(purgeConntrack(purge).then((r) => {
+          for (const e of r.errors) this.deps.log.error({ err: e }, 'conntrack purge failed');
+        }));
+      });
+    }
     if (!next) return;
     turn.onCommit(() => (this.state = next));
     turn.after(() => {
@@ -210,23 +234,51 @@ export class VifManager {
       const failed = new Map(o.failedVifs);
       for (const f of o.ipFailures) if (!f.tolerant && !failed.has(f.vif)) failed.set(f.vif, `"ip ${f.line}": ${f.message}`);
       for (const f of o.ipFailures) if (f.tolerant) this.deps.log.debug({ vif: f.vif, line: f.line, err: f.message }, 'removal already done');
-      // Stale flows purged and the user's hooks run before the callers hear back, as
-      // upstream's hotplug script does; the QubesDB feedback follows the replies.
+      // Flows of addresses that changed hands are purged beside the loop (two conntrack
+      // processes per address, when the namespace has any entries: not on the reply's path;
+      // the old code overlapped it with the transaction the same way). The user's hooks run
+      // before a vif's caller hears back, as upstream's hotplug script runs them, but beside
+      // the loop too: a hook that hangs (until its timeout) holds up its own vif's reply only.
+      if (plan.purge.length) {
+        this.background(purgeConntrack(plan.purge).then((purge) => {
+          for (const e of purge.errors) this.deps.log.error({ err: e }, 'conntrack purge failed');
+        }));
+      }
       const hooks = plan.hooks.filter((h) => !(h.command === 'online' && failed.has(h.vif)));
-      const [purge, hookFailures] = await Promise.all([purgeConntrack(plan.purge), runHooks(this.deps.hooksDir, hooks)]);
-      for (const e of purge.errors) this.deps.log.error({ err: e }, 'conntrack purge failed');
-      for (const h of hookFailures) this.deps.log.warn({ vif: h.vif, hook: h.hook, err: h.message }, 'network hook failed');
+      const listed = hooks.length ? await listHooks(this.deps.hooksDir) : [];
       const rollback: Pending[] = [];
       batch.forEach((p, i) => {
         const r = plan.results[i]!;
-        if (r.vif && r.ok && failed.has(r.vif)) rollback.push({ event: { ok: false, vif: r.vif, error: new Error(failed.get(r.vif)!) }, ...(p.resolve ? { resolve: p.resolve } : {}), isolate: true });
-        else p.resolve?.(r);
+        if (r.vif && r.ok && failed.has(r.vif)) {
+          rollback.push({ event: { ok: false, vif: r.vif, error: new Error(failed.get(r.vif)!) }, ...(p.resolve ? { resolve: p.resolve } : {}), isolate: true });
+          return;
+        }
+        const mine = listed.length && r.vif ? hooks.filter((h) => h.vif === r.vif) : [];
+        if (mine.length === 0) {
+          p.resolve?.(r);
+          return;
+        }
+        this.background(runHooks(this.deps.hooksDir, mine, undefined, listed)
+          .then((failures) => {
+            for (const h of failures) this.deps.log.warn({ vif: h.vif, hook: h.hook, err: h.message }, 'network hook failed');
+          })
+          .finally(() => p.resolve?.(r)));
       });
       this.queue.unshift(...rollback);
       this.logResults(plan, events, failed);
       for (const [vif, rec] of plan.records) if (!failed.has(vif)) this.deps.feedback.record(vif, rec);
       this.deps.log.debug({ events: events.length, nft: plan.tx.size, ip: plan.ip.length, purged: plan.purge.length, ms: Math.round((performance.now() - t0) * 10) / 10 }, 'burst applied');
     });
+  }
+
+  /** Runs `job` beside the loop, counted as work for the idle signal. */
+  private background(job: Promise<unknown>): void {
+    this.backgroundJobs++;
+    void job
+      .catch((err) => this.deps.log.error({ err: String(err) }, 'background job failed'))
+      .finally(() => {
+        if (--this.backgroundJobs === 0) this.onHooksDone();
+      });
   }
 
   private logResults(plan: Plan, events: readonly PlanEvent[], failed: ReadonlyMap<string, string>): void {

@@ -32,6 +32,8 @@ export interface Correction {
   sysctls: Array<Sysctl & { vif: string }>;
   /** Human-readable differences, one per finding (for status and the reconcile log). */
   differences: string[];
+  /** Addresses whose `downstream` element goes (no vif holds them): their flows are purged. */
+  purge: string[];
 }
 
 function routeKey(addr: string, metric: number): string {
@@ -79,7 +81,7 @@ function extras(v: string, want: VifKernelState | undefined, obs: ObservedKernel
 }
 
 export function reconcile(state: DriverState, obs: ObservedKernel): Correction {
-  const c: Correction = { tx: new NftTransaction(), nft: [], ip: [], sysctls: [], differences: [] };
+  const c: Correction = { tx: new NftTransaction(), nft: [], ip: [], sysctls: [], differences: [], purge: [] };
   const wantAllowed: Record<Family, Set<string>> = { ip: new Set(), ip6: new Set() };
   const wantDown: Record<Family, Set<string>> = { ip: new Set(), ip6: new Set() };
   const online = new Map<string, VifKernelState>();
@@ -112,6 +114,7 @@ export function reconcile(state: DriverState, obs: ObservedKernel): Correction {
     for (const a of obs.downstream[f]) if (!wantDown[f].has(a)) {
       c.differences.push(`${f} downstream: extra element ${a}`);
       down.remove.push(a);
+      c.purge.push(a);
     }
     changes.push(allowed, down);
   }

@@ -1,6 +1,6 @@
 // The firewall's view of its tables in the kernel, read through the one nft writer.
 import { createNftWriter, type NftWriter } from '@qubes-net/common/kernel';
-import { FIREWALL_TABLE, DISPATCH_MAP, DNS_SET, FORWARD_CHAIN, nftFamily, type Family } from '../model/skeleton.js';
+import { FIREWALL_TABLE, DISPATCH_MAP, DNS_SET, FORWARD_CHAIN, FORWARD_RULE_COMMENT, nftFamily, type Family } from '../model/skeleton.js';
 
 export type ApplyResult = { ok: true } | { ok: false; error: string };
 
@@ -13,6 +13,8 @@ export interface FamilyState {
   present: boolean;
   forwardPolicy?: string;
   forwardHook?: boolean;
+  /** Whether `forward` holds our rules (added once by the firewall; see model/skeleton.ts). */
+  forwardRules: boolean;
   /** Source address → chain its dispatch element jumps to. */
   dispatch: Map<string, string>;
   chains: Map<string, ChainInfo>;
@@ -33,7 +35,7 @@ export function firewallNftWriter(opts: { netns?: string; noLibrary?: boolean } 
 /** What our table of `family` holds now (chains with rule counts, dispatch, dns-addr). */
 export async function readFamilyState(family: Family, nft: NftWriter | { netns?: string } = {}): Promise<FamilyState> {
   const writer = 'list' in nft ? nft : firewallNftWriter(nft);
-  const state: FamilyState = { present: false, dispatch: new Map(), chains: new Map(), dnsAddr: [] };
+  const state: FamilyState = { present: false, forwardRules: false, dispatch: new Map(), chains: new Map(), dnsAddr: [] };
   const json = await writer.list(['table', nftFamily(family), FIREWALL_TABLE]);
   if (!json) return state;
   state.present = true;
@@ -47,6 +49,7 @@ export async function readFamilyState(family: Family, nft: NftWriter | { netns?:
     } else if (item.rule) {
       const c = state.chains.get(item.rule.chain);
       if (c) c.rules++;
+      if (item.rule.chain === FORWARD_CHAIN && item.rule.comment === FORWARD_RULE_COMMENT) state.forwardRules = true;
     } else if (item.map?.name === DISPATCH_MAP) {
       for (const el of item.map.elem ?? []) {
         if (Array.isArray(el) && typeof el[0] === 'string') {

@@ -1,0 +1,177 @@
+// The client qube's runtime shape (issue 10), each figure next to a baseline measured in the
+// same run, in a namespace qube with the real QubesDB daemon:
+// - cold apply, process start to exit with the uplink configured, from an unconfigured uplink:
+//   the bundled one-shot (packages/guest-agent/bundle/qubes-net-guest.cjs) vs upstream's
+//   sequence (upstream-setup-ip.sh: sh + a C qdb-read per key + one ip per step), with the
+//   unbundled dist CLI and `node -e 0` (the floor any Node one-shot pays) alongside;
+//   contenders take turns in a rotating order so drifting machine load hits all alike;
+// - where the bundled apply's time goes: node's own start (`node -e 0`), loading the bundle
+//   (`watch-args`, which does no I/O), and the rest (QubesDB, ip, resolv.conf);
+// - resident cost of a client qube: VmRSS of `qubes-net-watch` with the uplink's watch-args,
+//   settled, next to `sleep` (the smallest resident C process); target <= 2 MB.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ipBatch, ipJson } from '@qubes-net/common';
+import { NetnsSession, type Qube } from '@qubes-net/netns';
+import { openQubesDB } from '@qubes-net/qubesdb';
+import type { startQubesDB as StartQubesDB } from '../../test/helpers/qubesdb.js';
+import type { APPENDIX_A as AppendixA } from '../../test/helpers/appendix-a.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repoRoot = join(here, '..', '..', '..');
+const BUNDLE = join(repoRoot, 'packages', 'guest-agent', 'bundle', 'qubes-net-guest.cjs');
+const DIST_CLI = join(repoRoot, 'packages', 'guest-agent', 'dist', 'cli.js');
+const WATCH = join(repoRoot, 'native-bindings', 'build', 'qubes-net-watch');
+const SRC = join(repoRoot, 'bench', 'guest-agent');
+const { startQubesDB } = (await import(join(repoRoot, 'test', 'dist', 'helpers', 'qubesdb.js'))) as { startQubesDB: typeof StartQubesDB };
+const { APPENDIX_A } = (await import(join(repoRoot, 'test', 'dist', 'helpers', 'appendix-a.js'))) as { APPENDIX_A: typeof AppendixA };
+const { '/qubes-vm-type': _vmType, ...KEYS }: Record<string, string> = APPENDIX_A;
+const ROUNDS = Number(process.env.GUEST_BENCH_ONESHOT_ROUNDS ?? 20);
+// The qube's eth0 is a veth (no device: driver "none"); on Xen only driver vif is an uplink.
+process.env.QUBES_NET_UPLINK_DRIVERS = 'vif,none';
+
+const round2 = (v: number): number => Math.round(v * 100) / 100;
+function pct(values: number[], p: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+}
+
+function report(figure: string, unit: string, ours: number[], baselineName: string, base: number[], target: string, met: boolean, extra: Record<string, unknown> = {}): void {
+  process.stdout.write(JSON.stringify({
+    bench: 'guest-agent',
+    figure,
+    ...extra,
+    unit,
+    value: round2(pct(ours, 50)),
+    p95: round2(pct(ours, 95)),
+    n: ours.length,
+    baseline: { name: baselineName, value: round2(pct(base, 50)), p95: round2(pct(base, 95)), n: base.length },
+    target,
+    met,
+  }) + '\n');
+}
+
+/** Runs a command inside the qube; the wall time in ms from spawn to exit (exit 0 required). */
+function timed(q: Qube, cmd: string, args: string[], env: Record<string, string> = {}): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = q.spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (b) => (out += b));
+    child.stderr!.on('data', (b) => (out += b));
+    child.once('exit', (code) => {
+      const ms = performance.now() - t0;
+      if (code === 0) resolve(ms);
+      else reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${out.slice(-2000)}`));
+    });
+  });
+}
+
+async function unconfigure(client: Qube): Promise<void> {
+  const res = await ipBatch(['link set dev eth0 down', 'address flush dev eth0 scope global', 'neigh flush dev eth0 nud permanent'], { netns: client.netns, force: true });
+  if (!res.ok && !/Nothing to flush/.test(res.stderr)) throw new Error(res.stderr);
+  rmSync(client.hostPath('/run/qubes-net/guest-eth0.json'), { force: true });
+  writeFileSync(client.hostPath('/etc/resolv.conf'), '');
+}
+
+async function configured(client: Qube): Promise<boolean> {
+  const links = await ipJson<any[]>(['address', 'show', 'dev', 'eth0'], { netns: client.netns });
+  const routes = await ipJson<any[]>(['route', 'show', 'default'], { netns: client.netns });
+  const addrs = (links[0]?.addr_info ?? []).map((a: any) => a.local);
+  return addrs.includes('10.137.0.7') && addrs.includes('fd09:24ef:4179::a89:7') && routes.some((r) => r.gateway === '10.137.0.3') &&
+    readFileSync(client.hostPath('/etc/resolv.conf'), 'utf8').includes('nameserver 10.139.1.2');
+}
+
+function vmRssMB(pid: number): number {
+  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('guest-agent oneshot bench needs root (network namespaces); skipped\n');
+    return;
+  }
+  for (const f of [BUNDLE, WATCH]) if (!existsSync(f)) throw new Error(`${f} is missing: run npm run build and make -C native-bindings`);
+  const tmp = mkdtempSync(join(tmpdir(), 'qn-guest-oneshot-'));
+  const qdbRead = join(tmp, 'qdb-read');
+  const libDir = join(repoRoot, 'native-bindings', 'build');
+  const cc = spawnSync('cc', ['-O2', '-Wall', '-I', join(repoRoot, 'native-bindings', 'include'), '-o', qdbRead, join(repoRoot, 'bench', 'common', 'qdb-read.c'), '-L', libDir, '-lqubesdb', `-Wl,-rpath,${libDir}`], { encoding: 'utf8' });
+  if (cc.status !== 0) throw new Error(`building qdb-read failed: ${cc.stderr}`);
+  const baselineScript = join(SRC, 'upstream-setup-ip.sh');
+
+  const session = await NetnsSession.create('guest-oneshot');
+  const cleanup: (() => Promise<unknown>)[] = [];
+  try {
+    const [client, netvm] = await Promise.all([session.qube('client'), session.qube('netvm')]);
+    await session.link(netvm, 'vif12.0', client, 'eth0', { aMac: 'fe:ff:ff:ff:ff:ff', bMac: KEYS['/qubes-mac']!, up: false });
+    await ipBatch(['link set dev vif12.0 up', 'address add 10.137.0.3/32 dev vif12.0', 'route add 10.137.0.0/16 dev vif12.0'], { netns: netvm.netns });
+    const qdb = await startQubesDB({ qube: client });
+    cleanup.push(() => qdb.stop());
+    const db = openQubesDB({ runDir: qdb.runDir });
+    cleanup.unshift(() => db.close());
+    for (const [k, v] of Object.entries(KEYS)) await db.write(k, v);
+
+    // --- cold apply ------------------------------------------------------------------------
+    type Who = 'bundle' | 'dist' | 'upstream' | 'node' | 'load';
+    const times: Record<Who, number[]> = { bundle: [], dist: [], upstream: [], node: [], load: [] };
+    const order: Who[] = ['bundle', 'upstream', 'dist', 'node', 'load'];
+    for (let i = -2; i < ROUNDS; i++) {
+      const turn = [...order.slice(((i % order.length) + order.length) % order.length), ...order.slice(0, ((i % order.length) + order.length) % order.length)];
+      for (const who of turn) {
+        let ms: number;
+        if (who === 'node') {
+          ms = await timed(client, process.execPath, ['-e', '0']);
+        } else if (who === 'load') {
+          ms = await timed(client, process.execPath, [BUNDLE, 'watch-args', 'eth0']);
+        } else {
+          await unconfigure(client);
+          ms = who === 'upstream'
+            ? await timed(client, '/bin/sh', [baselineScript, 'eth0'], { QDB_READ: qdbRead })
+            : await timed(client, process.execPath, [who === 'bundle' ? BUNDLE : DIST_CLI, 'apply', 'eth0']);
+          if (!(await configured(client))) throw new Error(`${who}: not configured after apply`);
+        }
+        if (i >= 0) times[who].push(ms);
+      }
+    }
+    const upName = 'upstream sequence: sh + C qdb-read per key + ip per step';
+    const b = pct(times.bundle, 50);
+    report('cold apply, bundled one-shot (node bundle/qubes-net-guest.cjs apply eth0): start to configured', 'ms', times.bundle, upName, times.upstream, 'value <= baseline', b <= pct(times.upstream, 50));
+    report('cold apply, unbundled dist CLI: start to configured', 'ms', times.dist, upName, times.upstream, 'information only', true);
+    report('floor: `node -e 0` start and exit', 'ms', times.node, upName, times.upstream, 'information only', true);
+    report('bundle load only (watch-args: no I/O)', 'ms', times.load, '`node -e 0`', times.node, 'information only', true, {
+      breakdownMs: { nodeStart: round2(pct(times.node, 50)), bundleLoad: round2(pct(times.load, 50) - pct(times.node, 50)), applyWork: round2(b - pct(times.load, 50)) },
+    });
+
+    // --- resident cost: the watcher ------------------------------------------------------
+    const args = JSON.parse(spawnSync(process.execPath, [BUNDLE, 'watch-args', 'eth0', '--json', '--cli', BUNDLE], { encoding: 'utf8' }).stdout) as string[];
+    const watcher = client.spawn(WATCH, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const sleeper = client.spawn('sleep', ['1000'], { stdio: 'ignore' });
+    cleanup.unshift(async () => {
+      watcher.kill('SIGTERM');
+      sleeper.kill('SIGTERM');
+    });
+    await new Promise<void>((resolve, reject) => {
+      let log = '';
+      watcher.stderr!.on('data', (d) => {
+        log += d;
+        if (log.includes('"msg":"watching"')) resolve();
+      });
+      watcher.once('exit', (c) => reject(new Error(`the watcher exited ${c}: ${log}`)));
+    });
+    // One trigger and its run, so the figure is after work, not only after start.
+    await db.write('/qubes-primary-dns', '10.139.1.1');
+    await new Promise((r) => setTimeout(r, 1500));
+    const w = vmRssMB(watcher.pid!);
+    const s = vmRssMB(sleeper.pid!);
+    report('client qube resident: qubes-net-watch VmRSS (uplink watch-args, after a run)', 'MB', [w], '`sleep` VmRSS', [s], 'value <= 2 MB', w <= 2);
+  } finally {
+    for (const c of cleanup) await c().catch(() => undefined);
+    await session.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+await main();
