@@ -54,6 +54,16 @@ export const CLIS = {
   'qubes-net-qdb': 'qubesdb',
 };
 
+/**
+ * One-shot CLIs bundled into one file by scripts/bundle.mjs (a cold start reads one file, not
+ * dozens of modules): /usr/bin name → the bundle, relative to its workspace package. Used when
+ * the build made it; otherwise the wrapper runs dist/cli.js.
+ */
+const BUNDLES = {
+  'qubes-net-guest': 'bundle/qubes-net-guest.cjs',
+  'qubes-net-qdb': 'bundle/qubes-net-qdb.cjs',
+};
+
 /** C helpers: workspace build output → /usr/lib/qubes-net/native name. */
 const NATIVE = ['qubes-net-hotplug', 'qubes-net-watch'];
 
@@ -218,6 +228,7 @@ function stageWorkspacePackage(stage, relDir) {
   if (!existsSync(join(real, 'dist'))) fail(`${relDir} has no dist/ (build it first)`);
   // Plain 0644 whatever the build left: the wrappers in /usr/bin run these files with node.
   copyTree(stage, join(real, 'dist'), `${dst}/dist`, (r, isDir) => isDir || !DEV_ONLY_FILE.test(r), 0o644);
+  if (existsSync(join(real, 'bundle'))) copyTree(stage, join(real, 'bundle'), `${dst}/bundle`, (r, isDir) => isDir || /\.c?js$/.test(r), 0o644);
 }
 
 function stageThirdParty(stage, relDir) {
@@ -240,15 +251,16 @@ function stageThirdParty(stage, relDir) {
 }
 
 function wrapper(cmd, pkg) {
+  const entry = BUNDLES[cmd] && existsSync(join(root, 'packages', pkg, BUNDLES[cmd])) ? BUNDLES[cmd] : 'dist/cli.js';
   return `#!/bin/sh
 # ${cmd}: runs the qubes-net ${pkg} with the system's Node.js (>= 20). The path is taken
 # relative to this script, so an unpacked copy of the package runs its own files.
-# QUBES_NET_NODE_FLAGS: V8 flags a unit sets (command-line flags: --no-expose-wasm, which keeps
-# --jitless from warning at each start, is not allowed in NODE_OPTIONS).
+# QUBES_NET_NODE_FLAGS: V8 flags a unit sets, given on the command line (some flags are
+# refused in NODE_OPTIONS).
 here=$(dirname "$(readlink -f "$0")")
 set -f
 # shellcheck disable=SC2086
-exec node \${QUBES_NET_NODE_FLAGS:-} "$here/../lib/qubes-net/node_modules/@qubes-net/${pkg}/dist/cli.js" "$@"
+exec node \${QUBES_NET_NODE_FLAGS:-} "$here/../lib/qubes-net/node_modules/@qubes-net/${pkg}/${entry}" "$@"
 `;
 }
 
