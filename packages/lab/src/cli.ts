@@ -44,7 +44,7 @@ Commands:
   demo [FILE] [--keep]      up, run the checks, print the status table, then down (unless --keep)
   validate [FILE]           check a topology file and exit
 
-  --template debian-13 up|demo|status|exec|firewall|down
+  --template debian-13 up|demo|status|exec|firewall|netvm|dns|down
                             the same topology, each qube a booted Debian 13 template (systemd,
                             our .deb installed with apt) in a systemd-nspawn container; the
                             template is built once and cached under /var/cache/qubes-net-lab

@@ -1,4 +1,4 @@
-// `qubes-net-lab --template debian-13 up|demo|status|exec|firewall|down`: the topology's qubes
+// `qubes-net-lab --template debian-13 up|demo|status|exec|firewall|netvm|dns|down`: the topology's qubes
 // as booted templates. `up` leaves a supervisor process holding the lab (containers are its
 // children); `exec` and `status` enter the containers from the state file; `firewall` and
 // `down` signal the supervisor through a request file it watches.
@@ -122,11 +122,14 @@ async function supervise(a: TemplateCliArgs, labName: string): Promise<number> {
     const reqFile = join(dir, 'request.json');
     while (!stopping) {
       if (existsSync(reqFile)) {
-        const req = JSON.parse(readFileSync(reqFile, 'utf8')) as { op: string; qube?: string; rules?: string[] };
+        const req = JSON.parse(readFileSync(reqFile, 'utf8')) as { op: string; qube?: string; rules?: string[]; netvm?: string };
         rmSync(reqFile, { force: true });
         let reply: unknown;
         try {
           if (req.op === 'firewall' && req.qube) await lab.setFirewall(req.qube, req.rules?.length ? req.rules : ['action=accept']);
+          else if (req.op === 'netvm' && req.qube && req.netvm) await lab.setNetvm(req.qube, req.netvm);
+          else if (req.op === 'dns' && req.rules?.length) await lab.setUpstreamDns(req.rules);
+          else throw new Error(`unknown request ${JSON.stringify(req.op)}`);
           reply = { ok: true };
         } catch (err) {
           reply = { ok: false, error: String((err as Error).message ?? err) };
@@ -236,6 +239,21 @@ export async function templateMain(a: TemplateCliArgs): Promise<number> {
       process.stdout.write(`${qube}: rules applied\n`);
       return 0;
     }
+    case 'netvm': {
+      const [qube, netvm] = a.args;
+      if (!qube || !netvm || a.args.length !== 2) throw new Error('netvm QUBE NETVM');
+      const r = await request(labName, { op: 'netvm', qube, netvm });
+      if (!r.ok) throw new Error(r.error ?? 'failed');
+      process.stdout.write(`${qube}: netvm is now ${netvm}\n`);
+      return 0;
+    }
+    case 'dns': {
+      if (a.args.length === 0) throw new Error('dns SERVER…');
+      const r = await request(labName, { op: 'dns', rules: a.args });
+      if (!r.ok) throw new Error(r.error ?? 'failed');
+      process.stdout.write(`sys-net's upstream DNS now ${a.args.join(' ')}\n`);
+      return 0;
+    }
     case 'down': {
       let st: StateFile;
       try {
@@ -251,6 +269,6 @@ export async function templateMain(a: TemplateCliArgs): Promise<number> {
       return 0;
     }
     default:
-      throw new Error(`${a.command} is not available with --template (up, demo, status, exec, firewall, down)`);
+      throw new Error(`${a.command} is not available with --template (up, demo, status, exec, firewall, netvm, dns, down)`);
   }
 }

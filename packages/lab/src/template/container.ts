@@ -12,7 +12,8 @@
 // and `systemctl -M` need machined): `systemctl`, `journalctl` and the installed commands
 // then see the container's mounts and its systemd.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readdirSync, readlinkSync, rmdirSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, rmdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run, type RunResult } from '@qubes-net/common';
 import { nspawnEnv } from './image.js';
@@ -54,12 +55,18 @@ export class Container {
   readonly exited: Promise<void>;
   readonly startedAt = Date.now();
 
-  private constructor(readonly opts: ContainerOptions, readonly child: ChildProcess) {
+  private constructor(readonly opts: ContainerOptions, readonly child: ChildProcess, readonly cgroup?: string) {
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
         this.exitInfo = { code, signal };
         // nspawn leaves this directory behind when /run is not a tmpfs (it is ext4 here).
         try { rmdirSync(`/run/systemd/nspawn/propagate/${opts.machine}`); } catch { /* none, or not empty */ }
+        if (cgroup) {
+          removeCgroupTree(cgroup);
+          try { rmdirSync(dirname(cgroup)); } catch { /* other containers of ours still run */ }
+          // The container's last processes may still be exiting: once more a moment later.
+          if (existsSync(cgroup)) setTimeout(() => removeCgroupTree(cgroup), 1000).unref();
+        }
         resolve();
       });
       child.once('error', () => {
@@ -87,15 +94,21 @@ export class Container {
       ...(opts.binds ?? []).map((b) => `--${b.readOnly ? 'bind-ro' : 'bind'}=${b.host}:${b.inside}`),
       ...Object.entries(opts.env ?? {}).map(([k, v]) => `--setenv=${k}=${v}`),
     ];
+    const cgroup = ownCgroup(opts.machine);
     const fd = openSync(opts.logFile, 'a', 0o640);
     let child: ChildProcess;
     try {
       // stdin ignored: nspawn then gives the container a /dev/console on a pty it drains itself.
-      child = spawn('systemd-nspawn', args, { stdio: ['ignore', fd, fd], env: { ...process.env, ...nspawnEnv() } });
+      // The shell only moves itself into the container's own cgroup and execs nspawn; every
+      // value reaches it as a positional parameter, never as code.
+      const argv = cgroup
+        ? ['/bin/sh', '-c', 'echo $$ > "$1" && shift && exec "$@"', 'sh', join(cgroup, 'cgroup.procs'), 'systemd-nspawn', ...args]
+        : ['systemd-nspawn', ...args];
+      child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', fd, fd], env: { ...process.env, ...nspawnEnv() } });
     } finally {
       closeSync(fd);
     }
-    return new Container(opts, child);
+    return new Container(opts, child, cgroup);
   }
 
   /** PID 1 of the container, as the host sees it (nspawn's child running systemd). */
@@ -196,6 +209,42 @@ export class Container {
     }
     await this.exited;
   }
+}
+
+/** The host's cgroup2 mount (hybrid layout here: /sys/fs/cgroup/unified). */
+function cgroup2Root(): string | undefined {
+  for (const line of readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
+    const [, mnt, type] = line.split(' ');
+    if (type === 'cgroup2' && mnt) return mnt;
+  }
+  return undefined;
+}
+
+/**
+ * A cgroup2 directory of the container's own. Without systemd on the host, nspawn with
+ * --keep-unit stays in the cgroup it was started in and puts the container under "payload"
+ * there: every container started from the same cgroup would share one tree, so one
+ * container's systemd would see (and fail to kill) another's processes in its units' cgroups.
+ */
+function ownCgroup(machine: string): string | undefined {
+  const root = cgroup2Root();
+  if (!root) return undefined;
+  const self = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'))?.slice(3) ?? '/';
+  const dir = join(root, self, 'qubes-net-lab', machine);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** Removes a cgroup tree bottom-up (rmdir only: cgroups with processes stay, and say so). */
+function removeCgroupTree(dir: string): void {
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+  } catch {
+    return;
+  }
+  for (const e of entries) removeCgroupTree(join(dir, e));
+  try { rmdirSync(dir); } catch { /* busy: a process is still exiting */ }
 }
 
 /** Host pids of every process in the PID namespace of PID (including PID). */

@@ -11,18 +11,18 @@
 //    /qubes-service/ entries before the boot (bound into the container);
 //  - udev: no udev runs in a container; when the client's eth0 appears, the lab runs exactly
 //    what the package's rule runs (`systemctl --no-block restart qubes-net-uplink@eth0.service`).
-import { appendFile, copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { appendFile, copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { isIP } from 'node:net';
 import { GATEWAY_MAC, forLog, type RunResult } from '@qubes-net/common';
 import { INTERNET, NetnsSession, XENSTORE_DIR, configureUplink, type Qube } from '@qubes-net/netns';
 import { openQubesDB, type QubesDB } from '@qubes-net/qubesdb';
-import { firewallOps, ownEntries, ownEntriesOps, providerPreAttachOps, realAddresses, vifBackendEntries } from '../dom0/entries.js';
+import { firewallOps, forgetAddressOps, ownEntries, ownEntriesOps, providerPreAttachOps, realAddresses, vifBackendEntries } from '../dom0/entries.js';
 import { parseFirewallRule } from '../dom0/firewall-rules.js';
 import { startOrder, type LabModel, type QubeSpec } from '../topology/model.js';
 import { resolveAgentCommands } from '../runtime/agent-commands.js';
 import { LabInternet } from '../runtime/internet.js';
-import { applyOps, parseFeedback, waitUntil, type Feedback } from '../runtime/qdb-ops.js';
+import { applyOps, parseFeedback, readOwnManaged, waitUntil, type Feedback } from '../runtime/qdb-ops.js';
 import { startInQube, type QubeProcess } from '../runtime/processes.js';
 import { Container } from './container.js';
 import { ensureTemplateImage, type TemplateImage } from './image.js';
@@ -114,6 +114,7 @@ export class TemplateLab {
     readonly internet: LabInternet,
     readonly image: TemplateImage,
     readonly stateDir: string,
+    private readonly ownStateDir: boolean,
     opts: TemplateLabOptions,
   ) {
     this.log = opts.log ?? (() => {});
@@ -125,11 +126,12 @@ export class TemplateLab {
   static async create(model: LabModel, opts: TemplateLabOptions): Promise<TemplateLab> {
     const image = await ensureTemplateImage({ deb: opts.deb, ...(opts.log ? { log: opts.log } : {}) });
     const stateDir = opts.stateDir ?? join('/run/qubes-net-lab', `${model.name}-template`);
+    const ownStateDir = opts.stateDir === undefined;
     await mkdir(stateDir, { recursive: true, mode: 0o750 });
     const session = await NetnsSession.create(`tlab-${model.name}`);
     try {
       const internet = await LabInternet.start(session, model.internet);
-      return new TemplateLab(model, session, internet, image, stateDir, opts);
+      return new TemplateLab(model, session, internet, image, stateDir, ownStateDir, opts);
     } catch (err) {
       await session.destroy().catch(() => {});
       throw err;
@@ -234,6 +236,37 @@ export class TemplateLab {
     }
   }
 
+  /**
+   * `qvm-prefs CLIENT netvm NETVM` on a running client, as dom0 and Xen do it: hotplug offline
+   * in the old netvm, the vif goes (udev's remove in the client), the client's entries are
+   * rewritten, a new vif in the new netvm (hotplug online, udev's add), the firewall pushed.
+   * Only for qubes without clients of their own (their descendants would need re-plugging).
+   */
+  async setNetvm(client: string, netvm: string): Promise<void> {
+    const q = this.qube(client);
+    const target = this.qube(netvm);
+    if (!target.spec.providesNetwork) throw new Error(`${netvm} does not provide network`);
+    if ([...this.qubes.values()].some((c) => c.spec.netvm === client)) throw new Error(`${client} has running clients: not supported by the template lab yet`);
+    const uplinkBefore = parseFeedback(await q.db.read('/qubes-uplink-status').catch(() => undefined))?.generation;
+    if (q.vif) {
+      const old = this.qube(q.vif.provider);
+      const xsPath = `/local/domain/${old.domid}/backend/vif/${q.domid}/0`;
+      await this.hotplug(old, q.vif.name, xsPath, 'offline');
+      await this.session.unlink(old.ns, q.vif.name);
+      await old.ns.xenstoreRm(xsPath);
+      for (const ip of q.vif.addresses) await applyOps(old.db, forgetAddressOps(ip));
+      await this.udevUplink(q, 'remove');
+      q.vif = undefined;
+    }
+    this.spec(client).netvm = netvm;
+    await applyOps(q.db, ownEntriesOps(this.model, client, await readOwnManaged(q.db)));
+    await this.attachVif(q);
+    await this.udevUplink(q, 'add');
+    await this.pushFirewall(client);
+    await this.waitNetwork(q, uplinkBefore);
+    await this.saveState();
+  }
+
   /** dom0's and Xen's side of plugging the client's vif into its netvm, hotplug script included. */
   private async attachVif(q: TemplateQube): Promise<void> {
     const rp = this.qube(q.spec.netvm!);
@@ -313,7 +346,7 @@ export class TemplateLab {
   }
 
   /** Vif online in the netvm, firewall applied, uplink configured in the client. */
-  private async waitNetwork(q: TemplateQube): Promise<void> {
+  private async waitNetwork(q: TemplateQube, uplinkBefore?: string): Promise<void> {
     const rp = this.qube(q.vif!.provider);
     const vif = q.vif!.name;
     let last: string | undefined;
@@ -325,7 +358,8 @@ export class TemplateLab {
     await this.waitFirewall(q);
     await waitUntil(`${q.name}'s uplink configured (/qubes-uplink-status)`, async () => {
       last = await q.db.read('/qubes-uplink-status').catch(() => undefined);
-      return parseFeedback(last)?.state === 'ok';
+      const f = parseFeedback(last);
+      return f?.state === 'ok' && (uplinkBefore === undefined || f.generation !== uplinkBefore);
     }, { timeoutMs: this.waitMs, lastSeen: () => last });
     q.figures.networkMs = Date.now() - q.container.startedAt;
   }
@@ -422,5 +456,7 @@ export class TemplateLab {
     }
     await this.internet.stop().catch(() => {});
     await this.session.destroy();
+    // The default state directory (logs, consoles) is ours to remove; a caller's stays.
+    if (this.ownStateDir) await rm(this.stateDir, { recursive: true, force: true });
   }
 }
