@@ -318,10 +318,8 @@ async function watchArguments(late) {
     agent = ['--run-at-start', '--notify', '/run/qubes-net/agent.sock'];
   } else {
     const net = await import(join(root, 'packages/network-agent/dist/watch-args.js'));
-    const full = net.agentWatchArgs({ cli: ['/usr/bin/qubes-net-agent'] });
-    const cut = full.indexOf('--activate');
-    if (cut < 0) fail(`agentWatchArgs has no --activate to replace: ${full.join(' ')}`);
-    agent = ['--run-at-start', ...full.slice(0, cut), '--notify', full[cut + 1]];
+    agent = ['--run-at-start', ...net.agentWatchArgs({ cli: ['/usr/bin/qubes-net-agent'], mode: 'notify' })];
+    if (agent.includes('--activate') || agent.at(-2) !== '--notify') fail(`agentWatchArgs({ mode: 'notify' }) gave ${agent.join(' ')}`);
   }
   for (const a of [...uplink, ...agent]) if (!PLAIN_ARG.test(a)) fail(`watcher argument ${JSON.stringify(a)} would need quoting in a unit`);
   return { uplink, agent };
