@@ -25,6 +25,12 @@ const APT = {
   procps: '/usr/sbin/sysctl',
   systemd: '/usr/bin/systemd-analyze',
   iputils_ping: '/usr/bin/ping',
+  // the booted-template lab (issue 12): builds a Debian root and boots it as containers
+  debootstrap: '/usr/sbin/debootstrap',
+  'systemd-container': '/usr/bin/systemd-nspawn',
+  // packaging (issue 11): the .deb's checks, strip and readelf of the C helpers
+  lintian: '/usr/bin/lintian',
+  binutils: '/usr/bin/strip',
 };
 const aptName = (k) => (k === 'iputils_ping' ? 'iputils-ping' : k);
 

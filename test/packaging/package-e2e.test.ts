@@ -23,7 +23,7 @@ const RUN_ID = randomBytes(3).toString('hex');
 before(async () => {
   if (process.getuid?.() !== 0) return; // the test itself reports the skip (or, under CI, fails)
   work = mkdtempSync(join(tmpdir(), 'qubes-net-pkg-e2e-'));
-  const built = await buildPackages(join(work, 'out'), 'rpm');
+  const built = await buildPackages(join(work, 'out'), 'rpm', true);
   pkgRoot = await unpackRpm(built.rpm!, join(work, 'root'));
 });
 
@@ -41,7 +41,7 @@ test('a client reaches the internet by name through sys-firewall and sys-net, ag
   // this machine has none, so the workspace's stand-in plays that part.
   process.env.QUBESDB_LIBRARY = join(ROOT, 'native-bindings/build/libqubesdb.so');
   process.env.QUBES_NET_DRIVER_CLI = join(pkgRoot, 'usr/bin/qubes-net-driver');
-  const agents = resolveAgentCommands({ binDir: join(pkgRoot, 'usr/bin'), env: { ...process.env, QUBES_NET_VIF_SCRIPT: join(pkgRoot, 'etc/xen/scripts/vif-route-qubes') } });
+  const agents = resolveAgentCommands({ binDir: join(pkgRoot, 'usr/bin'), env: { ...process.env, QUBES_NET_VIF_SCRIPT: join(pkgRoot, 'usr/lib/qubes-net/vif-route-qubes'), QUBES_NET_WATCH: join(pkgRoot, 'usr/lib/qubes-net/native/qubes-net-watch') } });
   for (const argv of [agents.qubesdbDaemon, agents.guest, agents.agent, [agents.watch], agents.vifScript]) {
     assert.ok(argv[0]!.startsWith(pkgRoot), `${argv.join(' ')} comes from the unpacked package`);
   }

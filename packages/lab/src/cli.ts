@@ -44,9 +44,15 @@ Commands:
   demo [FILE] [--keep]      up, run the checks, print the status table, then down (unless --keep)
   validate [FILE]           check a topology file and exit
 
+  --template debian-13 up|demo|status|exec|firewall|netvm|dns|down
+                            the same topology, each qube a booted Debian 13 template (systemd,
+                            our .deb installed with apt) in a systemd-nspawn container; the
+                            template is built once and cached under /var/cache/qubes-net-lab
+
 Options:
   --version                 print the version
   --lab NAME                which lab (default: the only one running, or the topology's name)
+  --template NAME           boot the qubes from a template (debian-13); see above
 
 Environment:
   QUBES_NET_LAB_STATE_ROOT  where labs keep state.json, logs, the control socket
@@ -65,6 +71,8 @@ class UsageError extends Error {}
 
 interface Parsed {
   lab?: string;
+  /** --template NAME: the qubes boot that template (src/template/). */
+  template?: string;
   command: string;
   args: string[];
   flags: Set<string>;
@@ -78,6 +86,7 @@ function parse(argv: string[]): Parsed {
   const args: string[] = [];
   const flags = new Set<string>();
   let lab: string | undefined;
+  let template: string | undefined;
   let rest: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -88,6 +97,9 @@ function parse(argv: string[]): Parsed {
     if (a === '--lab') {
       lab = argv[++i];
       if (!lab) throw new UsageError('--lab needs a name');
+    } else if (a === '--template') {
+      template = argv[++i];
+      if (!template) throw new UsageError('--template needs a name (debian-13)');
     } else if (a.startsWith('--lab=')) lab = a.slice(6);
     else if (a.startsWith('-') && a !== '-') {
       if (!KNOWN_FLAGS.has(a)) throw new UsageError(`unknown option ${a}`);
@@ -96,7 +108,7 @@ function parse(argv: string[]): Parsed {
   }
   if (lab !== undefined && !/^[a-z][a-z0-9-]{0,11}$/.test(lab)) throw new UsageError(`invalid lab name ${JSON.stringify(lab)}`);
   const command = flags.has('--help') || flags.has('-h') ? 'help' : flags.has('--version') ? 'version' : args.shift() ?? 'help';
-  return { ...(lab ? { lab } : {}), command, args, flags, rest };
+  return { ...(lab ? { lab } : {}), ...(template ? { template } : {}), command, args, flags, rest };
 }
 
 function need(p: Parsed, n: number, what: string): string[] {
@@ -241,6 +253,11 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   requireRootOrExit('qubes-net-lab');
+  if (p.template) {
+    const { templateMain } = await import('./template/cli.js');
+    const topologyFile = ['up', 'demo', 'supervise-template'].includes(p.command) ? p.args[0] ?? DEFAULT_TOPOLOGY_FILE : DEFAULT_TOPOLOGY_FILE;
+    return templateMain({ template: p.template, command: p.command, args: p.args, flags: p.flags, rest: p.rest, ...(p.lab ? { lab: p.lab } : {}), cliPath: CLI_PATH, topologyFile });
+  }
   const call = (op: string, args?: Record<string, unknown>) => callControl(socketOf(pickLab(p)), { op, ...(args ? { args } : {}) }, printProgress);
   switch (p.command) {
     case 'supervise': {

@@ -21,3 +21,4 @@ export { setFirewall, parseRuleList } from './ops/firewall.js';
 export { setUpstreamDns, expectedUpstream } from './ops/dns.js';
 export { collectStatus, formatStatus, type LabStatus, type QubeStatus } from './status.js';
 export * from './checks.js';
+export * as template from './template/index.js';
