@@ -91,12 +91,40 @@ static long long mono_ms(void)
 /* level: 30 info, 40 warn, 50 error (pino's numbers). Fields: NULL-terminated key, value pairs
  * of strings; a key starting with '#' (always a literal in this file) marks a value that is a
  * number we formatted ourselves, written bare; every other value is escaped. */
+/* Whether stderr is the journal stream systemd names in JOURNAL_STREAM ("dev:inode"): then
+ * each line starts with a <N> syslog priority, so journald stores warnings and errors at their
+ * level instead of all at info. Decided once; a plain terminal or file gets bare JSON lines. */
+static int stderr_is_journal(void)
+{
+	static int known = -1;
+	const char *js;
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (known >= 0)
+		return known;
+	known = 0;
+	js = getenv("JOURNAL_STREAM");
+	if (js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+	    (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino)
+		known = 1;
+	return known;
+}
+
+/* pino level -> syslog priority: 60 crit, 50 err, 40 warning, 30 info, below debug. */
+static int syslog_priority(int level)
+{
+	return level >= 60 ? 2 : level >= 50 ? 3 : level >= 40 ? 4 : level >= 30 ? 6 : 7;
+}
+
 static void logj(int level, const char *msg, ...)
 {
 	va_list ap;
 	const char *k, *v;
 	FILE *f = stderr;
 
+	if (stderr_is_journal())
+		fprintf(f, "<%d>", syslog_priority(level));
 	fprintf(f, "{\"level\":%d,\"time\":%lld,\"pid\":%d,\"component\":\"qubes-net-watch\",\"msg\":", level, realtime_ms(), (int)getpid());
 	json_str(f, msg, 200);
 	va_start(ap, msg);

@@ -358,3 +358,29 @@ test('bad arguments are refused with exit 64 before anything starts', async () =
     assert.equal(await w.exited, 64, JSON.stringify(args));
   }
 });
+
+test('under journald (JOURNAL_STREAM names its stderr) every line carries the <N> priority of its level', async () => {
+  const { openSync, closeSync, fstatSync, readFileSync } = await import('node:fs');
+  const logFile = fresh('journal.log');
+  const marker = fresh('marker');
+  const fd = openSync(logFile, 'w');
+  const st = fstatSync(fd);
+  // A --file in a directory that does not exist yet logs a warning (40) besides the info (30) lines.
+  const missing = join(fresh('absent-dir'), 'resolv.conf');
+  const child = spawn(WATCH, ['--file', missing, '--run-at-start', '--run', '--', ...recorder(marker)], {
+    stdio: ['ignore', 'ignore', fd],
+    env: { ...childEnv(), JOURNAL_STREAM: `${st.dev}:${st.ino}` },
+  });
+  closeSync(fd);
+  await waitFor('the start run', async () => ((await runs(marker)) >= 1) || undefined);
+  child.kill('SIGTERM');
+  await new Promise((resolve) => child.on('exit', resolve));
+  const lines = readFileSync(logFile, 'utf8').split('\n').filter(Boolean);
+  assert.ok(lines.length >= 2, lines.join('\n'));
+  const priority: Record<number, string> = { 60: '2', 50: '3', 40: '4', 30: '6', 20: '7', 10: '7' };
+  for (const line of lines) {
+    const m = /^<(\d)>(\{.*\})$/.exec(line);
+    assert.ok(m, `not a prefixed JSON line: ${line}`);
+    assert.equal(m[1], priority[(JSON.parse(m[2]!) as { level: number }).level], line);
+  }
+});

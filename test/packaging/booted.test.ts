@@ -217,12 +217,7 @@ test('a network qube that chose qubes-net: the agent socket listens and qubes-fi
   assert.ok(!p.standins.some((l) => /qubes-iptables|qubes-firewall|network-proxy-setup/.test(l)), p.standins.join('; '));
 });
 
-// Marked todo, not skipped: it runs and reports. qubes-net-agent dies of SIGSEGV right after
-// "control socket inherited" under Debian 13's nodejs 20.19.2 (nftables 1.1.3), with or without
-// the unit's V8 flags and hardening: always with --jitless; without it, never with the agent at
-// 2e412f1 (pkg e1bff35) and in 3 runs out of 3 with the agent at 1d7ab51 (its merges of driver
-// and guest). Not a packaging fault; the agent job's to find.
-test('the proxy qube\'s agent runs under its unit: forwarding on, DNS mapped', { todo: 'qubes-net-agent SIGSEGV on Debian 13 nodejs 20.19.2 since agent 1d7ab51' }, (t) => {
+test('the proxy qube\'s agent runs under its unit: forwarding on, DNS mapped', (t) => {
   if (!needRoot(t)) return;
   assert.ok(proxy, 'the previous test booted the proxy qube');
   const agentLog = proxy.journal.split('\n').filter((l) => /network-agent|qubes-net-agent|driver|firewall/i.test(l)).join('\n');

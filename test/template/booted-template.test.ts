@@ -93,8 +93,6 @@ test('no unit of ours crashed (killed by a signal) in any qube', async (t) => {
 test('the client reaches the fake internet through sys-firewall and sys-net (DNS, HTTP, ICMP)', async (t) => {
   const l = ready(t);
   if (!l) return;
-  const crashed = await crashes(l);
-  if (crashed.length) t.todo(`known: the network agent crashes at start (${crashed[0]}); DNS fails while it restarts`);
   const dns = await l.exec('work', ['getent', 'ahostsv4', 'www.example.test']);
   assert.match(dns.stdout, /203\.0\.113\.80/, dns.stdout + dns.stderr);
   assert.match(await httpGet(l, 'work', 'http://www.example.test/'), /^200 /);
@@ -157,22 +155,14 @@ test('the agents log to journald, each line with the priority of its level', asy
   // pino level → syslog priority: 60 crit(2), 50 err(3), 40 warning(4), 30 info(6), 20/10 debug(7).
   const want: Record<number, string> = { 60: '2', 50: '3', 40: '4', 30: '6', 20: '7', 10: '7' };
   const wrong = ours.filter((e) => want[(JSON.parse(e.MESSAGE!) as { level: number }).level] !== e.PRIORITY);
-  if (wrong.length && wrong.every((e) => e.MESSAGE!.includes('"component":"qubes-net-watch"'))) {
-    t.todo('known: qubes-net-watch (C) writes its JSON lines to stderr without a <N> priority prefix, so journald stores its warnings at priority 6');
-  }
   assert.deepEqual(wrong.map((e) => `${e.PRIORITY} ${e.MESSAGE!.slice(0, 60)}`), []);
 });
-
-// The package predates the runtime shape while it still runs the guest agent as a resident
-// daemon (qubes-net-guest.service, `qubes-net-guest run`) and ships no C watcher: then this is
-// a known gap, reported as todo rather than hidden.
-const RUNTIME_SHAPE_TODO = 'the installed package has no qubes-net-watch yet (runtime shape, issue 10)';
 
 test('no Node process stays resident in an idle client', async (t) => {
   const l = ready(t);
   if (!l) return;
   const hasWatcher = (await l.exec('work', ['sh', '-c', 'command -v qubes-net-watch || ls /usr/lib/qubes-net/native/qubes-net-watch'])).exitCode === 0;
-  if (!hasWatcher) t.todo(RUNTIME_SHAPE_TODO);
+  assert.ok(hasWatcher, 'the installed package ships qubes-net-watch');
   // The runtime shape (docs/runtime-shape.md): a client keeps only the C watcher.
   const nodes = await waitFor('node processes in work to exit', async () => {
     const r = await l.exec('work', ['ps', '-eo', 'pid=,comm=,args=']);
