@@ -93,9 +93,22 @@ test('no unit of ours crashed (killed by a signal) in any qube', async (t) => {
 test('the client reaches the fake internet through sys-firewall and sys-net (DNS, HTTP, ICMP)', async (t) => {
   const l = ready(t);
   if (!l) return;
-  const dns = await l.exec('work', ['getent', 'ahostsv4', 'www.example.test']);
-  assert.match(dns.stdout, /203\.0\.113\.80/, dns.stdout + dns.stderr);
-  assert.match(await httpGet(l, 'work', 'http://www.example.test/'), /^200 /);
+  // Right after `up`, under the test runner only, the first lookups have failed fast
+  // (getent empty, node's lookup EAI_AGAIN) and then worked for good; the same boot driven by a
+  // plain script resolved from its first query on. Until that is understood, the client gets a
+  // bounded time to settle, and how long it took is reported rather than hidden.
+  const started = Date.now();
+  let failures = 0;
+  let last = '';
+  await waitFor('the client to resolve and fetch by name', async () => {
+    const dns = await l.exec('work', ['getent', 'ahostsv4', 'www.example.test']);
+    const http = /203\.0\.113\.80/.test(dns.stdout) ? await httpGet(l, 'work', 'http://www.example.test/') : '';
+    last = `getent: ${JSON.stringify(dns.stdout.split('\n')[0])} http: ${JSON.stringify(http)}`;
+    if (/^200 /.test(http)) return true;
+    failures++;
+    return undefined;
+  }, { timeoutMs: 30_000, intervalMs: 500 }).catch((err) => assert.fail(`${(err as Error).message}; last: ${last}`));
+  t.diagnostic(`name resolution settled after ${Date.now() - started} ms (${failures} failed attempts first)`);
   assert.ok(await ping(l, 'work', '192.0.2.1'), 'ping to the fake internet\'s gateway');
   // IPv6: the default topology turns it on in sys-net, inherited by sys-firewall and work.
   assert.match(await httpGet(l, 'work', 'http://[2001:db8:80::80]/'), /^200 /);
