@@ -31,7 +31,7 @@ interface Probe {
   forward: string;
   ruleset: string;
   /** The firewall user script's background daemon: PID, cgroup, scope units, after the agent's restart. */
-  hook: { pid: string; cgroup: string; units: string; restart: string; after: string };
+  hook: { pid: string; cgroup: string; units: string; restart: string; after: string; killMode: string };
 }
 
 const UNITS = ['qubes-net-choice.service', 'qubes-antispoof.service', 'qubes-iptables.service', 'qubes-network.service', 'qubes-firewall.service',
@@ -75,6 +75,7 @@ if [ -x /rw/config/qubes-firewall-user-script ]; then
   echo "$pid" >$d/hook-pid
   cat /proc/$pid/cgroup >$d/hook-cgroup 2>&1
   systemctl list-units --all --plain --no-legend 'qubes-net-hook-*' >$d/hook-units 2>&1
+  systemctl show -p KillMode qubes-net-agent.service >$d/hook-killmode 2>&1
   systemctl restart qubes-net-agent.service; echo "$?" >$d/hook-restart
   kill -0 "$pid" 2>/dev/null && cat /proc/$pid/cgroup >$d/hook-after 2>&1
 fi
@@ -200,7 +201,7 @@ async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean;
       eth0: read('eth0'),
       forward: read('forward').trim(),
       ruleset: read('ruleset'),
-      hook: { pid: read('hook-pid').trim(), cgroup: read('hook-cgroup'), units: read('hook-units'), restart: read('hook-restart').trim(), after: read('hook-after') },
+      hook: { pid: read('hook-pid').trim(), cgroup: read('hook-cgroup'), units: read('hook-units'), restart: read('hook-restart').trim(), after: read('hook-after'), killMode: read('hook-killmode').trim() },
     };
   } finally {
     await inst.remove();
@@ -263,6 +264,8 @@ test('the firewall user script backgrounds a daemon: the script returns at once,
   assert.match(proxy.hook.cgroup, /\/qubes-net-hook-[0-9a-f]{12}\.scope$/m, proxy.hook.cgroup);
   assert.doesNotMatch(proxy.hook.cgroup, /qubes-net-agent\.service/);
   assert.match(proxy.hook.units, /^qubes-net-hook-[0-9a-f]{12}\.scope\s+loaded\s+active\s+running/m, proxy.hook.units);
+  // What the agent itself starts (an `ip` session child) is not spared when it stops.
+  assert.equal(proxy.hook.killMode, 'KillMode=control-group');
   assert.equal(proxy.hook.restart, '0', 'systemctl restart qubes-net-agent.service succeeded');
   assert.equal(proxy.hook.after, proxy.hook.cgroup, 'the daemon survived the agent\'s restart, in the same scope');
   const unified = proxy.hook.cgroup.split('\n').find((l) => l.startsWith('0::')) ?? proxy.hook.cgroup.trim();
