@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile, chmod, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NftTransaction, FakeKernel, runProcess, ProcessError, IpBatchWriter, ipBatchLine, type NftTableRef } from '@qubes-net/common/kernel';
+import { NftTransaction, FakeKernel, runProcess, ProcessError, IpBatchWriter, ipBatchLine, hookScopeArgv, underSystemd, HOOK_SCOPE_PREFIX, type NftTableRef } from '@qubes-net/common/kernel';
 
 /** Running (a killed process whose parent is gone may stay a zombie where pid 1 does not reap). */
 async function alive(pid: number): Promise<boolean> {
@@ -254,6 +254,34 @@ test('runProcess returns when the program exits, even if a daemon it started kee
     process.kill(pid, 'SIGKILL');
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a hook under systemd runs through systemd-run in a transient scope of its own, the command unchanged after --', () => {
+  assert.deepEqual(hookScopeArgv(['/rw/config/qubes-firewall-user-script'], 'ab12cd'),
+    ['systemd-run', '--scope', '--quiet', '--collect', '--unit=qubes-net-hook-ab12cd', '--', '/rw/config/qubes-firewall-user-script']);
+  // Arguments that look like options stay the hook's: they come after `--`.
+  const a = hookScopeArgv(['/hooks/h', '--unit=x', 'online', 'vif3.0', 'vif', '10.137.0.5']);
+  assert.deepEqual(a.slice(a.indexOf('--') + 1), ['/hooks/h', '--unit=x', 'online', 'vif3.0', 'vif', '10.137.0.5']);
+  assert.match(a[4]!, new RegExp(`^--unit=${HOOK_SCOPE_PREFIX}[0-9a-f]{12}$`));
+  assert.notEqual(hookScopeArgv(['x'])[4], hookScopeArgv(['x'])[4], 'a fresh unit name per run');
+  assert.throws(() => hookScopeArgv(['x'], 'a.service b'), /invalid unit suffix/);
+  // Only a unit's process on a systemd-booted system uses a scope (not the lab, not a shell).
+  assert.equal(underSystemd({ INVOCATION_ID: 'f00' }, '/'), true);
+  assert.equal(underSystemd({}, '/'), false);
+  assert.equal(underSystemd({ INVOCATION_ID: 'f00' }, '/nonexistent/qubes-net'), false);
+});
+
+test('a hook outside systemd runs as any program (scope: hook is a no-op without INVOCATION_ID)', async () => {
+  const saved = process.env.INVOCATION_ID;
+  delete process.env.INVOCATION_ID;
+  try {
+    const r = await runProcess(['sh', '-c', 'echo $$; exit 3'], { scope: 'hook', allowFailure: true });
+    assert.equal(r.exitCode, 3);
+    assert.match(r.stdout, /^\d+\n$/);
+    await assert.rejects(runProcess(['sh', '-c', 'exit 5'], { scope: 'hook' }), (e: unknown) => e instanceof ProcessError && e.command === 'sh' && e.exitCode === 5);
+  } finally {
+    if (saved !== undefined) process.env.INVOCATION_ID = saved;
   }
 });
 

@@ -5,7 +5,9 @@
 // that upstream's unit names run our commands when the qube chose qubes-net (the client's eth0
 // configured by `qubes-net-guest apply` under qubes-network-uplink@eth0, with a QubesDB daemon
 // in the container), upstream's scripts when it chose upstream, and that nothing fails either
-// way. (Whole booted networks are the booted-template lab's test, test/template.)
+// way; and that a firewall user script's background daemon lands in a scope of its own and
+// outlives the agent's restart. (Whole booted networks are the booted-template lab's test,
+// test/template.)
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -28,6 +30,8 @@ interface Probe {
   eth0: string;
   forward: string;
   ruleset: string;
+  /** The firewall user script's background daemon: PID, cgroup, scope units, after the agent's restart. */
+  hook: { pid: string; cgroup: string; units: string; restart: string; after: string; killMode: string };
 }
 
 const UNITS = ['qubes-net-choice.service', 'qubes-antispoof.service', 'qubes-iptables.service', 'qubes-network.service', 'qubes-firewall.service',
@@ -64,6 +68,17 @@ ip -4 -o addr show dev eth0 >$d/eth0 2>&1
 cat /proc/sys/net/ipv4/ip_forward >$d/forward 2>&1
 nft list ruleset >$d/ruleset 2>&1
 cp /var/log/qubes-standins.log $d/standins 2>/dev/null
+if [ -x /rw/config/qubes-firewall-user-script ]; then
+  # The user script's daemon: in which cgroup, and does it outlive the agent's restart?
+  for i in $(seq 100); do [ -s /run/qn-hook-daemon.pid ] && break; sleep 0.1; done
+  pid=$(cat /run/qn-hook-daemon.pid 2>/dev/null)
+  echo "$pid" >$d/hook-pid
+  cat /proc/$pid/cgroup >$d/hook-cgroup 2>&1
+  systemctl list-units --all --plain --no-legend 'qubes-net-hook-*' >$d/hook-units 2>&1
+  systemctl show -p KillMode qubes-net-agent.service >$d/hook-killmode 2>&1
+  systemctl restart qubes-net-agent.service; echo "$?" >$d/hook-restart
+  kill -0 "$pid" 2>/dev/null && cat /proc/$pid/cgroup >$d/hook-after 2>&1
+fi
 systemctl poweroff --no-block
 `;
 
@@ -123,8 +138,14 @@ after(() => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
+/** A user's firewall script that starts a daemon in the background, as a VPN or dnsmasq setup does. */
+const USER_SCRIPT = `#!/bin/sh
+sleep 1000 &
+echo $! >/run/qn-hook-daemon.pid
+`;
+
 /** Boots one container with these QubesDB /qubes-service/* values and returns what the probe saw. */
-async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean; qubesdb?: string } = {}): Promise<Probe> {
+async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean; qubesdb?: string; userScript?: boolean } = {}): Promise<Probe> {
   const base = await root.ensureDebianRoot();
   const inst = await root.instantiateRoot(base.dir, `pkg-boot-${randomBytes(3).toString('hex')}`);
   const env = { ...image.nspawnEnv(), DEBIAN_FRONTEND: 'noninteractive' };
@@ -157,6 +178,11 @@ async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean;
       mkdirSync(join(inst.dir, 'etc/systemd/system.conf.d'), { recursive: true });
       writeFileSync(join(inst.dir, 'etc/systemd/system.conf.d/qn-uplink.conf'), '[Manager]\nDefaultEnvironment=QUBES_NET_UPLINK_DRIVERS=vif,none\n');
     }
+    if (opts.userScript) {
+      mkdirSync(join(inst.dir, 'rw/config'), { recursive: true });
+      writeFileSync(join(inst.dir, 'rw/config/qubes-firewall-user-script'), USER_SCRIPT);
+      chmodSync(join(inst.dir, 'rw/config/qubes-firewall-user-script'), 0o755);
+    }
     const db = join(inst.dir, 'var/lib/qubesdb-standin/qubes-service');
     mkdirSync(db, { recursive: true });
     for (const [name, value] of Object.entries(services)) writeFileSync(join(db, name), value);
@@ -175,6 +201,7 @@ async function boot(services: Record<string, '0' | '1'>, opts: { eth0?: boolean;
       eth0: read('eth0'),
       forward: read('forward').trim(),
       ruleset: read('ruleset'),
+      hook: { pid: read('hook-pid').trim(), cgroup: read('hook-cgroup'), units: read('hook-units'), restart: read('hook-restart').trim(), after: read('hook-after'), killMode: read('hook-killmode').trim() },
     };
   } finally {
     await inst.remove();
@@ -203,7 +230,7 @@ let proxy: Probe | undefined;
 
 test('a network qube that chose qubes-net: the agent socket listens and qubes-firewall\'s watcher socket-activates the agent', async (t) => {
   if (!needRoot(t)) return;
-  const p = await boot({ 'qubes-net': '1', 'qubes-network': '1', 'qubes-firewall': '1' }, { eth0: true, qubesdb: PROXY_KEYS });
+  const p = await boot({ 'qubes-net': '1', 'qubes-network': '1', 'qubes-firewall': '1' }, { eth0: true, qubesdb: PROXY_KEYS, userScript: true });
   proxy = p;
   assert.equal(p.choice, 'ours');
   // The agent's own fate is the next test's.
@@ -225,6 +252,24 @@ test('the proxy qube\'s agent runs under its unit: forwarding on, DNS mapped', (
   assert.equal(proxy.active['qubes-net-agent.service'], 'active', `the agent runs (its idle exit is 30 s away):\n${agentLog}`);
   assert.equal(proxy.forward, '1', agentLog);
   assert.match(proxy.ruleset, /10\.139\.1\.1/);
+});
+
+test('the firewall user script backgrounds a daemon: the script returns at once, the daemon lives in a scope of its own and survives the agent\'s restart', (t) => {
+  if (!needRoot(t)) return;
+  assert.ok(proxy, 'the proxy qube test booted the qube');
+  const agentLog = proxy.journal.split('\n').filter((l) => /network-agent|qubes-net-agent|hook|firewall/i.test(l)).join('\n');
+  // Returned at once: the probe ran 3 s after boot, far inside the hook's 120 s limit.
+  assert.match(proxy.journal, /hook ran[^\n]*qubes-firewall-user-script|qubes-firewall-user-script[^\n]*hook ran/, agentLog);
+  assert.match(proxy.hook.pid, /^\d+$/, `the script wrote its daemon's PID:\n${agentLog}`);
+  assert.match(proxy.hook.cgroup, /\/qubes-net-hook-[0-9a-f]{12}\.scope$/m, proxy.hook.cgroup);
+  assert.doesNotMatch(proxy.hook.cgroup, /qubes-net-agent\.service/);
+  assert.match(proxy.hook.units, /^qubes-net-hook-[0-9a-f]{12}\.scope\s+loaded\s+active\s+running/m, proxy.hook.units);
+  // What the agent itself starts (an `ip` session child) is not spared when it stops.
+  assert.equal(proxy.hook.killMode, 'KillMode=control-group');
+  assert.equal(proxy.hook.restart, '0', 'systemctl restart qubes-net-agent.service succeeded');
+  assert.equal(proxy.hook.after, proxy.hook.cgroup, 'the daemon survived the agent\'s restart, in the same scope');
+  const unified = proxy.hook.cgroup.split('\n').find((l) => l.startsWith('0::')) ?? proxy.hook.cgroup.trim();
+  t.diagnostic(`daemon ${proxy.hook.pid} in ${unified}, alive after the agent's restart`);
 });
 
 test('a network qube that chose upstream (qvm-service --disable qubes-net): upstream\'s scripts run under the same units', async (t) => {

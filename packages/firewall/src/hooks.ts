@@ -61,13 +61,14 @@ export const DEFAULT_HOOK_WAIT_MS = 120_000;
 /**
  * Runs the hooks one after the other. Each ends when its process exits (a hook that starts a
  * daemon in the background returns at once), or is killed with its process group after
- * `timeoutMs`: a hung hook must not keep the firewall from loading qubes' rules.
+ * `timeoutMs`: a hung hook must not keep the firewall from loading qubes' rules. Under systemd
+ * each runs in a transient scope of its own: what it leaves running outlives the agent.
  */
 export async function runHooks(paths: HookPaths, customPersist: boolean, log: Logger, timeoutMs = DEFAULT_HOOK_WAIT_MS): Promise<HookResult[]> {
   if (customPersist) log.info({ skipped: [paths.rwDir, paths.userScript] }, 'custom-persist on: /rw hooks skipped');
   const results: HookResult[] = [];
   for (const path of await listHooks(paths, customPersist)) {
-    const res = await runProcess([path], { allowFailure: true, timeoutMs }).catch((e) => ({ exitCode: -1, stdout: '', stderr: String((e as Error).message), timedOut: false }));
+    const res = await runProcess([path], { allowFailure: true, timeoutMs, scope: 'hook' }).catch((e) => ({ exitCode: -1, stdout: '', stderr: String((e as Error).message), timedOut: false }));
     results.push({ path, exitCode: res.exitCode, ...(res.timedOut ? { timedOut: true } : {}) });
     if (res.exitCode === 0 && !res.timedOut) log.info({ hook: path }, 'hook ran');
     else if (res.timedOut) log.error({ hook: path, timeoutMs }, 'hook killed after its time limit');

@@ -27,5 +27,5 @@ export {
 } from './nft-transaction.js';
 export { createNftWriter, nftWriterUsesLibrary, type NftWriter, type NftWriterOptions, type NftApplyOptions, type NftApplyResult, type NftJson } from './nft-writer.js';
 export { IpBatchWriter, ipBatchLine, type IpBatchOptions, type IpBatchResult } from './ip-batch.js';
-export { runProcess, ProcessError, type ProcessOptions, type ProcessResult } from './process.js';
+export { runProcess, ProcessError, hookScopeArgv, underSystemd, HOOK_SCOPE_PREFIX, type ProcessOptions, type ProcessResult } from './process.js';
 export { FakeKernel, type FakeTable, type FakeChain, type FakeSet, type FakeRule } from './fake-kernel.js';

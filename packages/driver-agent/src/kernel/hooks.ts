@@ -1,6 +1,7 @@
 // The user's network hooks (/rw/config/network-hooks.d/*): every executable regular file is
 // run with `command vif vif_type addr`, once per address (no address when the vif has none),
-// like upstream. Failures are logged and otherwise ignored.
+// like upstream. Failures are logged and otherwise ignored. Under systemd each run gets a
+// transient scope of its own, so a daemon a hook starts is not the agent's to kill.
 import { readdir, stat } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { join } from 'node:path';
@@ -38,7 +39,7 @@ export async function runHooks(dir: string, calls: readonly HookCall[], timeoutM
     for (const hook of hooks) {
       for (const addr of c.addrs.length ? c.addrs : [undefined]) {
         const args = addr ? [c.command, c.vif, c.type, addr] : [c.command, c.vif, c.type];
-        const res = await run(hook, args, { allowFailure: true, timeoutMs }).catch((e: Error) => ({ exitCode: -1, stderr: e.message, stdout: '' }));
+        const res = await run(hook, args, { allowFailure: true, timeoutMs, scope: 'hook' }).catch((e: Error) => ({ exitCode: -1, stderr: e.message, stdout: '' }));
         if (res.exitCode !== 0) failures.push({ hook, vif: c.vif, message: `exit ${res.exitCode}: ${res.stderr.trim().slice(0, 200)}` });
       }
     }

@@ -13,6 +13,8 @@ export interface ProcessOptions {
   /** Kill the program after this long (default 10 s: one hung tool must not stall every vif). */
   timeoutMs?: number;
   env?: NodeJS.ProcessEnv;
+  /** 'hook': a user's hook, in a transient systemd scope of its own (see common's runProcess). */
+  scope?: 'hook';
 }
 
 export const DEFAULT_TOOL_TIMEOUT_MS = 10_000;
@@ -23,6 +25,7 @@ export async function runProcess(command: string, args: readonly string[], opts:
     ...(opts.input !== undefined ? { input: opts.input } : {}),
     ...(opts.allowFailure ? { allowFailure: true } : {}),
     ...(opts.env ? { env: opts.env } : {}),
+    ...(opts.scope ? { scope: opts.scope } : {}),
   });
   return { stdout: r.stdout, stderr: r.timedOut ? `${r.stderr}timed out after ${opts.timeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS} ms` : r.stderr, exitCode: r.exitCode };
 }

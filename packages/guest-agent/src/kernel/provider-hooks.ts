@@ -2,7 +2,7 @@
 // to re-learn the upstream DNS servers, and run the user's ip-change hooks.
 import { access, constants } from 'node:fs/promises';
 import { createConnection } from 'node:net';
-import { runProgram } from './spawn.js';
+import { runProcess } from '@qubes-net/common/process';
 
 export const DEFAULT_DRIVER_SOCKET = '/run/qubes-net/driver.sock';
 /** The user hook, then upstream's legacy name (still run, like upstream does). */
@@ -39,7 +39,12 @@ export interface HookRun {
   stderr: string;
 }
 
-/** Runs each executable hook in turn (no arguments, like upstream); missing ones are skipped. */
+/**
+ * Runs each executable hook in turn (no arguments, like upstream); missing ones are skipped.
+ * Each is done when it exits (a daemon it starts in the background does not hold the apply),
+ * is killed with its process group after `timeoutMs`, and under systemd runs in a transient
+ * scope of its own, outside the watcher unit's cgroup and memory limit.
+ */
 export async function runIpChangeHooks(paths: readonly string[], timeoutMs = 30_000): Promise<HookRun[]> {
   const runs: HookRun[] = [];
   for (const path of paths) {
@@ -48,8 +53,9 @@ export async function runIpChangeHooks(paths: readonly string[], timeoutMs = 30_
     } catch {
       continue;
     }
-    const res = await runProgram(path, [], { timeoutMs });
-    runs.push({ path, code: res.code, stderr: res.stderr.trim() });
+    const res = await runProcess([path], { timeoutMs, allowFailure: true, scope: 'hook' })
+      .catch((e: Error) => ({ exitCode: -1, stderr: e.message }));
+    runs.push({ path, code: res.exitCode, stderr: res.stderr.trim() });
   }
   return runs;
 }
