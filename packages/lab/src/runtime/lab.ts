@@ -243,7 +243,10 @@ export class Lab {
   async startAgent(rq: RunningQube, role: AgentRole): Promise<QubeProcess> {
     const existing = rq.agents.get(role);
     if (existing?.running) return existing;
-    const env = { QUBES_NET_QUBE: rq.name, QUBES_NET_UPLINK_DRIVERS: 'vif,none' }; // veth uplinks: driver "none"
+    // veth uplinks: driver "none". INVOCATION_ID emptied: the lab's qubes are namespaces, not
+    // systemd systems; a lab started from a systemd unit (a CI runner) must not have its qubes'
+    // hooks create transient scopes in the host's systemd.
+    const env = { QUBES_NET_QUBE: rq.name, QUBES_NET_UPLINK_DRIVERS: 'vif,none', INVOCATION_ID: '' };
     const cmds = this.agentCommands;
     let argv: string[];
     if (role === 'guest') {
