@@ -29,5 +29,8 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.QUBES_NET_TEST_CONCURRENCY ?? '2';
+// The tests are not a systemd service, even when the CI runner is one: without this, hooks that
+// tests run would be put in transient scopes of the host's systemd (runProcess's scope: 'hook').
+delete process.env.INVOCATION_ID;
 const r = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...files], { stdio: 'inherit', cwd: root });
 process.exit(r.status ?? 1);
