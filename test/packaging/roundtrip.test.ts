@@ -8,12 +8,12 @@
 // switch both ways (QubesDB /qubes-service/qubes-net, then the template default).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { run } from '@qubes-net/common';
 import { needRoot, isRoot } from '../helpers/root.js';
+import { manifestDiff, sha256File, treeManifest } from '../helpers/tree-manifest.js';
 import { ROOT } from './unpacked.js';
 import { templateRoot, type TemplateRoot } from './template-root.js';
 
@@ -67,31 +67,12 @@ async function buildPackagesAllowMissing(out: string, release: string): Promise<
 }
 
 const inRoot = (p: string): string => join(tpl!.dir, p);
-const sha256 = (p: string): string => createHash('sha256').update(readFileSync(p)).digest('hex');
+const sha256 = sha256File;
 const debIn = (f: string): string => `/tmp/debs/${basename(f)}`;
 
 /** Every path of the tree with its content hash (files) or target (links), minus what changes by itself. */
-function snapshot(): Map<string, string> {
-  const skip = /^\/(proc|sys|dev|run|tmp|var\/lib\/dpkg|var\/log|var\/cache|var\/lib\/apt|var\/lib\/systemd|\.qubes-net-lab-root\.json)(\/|$)/;
-  const out = new Map<string, string>();
-  const walk = (rel: string): void => {
-    for (const name of readdirSync(inRoot(rel))) {
-      const r = `${rel}/${name}`;
-      if (skip.test(r)) continue;
-      const st = lstatSync(inRoot(r));
-      if (st.isSymbolicLink()) out.set(r, `-> ${readlinkSync(inRoot(r))}`);
-      else if (st.isDirectory()) { out.set(r, 'dir'); walk(r); }
-      else if (st.isFile()) out.set(r, `${(st.mode & 0o7777).toString(8)} ${sha256(inRoot(r))}`);
-    }
-  };
-  walk('');
-  return out;
-}
-
-function diff(a: Map<string, string>, b: Map<string, string>): string[] {
-  const keys = new Set([...a.keys(), ...b.keys()]);
-  return [...keys].filter((k) => a.get(k) !== b.get(k)).sort();
-}
+const snapshot = (): Map<string, string> => treeManifest(tpl!.dir);
+const diff = manifestDiff;
 
 async function diversions(): Promise<string[]> {
   const out = await tpl!.must(['dpkg-divert', '--list']);
