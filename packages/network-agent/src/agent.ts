@@ -100,18 +100,23 @@ export class NetworkAgent {
     this.setReady(true);
     sdNotify('READY=1');
     this.clock.start();
-    this.log.info({ socket: this.opts.socket, activated: this.server.activated, firewall: !!this.engine, idleExitMs: this.opts.idleExitMs }, 'network agent ready');
+    this.log.info({ socket: this.opts.socket, activated: this.server.activated, firewall: this.engine !== undefined || this.firewallStarting !== undefined, idleExitMs: this.opts.idleExitMs }, 'network agent ready');
   }
 
   private async startFirewall(): Promise<void> {
     // Loaded here, after the vif path is ready: the engine is not on the first request's path.
-    const { FirewallEngine, WATCH_PATHS, realKernel, readResolvConf, resolveHost } = await import('@qubes-net/firewall');
+    const { FirewallEngine, WATCH_PATHS, realKernel, readResolvConf, resolveHost, ensureFirewallTables } = await import('@qubes-net/firewall');
     const log = this.log.child({ part: 'firewall' });
+    const kernel = realKernel();
+    // Our rules in `forward` first, then the users' hooks, as upstream builds its table before
+    // running the user script: a rule a hook inserts at the top then stays above ours (16.2).
+    const tables = await ensureFirewallTables(kernel);
+    if (!tables.ok) log.error({ err: forLog(tables.error) }, 'cannot create the firewall tables before the hooks; the engine retries');
     await this.firewallHooksOncePerBoot(log);
     const engine = new FirewallEngine({
       db: this.db,
       log,
-      kernel: realKernel(),
+      kernel,
       resolve: (host, family, servers) => resolveHost(host, family, servers, RESOLVE),
       readDnsServers: async () => {
         const r = await readResolvConf(this.opts.resolvConf);
