@@ -5,8 +5,9 @@
 // removing an activated socket's file, so connections arriving after it wait in the
 // activator's backlog and start the next instance.
 import { chmod, mkdir, unlink } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
+import { socketAnswers } from '../jsonl-server.js';
 import type { Logger } from '../log.js';
 import { formatReply, MAX_REQUEST_BYTES, parseRequest, reply, type Reply, type Request } from './protocol.js';
 
@@ -17,17 +18,6 @@ export function activatedFd(env: NodeJS.ProcessEnv = process.env, pid = process.
   if (env.LISTEN_PID !== String(pid)) return undefined;
   const n = Number(env.LISTEN_FDS);
   return Number.isInteger(n) && n >= 1 ? SD_LISTEN_FDS_START : undefined;
-}
-
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 export interface ControlServerOptions {
@@ -74,7 +64,7 @@ export class ControlServer {
     }
     const path = this.opts.path;
     await mkdir(dirname(path), { recursive: true, mode: 0o755 });
-    if (await answers(path)) throw new Error(`another agent answers on ${path}`);
+    if (await socketAnswers(path)) throw new Error(`another agent answers on ${path}`);
     await unlink(path).catch(() => undefined);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
