@@ -30,6 +30,7 @@ import { NetnsSession, type Qube } from '@qubes-net/netns';
 import { openQubesDB, type QubesDB, type QubesDBWatch } from '@qubes-net/qubesdb';
 import type { startQubesDB as StartQubesDB } from '../../test/helpers/qubesdb.js';
 import type { APPENDIX_A as AppendixA } from '../../test/helpers/appendix-a.js';
+import { configured, pct, report, round2, unconfigure } from './shared.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, '..', '..', '..');
@@ -72,26 +73,6 @@ const FLAG_VARIANTS: { name: string; flags: string[]; nodeOptions: string }[] = 
 const { APPENDIX_A } = (await import(join(repoRoot, 'test', 'dist', 'helpers', 'appendix-a.js'))) as { APPENDIX_A: typeof AppendixA };
 const { '/qubes-vm-type': _vmType, ...KEYS }: Record<string, string> = APPENDIX_A;
 
-const round2 = (v: number): number => Math.round(v * 100) / 100;
-function pct(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
-}
-
-function report(figure: string, unit: string, ours: number[], baselineName: string, base: number[], target: string, met: boolean, extra: Record<string, unknown> = {}): void {
-  process.stdout.write(JSON.stringify({
-    bench: 'guest-agent',
-    figure,
-    ...extra,
-    unit,
-    value: round2(pct(ours, 50)),
-    p95: round2(pct(ours, 95)),
-    n: ours.length,
-    baseline: { name: baselineName, value: round2(pct(base, 50)), p95: round2(pct(base, 95)), n: base.length },
-    target,
-    met,
-  }) + '\n');
-}
 
 /** Runs a command inside the qube; resolves with the wall time in ms (spawn → exit). */
 function timed(q: Qube, cmd: string, args: string[], env: Record<string, string> = {}): Promise<number> {
@@ -109,20 +90,6 @@ function timed(q: Qube, cmd: string, args: string[], env: Record<string, string>
   });
 }
 
-async function unconfigure(client: Qube): Promise<void> {
-  const res = await ipBatch(['link set dev eth0 down', 'address flush dev eth0 scope global', 'neigh flush dev eth0 nud permanent'], { netns: client.netns, force: true });
-  if (!res.ok && !/Nothing to flush/.test(res.stderr)) throw new Error(res.stderr);
-  rmSync(client.hostPath('/run/qubes-net/guest-eth0.json'), { force: true });
-  writeFileSync(client.hostPath('/etc/resolv.conf'), '');
-}
-
-async function configured(client: Qube, ip = '10.137.0.7'): Promise<boolean> {
-  const links = await ipJson<any[]>(['address', 'show', 'dev', 'eth0'], { netns: client.netns });
-  const routes = await ipJson<any[]>(['route', 'show', 'default'], { netns: client.netns });
-  const addrs = (links[0]?.addr_info ?? []).map((a: any) => a.local);
-  return addrs.includes(ip) && addrs.includes('fd09:24ef:4179::a89:7') && routes.some((r) => r.gateway === '10.137.0.3') &&
-    readFileSync(client.hostPath('/etc/resolv.conf'), 'utf8').includes('nameserver 10.139.1.2');
-}
 
 /** The next value of a watched key that satisfies `ok` (reads the key after each event). */
 async function nextValue(db: QubesDB, it: AsyncIterator<string>, key: string, ok: (v: string | undefined) => boolean): Promise<void> {
