@@ -14,9 +14,9 @@ import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { startQubesDB as StartQubesDB } from '../../test/helpers/qubesdb.js';
+import { DRIVER_SOCKET, startDriverDaemon, stopDriverDaemon } from './daemon.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(HERE, '..', '..', '..');
@@ -53,7 +53,7 @@ function ipv4For(d: number): string {
 }
 
 function commandFor(impl: Impl, d: number, qdbRead: string): { cmd: string; args: string[]; env: NodeJS.ProcessEnv } {
-  const env = { ...process.env, vif: `vif${d}.0`, XENBUS_PATH: xenbus(d), QDB_READ: qdbRead };
+  const env = { ...process.env, vif: `vif${d}.0`, XENBUS_PATH: xenbus(d), QDB_READ: qdbRead, QUBES_NET_AGENT_SOCKET: DRIVER_SOCKET };
   return impl === 'ours' ? { cmd: HOTPLUG, args: ['online'], env } : { cmd: 'sh', args: [BASELINE, 'online'], env };
 }
 
@@ -168,21 +168,8 @@ async function outer(samples: number, burst: number): Promise<void> {
 
     // The daemon, started as the unit starts it (NODE_OPTIONS), here with the flags this
     // package recommends for the unit; the unit's current flags are compared at the end.
-    const startDaemon = async (nodeOptions: string): Promise<ChildProcess> => {
-      const child = netvm.spawn(process.execPath, [DRIVER_CLI, 'run', '--no-firewall'], { env: { NODE_OPTIONS: nodeOptions }, stdio: ['ignore', 'pipe', 'pipe'] });
-      await new Promise<void>((resolve, reject) => {
-        createInterface({ input: child.stdout! }).on('line', (l) => {
-          if (l.includes('"driver ready"')) resolve();
-        });
-        child.once('exit', (code) => reject(new Error(`driver exited ${code}: ${netvm.outputOf(child).stderr}`)));
-      });
-      return child;
-    };
-    const stopDaemon = async (child: ChildProcess): Promise<void> => {
-      const gone = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await gone;
-    };
+    const startDaemon = (nodeOptions: string): Promise<ChildProcess> => startDriverDaemon(netvm, DRIVER_CLI, nodeOptions);
+    const stopDaemon = stopDriverDaemon;
     daemon = await startDaemon(RECOMMENDED_NODE_OPTIONS);
     const d = daemon;
     await new Promise((r) => setTimeout(r, 2500));

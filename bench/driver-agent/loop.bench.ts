@@ -11,9 +11,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { startQubesDB as StartQubesDB } from '../../test/helpers/qubesdb.js';
+import { DRIVER_SOCKET, startDriverDaemon, stopDriverDaemon } from './daemon.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(HERE, '..', '..', '..');
@@ -29,7 +29,7 @@ interface Job { command: 'online' | 'offline'; domids: number[]; burst: boolean 
 function runOne(command: string, d: number): Promise<{ ms: number; code: number | null; err: string }> {
   return new Promise((resolve) => {
     const t0 = performance.now();
-    const child = spawn(HOTPLUG, [command], { env: { ...process.env, vif: `vif${d}.0`, XENBUS_PATH: xenbus(d) }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(HOTPLUG, [command], { env: { ...process.env, vif: `vif${d}.0`, XENBUS_PATH: xenbus(d), QUBES_NET_AGENT_SOCKET: DRIVER_SOCKET }, stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     child.stderr!.on('data', (b) => (err += b));
     child.once('exit', (code) => resolve({ ms: performance.now() - t0, code, err: err.slice(-300) }));
@@ -100,21 +100,8 @@ async function outer(beforeCli: string | undefined, vifs: number, rounds: number
       '/qubes-netvm-primary-dns': '10.139.1.1', '/qubes-netvm-secondary-dns': '10.139.1.2', '/connected-ips': '', '/connected-ips6': '',
     })) await db.write(k, v);
 
-    const startDaemon = async (cli: string): Promise<ChildProcess> => {
-      const child = netvm.spawn(process.execPath, [cli, 'run', '--no-firewall'], { env: { NODE_OPTIONS }, stdio: ['ignore', 'pipe', 'pipe'] });
-      await new Promise<void>((resolve, reject) => {
-        createInterface({ input: child.stdout! }).on('line', (l) => {
-          if (l.includes('"driver ready"')) resolve();
-        });
-        child.once('exit', (code) => reject(new Error(`driver exited ${code}: ${netvm.outputOf(child).stderr}`)));
-      });
-      return child;
-    };
-    const stopDaemon = async (child: ChildProcess): Promise<void> => {
-      const gone = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await gone;
-    };
+    const startDaemon = (cli: string): Promise<ChildProcess> => startDriverDaemon(netvm, cli, NODE_OPTIONS);
+    const stopDaemon = stopDriverDaemon;
     const runInner = async (job: Job): Promise<number[]> => {
       const r = await netvm.exec(process.execPath, [fileURLToPath(import.meta.url), '--inner', JSON.stringify(job)], { timeoutMs: 300_000 });
       const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { ms: number[]; failures: string[] };
