@@ -18,6 +18,7 @@ import { CONTROL_SOCKET, runSupervisor } from './runtime/supervisor.js';
 import { callControl, LabNotRunning } from './runtime/control.js';
 import { formatStatus, type LabStatus } from './status.js';
 import type { CheckResult } from './checks.js';
+import type { FaultResult } from './ops/faults.js';
 
 const HELP = `Usage: qubes-net-lab [--lab NAME] <command> [args]
 
@@ -41,6 +42,14 @@ Commands:
                             'action=accept dsthost=www.example.test proto=tcp dstports=80'
   firewall QUBE --reset     back to the default (accept everything)
   dns SERVER…               change sys-net's upstream DNS servers
+  agent QUBE AGENT kill|restart
+                            fault injection: AGENT is qubesdb (the QubesDB daemon; comes back
+                            empty and dom0 writes its keys again), uplink (alias guest: the
+                            uplink watcher, restarted as Restart= would, re-applies), agent
+                            (aliases driver, firewall: the one network agent process; after a
+                            kill its socket activation starts it on the next request), watch
+                            (the agent's activating watcher; restarted with its cgroup stopped)
+  qubesdb-restart QUBE      the QubesDB daemon restarts empty, dom0's keys are written again
   demo [FILE] [--keep]      up, run the checks, print the status table, then down (unless --keep)
   validate [FILE]           check a topology file and exit
 
@@ -155,6 +164,12 @@ function printChecks(results: CheckResult[]): void {
   }
   const failed = results.filter((r) => !r.ok).length;
   process.stdout.write(`${results.length - failed}/${results.length} checks as expected${failed ? `, ${failed} FAILED` : ''}\n`);
+}
+
+function printFault(r: FaultResult): void {
+  const was = r.pid !== undefined ? `pid ${r.pid}` : 'not running';
+  const now = r.newPid !== undefined ? `now pid ${r.newPid}` : 'down until its next activation';
+  process.stdout.write(`${r.qube} ${r.agent} ${r.action}: ${was}, ${now} (${r.ms} ms)\n  models: ${r.models}\n${r.note ? `  note: ${r.note}\n` : ''}`);
 }
 
 // ------------------------------------------------------------------ up / down
@@ -324,6 +339,17 @@ async function main(argv: string[]): Promise<number> {
       if (p.args.length === 0) throw new UsageError('dns SERVER…');
       const r = (await call('dns', { servers: p.args })) as { upstream?: string };
       process.stdout.write(`upstream DNS now ${r.upstream ?? p.args.join(' ')}\n`);
+      return 0;
+    }
+    case 'agent': {
+      const [qube, agent, action] = need(p, 3, 'QUBE AGENT kill|restart');
+      const r = (await call('agent', { qube, agent, action })) as FaultResult;
+      printFault(r);
+      return 0;
+    }
+    case 'qubesdb-restart': {
+      const [qube] = need(p, 1, 'QUBE');
+      printFault((await call('qubesdb-restart', { qube })) as FaultResult);
       return 0;
     }
     case 'demo':

@@ -19,6 +19,8 @@ export { setNetvm } from './ops/netvm.js';
 export { setFeature } from './ops/features.js';
 export { setFirewall, parseRuleList } from './ops/firewall.js';
 export { setUpstreamDns, expectedUpstream } from './ops/dns.js';
+export * from './ops/faults.js';
+export { childPids, pidAlive, stopPids } from './runtime/processes.js';
 export { collectStatus, formatStatus, type LabStatus, type QubeStatus } from './status.js';
 export * from './checks.js';
 export * as template from './template/index.js';

@@ -16,7 +16,8 @@ import { cloneModel, modelToJSON, type LabModel, type QubeSpec } from '../topolo
 import { resolveAgentCommands, missingAgentFiles, type AgentCommands } from './agent-commands.js';
 import { LabInternet } from './internet.js';
 import { applyOps, parseFeedback, readOwnManaged, waitUntil, type Feedback } from './qdb-ops.js';
-import { startInQube, type QubeProcess } from './processes.js';
+import { startInQube, stopPids, type QubeProcess } from './processes.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { sendAgentRequest } from './agent-control.js';
 import { watchArgs } from '@qubes-net/guest-agent/watch-args';
 import { agentWatchArgs } from '@qubes-net/network-agent/watch-args';
@@ -296,13 +297,75 @@ export class Lab {
   }
 
   /** Asks the agent's socket for status until the agent (started by that very request) is ready. */
-  private async waitAgentReady(rq: RunningQube): Promise<void> {
+  async waitAgentReady(rq: RunningQube): Promise<void> {
     const watcher = rq.agents.get('agent')!;
     await waitUntil(`the network agent's control socket in ${rq.name}`, async () => {
       if (!watcher.running) throw new Error(`the agent's watcher in ${rq.name} exited (code ${watcher.exit?.code}; log ${watcher.logFile})`);
       const r = await sendAgentRequest(rq.ns, { op: 'status' }, 10_000).catch(() => undefined);
       return r?.ok === true && (r.details as { ready?: boolean }).ready === true;
     }, { timeoutMs: this.waitTimeoutMs });
+  }
+
+  // ---------------------------------------------------------------- faults
+
+  /**
+   * A QubesDB daemon restart in the qube, as qubes-db.service's Restart= gives after a crash
+   * (`kill`: SIGKILL) or an administrator's restart (`stop`: SIGTERM): the new daemon starts
+   * empty, then dom0 writes its keys for this qube again (its own entries and, for a network
+   * qube, every attached client's entries with the firewall marker last). The agents and the
+   * lab's own client reconnect by themselves; the agents' feedback keys are rewritten only
+   * when they next report. Returns the new daemon's pid.
+   */
+  async restartQubesDB(name: string, how: 'kill' | 'stop' = 'kill'): Promise<number> {
+    const rq = this.runningQube(name);
+    if (how === 'kill') await rq.qdbDaemon.kill();
+    else await rq.qdbDaemon.stop();
+    rq.qdbDaemon = await startInQube(rq.ns, 'qubesdb', [...this.agentCommands.qubesdbDaemon, '--ready-fd', '3'], join(rq.logDir, 'qubesdb.log'), { readyFd: true });
+    this.progress({ qube: name, step: 'QubesDB daemon restarted (empty)', detail: `pid ${rq.qdbDaemon.pid}` });
+    await this.rewriteDom0Entries(name);
+    this.progress({ qube: name, step: "dom0's keys written again" });
+    await this.saveState();
+    return rq.qdbDaemon.pid;
+  }
+
+  /** Everything dom0 keeps in this qube's QubesDB, written again (after a daemon restart). */
+  async rewriteDom0Entries(name: string): Promise<void> {
+    const rq = this.runningQube(name);
+    await applyOps(rq.db, ownEntriesOps(this.model, name));
+    for (const c of this.attachedClients(name)) await applyOps(rq.db, providerPreAttachOps(this.model, c.name));
+    await this.writeConnectedIps(name);
+  }
+
+  /**
+   * SIGKILLs a resident process of the qube (`guest`: the uplink watcher, `agent`: the agent's
+   * activating watcher) and starts it again as systemd does for a failed unit with Restart=:
+   * what is left in its cgroup (`cgroupPids`, e.g. the agent it had started) gets SIGTERM
+   * (KillMode=control-group), SIGKILL after 10 s, and only once they are gone does the unit
+   * start again, after RestartSec. Returns the new process.
+   */
+  async crashResident(name: string, role: AgentRole, cgroupPids: readonly number[] = []): Promise<QubeProcess> {
+    const rq = this.runningQube(name);
+    const p = rq.agents.get(role);
+    if (!p?.running) throw new Error(`${name} has no running ${role} process`);
+    p.stopping = true; // the restart below is this one, not the generic on-failure path
+    p.child.kill('SIGKILL');
+    await p.exited;
+    this.progress({ qube: name, step: `${role} process killed (SIGKILL)`, detail: `pid ${p.pid}` });
+    await stopPids(cgroupPids, 10_000);
+    await sleep(RESTART_DELAY_MS);
+    const back = await this.startAgent(rq, role);
+    if (role === 'agent') await this.waitAgentReady(rq);
+    this.progress({ qube: name, step: `${role} process started again`, detail: `pid ${back.pid}` });
+    return back;
+  }
+
+  /** Stops a resident process the way `systemctl restart` does (SIGTERM, wait, start). */
+  async restartResident(name: string, role: AgentRole): Promise<QubeProcess> {
+    const rq = this.runningQube(name);
+    await rq.agents.get(role)?.stop();
+    const p = await this.startAgent(rq, role);
+    if (role === 'agent') await this.waitAgentReady(rq);
+    return p;
   }
 
   // ---------------------------------------------------------------- QubesDB pushes

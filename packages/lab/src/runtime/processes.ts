@@ -1,6 +1,7 @@
 // Long-running programs inside a qube (QubesDB daemon, agents): started with their output in
 // a per-qube log file, optionally waiting for "ready" on fd 3, stopped by pid.
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import type { Qube } from '@qubes-net/netns';
@@ -111,4 +112,54 @@ export async function startInQube(q: Qube, role: string, argv: readonly string[]
     });
   }
   return proc;
+}
+
+/** The pids whose parent is `ppid` (from /proc; the agent an activating watcher started). */
+export function childPids(ppid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses, so parse after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(fields[1]) === ppid) out.push(Number(d));
+  }
+  return out;
+}
+
+/** Whether the pid runs (a zombie, dead but not yet reaped by its new parent, does not). */
+export function pidAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`, waiting until every pid is gone (polling /proc). */
+export async function stopPids(pids: readonly number[], graceMs: number): Promise<void> {
+  const signal = (sig: NodeJS.Signals) => {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, sig);
+      } catch {
+        // already gone
+      }
+    }
+  };
+  signal('SIGTERM');
+  const deadline = Date.now() + graceMs;
+  while (pids.some(pidAlive)) {
+    if (Date.now() > deadline) {
+      signal('SIGKILL');
+      if (Date.now() > deadline + 5_000) throw new Error(`processes ${pids.join(' ')} did not exit`);
+    }
+    await sleep(20);
+  }
 }

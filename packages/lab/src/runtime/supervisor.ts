@@ -10,6 +10,7 @@ import { setFeature } from '../ops/features.js';
 import { killQube, restartQube, startQube, stopQube, upAll } from '../ops/lifecycle.js';
 import { setNetvm } from '../ops/netvm.js';
 import { setUpstreamDns } from '../ops/dns.js';
+import { agentFault, parseFaultAction, qubesdbRestart } from '../ops/faults.js';
 import { collectStatus } from '../status.js';
 import { runChecks } from '../checks.js';
 import type { LabModel } from '../topology/model.js';
@@ -113,6 +114,11 @@ export async function runSupervisor(opts: SupervisorOptions): Promise<number> {
         const servers = strList(a, 'servers');
         return lab.serialize(() => setUpstreamDns(lab, servers));
       }
+      case 'agent': {
+        const action = parseFaultAction(str(a, 'action'));
+        return lab.serialize(() => agentFault(lab, str(a, 'qube'), str(a, 'agent'), action));
+      }
+      case 'qubesdb-restart': return lab.serialize(() => qubesdbRestart(lab, str(a, 'qube')));
       case 'down':
         setImmediate(() => void shutdown(0));
         await exitCode;
