@@ -38,7 +38,7 @@ const FW = 'sys-firewall';
 const PORT = 7777;
 const ALLOW_INTERVAL_MS = 20;
 /** Hang guard only: a fault not converged after this is a failure, not a slow run. */
-const CONVERGE_GUARD_MS = 30_000;
+const CONVERGE_GUARD_MS = 45_000;
 const PROBE = join(dirname(fileURLToPath(import.meta.url)), 'probe.js');
 const HOOK = '/rw/config/network-hooks.d/50-fault-hang';
 
@@ -86,6 +86,8 @@ interface FaultRecord {
 const VARIANT_A = parseRuleList([]);
 const VARIANT_B = parseRuleList(['action=accept dsthost=www.example.test proto=tcp dstports=80', 'action=accept proto=icmp', 'action=drop']);
 const DROP = parseRuleList(['action=drop']);
+/** A name no lookup has asked for before the DNS round (the firewall caches names). */
+const VARIANT_C = parseRuleList(['action=accept dsthost=other.example.test proto=tcp dstports=80', 'action=drop']);
 
 let lab: Lab | undefined;
 const children: ChildProcess[] = [];
@@ -161,13 +163,17 @@ qubes:
   await upAll(lab);
   // Reference chain bodies: what the firewall makes of each rule set, read once in a calm state.
   await setFirewall(lab, 'dropq', DROP);
-  await setFirewall(lab, 'churn', VARIANT_B);
-  const k = await readKernel(lab.runningQube(FW).ns);
-  for (const [q, rules] of [['good', VARIANT_A], ['dropq', DROP], ['churn', VARIANT_B]] as Array<[string, FirewallRule[]]>) {
-    const body = k.chains.get(`ip ${chainOf(ipOf(q))}`);
+  const capture = async (q: string, rules: FirewallRule[]) => {
+    const body = (await readKernel(lab!.runningQube(FW).ns)).chains.get(`ip ${chainOf(ipOf(q))}`);
     assert.ok(body !== undefined, `${tag}: no chain for ${q}`);
     refs.set(JSON.stringify(rules), body);
-  }
+  };
+  await setFirewall(lab, 'churn', VARIANT_C);
+  await capture('churn', VARIANT_C);
+  await setFirewall(lab, 'churn', VARIANT_B);
+  for (const [q, rules] of [['good', VARIANT_A], ['dropq', DROP], ['churn', VARIANT_B]] as Array<[string, FirewallRule[]]>) await capture(q, rules);
+  // A fresh agent: other.example.test (VARIANT_C) is in no name cache when the DNS round comes.
+  await agentFault(lab, FW, 'agent', 'restart');
 });
 
 let failed = true;
@@ -215,6 +221,7 @@ test('fault injection: blocked stays blocked, the allowed flow survives agent re
   const records: FaultRecord[] = [];
   const dnsBefore = [...L.internet.dnsServers];
   let churnB = true;
+  const extraNotes: string[] = [];
 
   for (let round = 0; round < faults.length; round++) {
     const kind = faults[round]!;
@@ -246,6 +253,7 @@ test('fault injection: blocked stays blocked, the allowed flow survives agent re
       refusedChain = chainOf(ipOf('disp'));
       await fwNs.exec('nft', ['add', 'rule', 'ip', 'qubes-firewall', 'qubes-forward', 'ip', 'saddr', ipOf('disp'), 'jump', refusedChain]);
       ops.splice(Math.floor(rnd() * (ops.length + 1)), 0, async () => {
+        if (!L.running.get('disp')?.vif) await dispOp();
         const r = await dispOp();
         return `${r} (its chain held by a user rule)`;
       });
@@ -274,9 +282,9 @@ test('fault injection: blocked stays blocked, the allowed flow survives agent re
       // Rules that need a name resolved, pushed while the upstream DNS is dead.
       ops.push(async () => {
         await inject;
-        churnB = true;
-        const fb = await L.serialize(() => setFirewall(L, 'churn', VARIANT_B));
-        return `churn rules B while DNS is dead (firewall: ${[...fb.values()].map((f) => `${f.state} ${f.detail}`).join('; ')})`;
+        churnB = false;
+        const fb = await L.serialize(() => setFirewall(L, 'churn', VARIANT_C));
+        return `churn rules C (a name not looked up before) while DNS is dead (firewall: ${[...fb.values()].map((f) => `${f.state} ${f.detail}`).join('; ')})`;
       });
     }
     const done: string[] = [];
@@ -289,6 +297,19 @@ test('fault injection: blocked stays blocked, the allowed flow survives agent re
       clearedAt = Date.now();
     }
     if (kind === 'nft-refuse') {
+      // While the kernel still refuses disp's removal, another qube's update must apply.
+      const t0 = Date.now();
+      churnB = !churnB;
+      await L.serialize(() => setFirewall(L, 'churn', churnB ? VARIANT_B : VARIANT_A));
+      const want = refs.get(JSON.stringify(churnB ? VARIANT_B : VARIANT_A));
+      let body: string | undefined;
+      for (;;) {
+        body = (await kernelDiff()).actual.chains.get(`ip ${chainOf(ipOf('churn'))}`);
+        if (body === want) break;
+        if (Date.now() - t0 > CONVERGE_GUARD_MS) throw new Error(`${tag}: churn's rules never applied while the kernel refused disp's removal (round ${round})`);
+        await sleep(25);
+      }
+      extraNotes.push(`round ${round}: churn's update applied ${Date.now() - t0} ms after dom0 wrote it, while disp's removal was still refused`);
       await sleep(Math.floor(rnd() * 500));
       await fwNs.exec('nft', ['flush', 'chain', 'ip', 'qubes-firewall', 'qubes-forward']);
       clearedAt = Date.now();
@@ -333,6 +354,7 @@ test('fault injection: blocked stays blocked, the allowed flow survives agent re
   const q = (p: number) => times[Math.min(times.length - 1, Math.ceil(p * times.length) - 1)] ?? 0;
   const finalDiff = (await kernelDiff()).d;
 
+  for (const n of extraNotes) t.diagnostic(n);
   t.diagnostic(`faults injected: ${records.length} (${records.map((r) => r.kind).join(', ')}) + a hanging hook across the run; seed ${SEED}`);
   t.diagnostic(`blocked packets delivered: ${violations.length} (must-block flows: dropq, tight after dom0 tightened it at +${Number.isFinite(tightenedAt) ? tightenedAt - hookT0 : -1} ms, 3 spoofed sources, client to client; about ${Math.round(((end - hookT0) / 50) * 5)} such datagrams sent)`);
   t.diagnostic(`allowed flow: ${allow.length} received, ${lost.length} lost over ${((end - hookT0) / 1000).toFixed(1)} s; per fault: ${perFault.map((f) => `${f.kind}=${f.lost}`).join(' ')}; outside fault windows: ${lost.length - attributed}`);
