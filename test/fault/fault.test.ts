@@ -66,8 +66,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const tag = `fault seed=${SEED} (replay: QUBES_NET_FAULT_SEED=${SEED})`;
 
 type FaultKind = 'agent-kill' | 'agent-restart' | 'watch-kill' | 'qubesdb-restart' | 'nft-refuse' | 'dns-dead' | 'uplink-kill';
-/** Faults that restart an agent: the allowed flow may lose at most one packet across each. */
-const AGENT_RESTARTS: ReadonlySet<FaultKind> = new Set(['agent-kill', 'agent-restart', 'watch-kill', 'uplink-kill']);
+/** Faults that restart an agent or its QubesDB: the allowed flow may lose at most one packet across each. */
+const AGENT_RESTARTS: ReadonlySet<FaultKind> = new Set(['agent-kill', 'agent-restart', 'watch-kill', 'uplink-kill', 'qubesdb-restart']);
 
 interface FaultRecord {
   round: number;

@@ -302,6 +302,30 @@ test('13.1: a watch reconnect applies a tightening whose marker event was lost',
   await s.engine.stop();
 });
 
+test('13: a QubesDB daemon restart (empty database at the reconnect) keeps the rules in force until dom0 writes them again', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'accept' }), { writingTimeoutMs: 60_000 });
+  await s.engine.start();
+  // The daemon restarted empty; the client reconnects and reports the watched paths once.
+  await s.db.rm('/qubes-firewall/');
+  s.engine.onWatchEvent('/qubes-firewall/');
+  await s.engine.idle();
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['accept comment "policy"'], 'the rules stay while dom0 has not written again');
+  // dom0 writes the qube's keys again (here tighter than before): applied at the marker.
+  await dom0Write(s, '10.137.0.7', { policy: 'drop' });
+  assert.deepEqual(s.kernel.chain(4, 'qbs-10-137-0-7'), ['reject with icmp type admin-prohibited comment "policy"']);
+  await s.engine.stop();
+});
+
+test('13: after a reconnect, a qube whose marker never comes back loses its rules when the rewrite times out (fail closed)', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'accept' }), { writingTimeoutMs: 50 });
+  await s.engine.start();
+  await s.db.rm('/qubes-firewall/');
+  s.engine.onWatchEvent('/qubes-firewall/');
+  await s.engine.idle();
+  await waitFor('the rules removed after the rewrite timed out', () => s.kernel.chain(4, 'qbs-10-137-0-7') === undefined);
+  await s.engine.stop();
+});
+
 test('13.1: SIGHUP (reload) applies a tightening whose marker event was lost', async () => {
   const s = await setup(qube('10.137.0.7', { policy: 'accept' }));
   await s.engine.start();

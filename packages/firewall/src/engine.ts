@@ -437,6 +437,15 @@ export class FirewallEngine {
     // the rewrite times out). At start, and after a reconnect or reload (which cleared every
     // "writing" state), a marker present is trusted.
     if (reason === 'start') this.clearWriting(reason);
+    // After a watch reconnect the database may be a new, empty one (a QubesDB daemon restart)
+    // that dom0 has not written again yet: a qube whose rules are in force and whose marker is
+    // absent counts as being rewritten (rules kept until its marker, or removed when the
+    // rewrite times out), not as removed. Removing at once cut every qube's traffic until
+    // dom0's rewrite (seen by the fault suite, test/fault).
+    if (reason === 'watch') {
+      const present = new Set(wanted.map((t) => t.addr));
+      for (const addr of this.qubes.keys()) if (!present.has(addr)) this.startWriting(addr);
+    }
     const keep = new Set([...wanted.map((t) => t.addr), ...[...this.writing.keys()].filter((a) => this.qubes.has(a))]);
     await this.removeStale(keep);
     const preps: Prepared[] = wanted
