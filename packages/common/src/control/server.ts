@@ -20,6 +20,17 @@ export function activatedFd(env: NodeJS.ProcessEnv = process.env, pid = process.
   return Number.isInteger(n) && n >= 1 ? SD_LISTEN_FDS_START : undefined;
 }
 
+/**
+ * Thrown by a handler that must not answer: the connection is closed without a reply, which
+ * the clients take as "retry" (the next instance, started by activation, serves the request).
+ */
+export class HangUp extends Error {
+  constructor(why: string) {
+    super(why);
+    this.name = 'HangUp';
+  }
+}
+
 export interface ControlServerOptions {
   path: string;
   /** Inherited listening fd (activation); else the path is bound. */
@@ -152,6 +163,7 @@ export class ControlServer {
   private async answer(sock: Socket, line: string): Promise<void> {
     this.inFlight++;
     let r: Reply;
+    let hangUp = false;
     try {
       const parsed = parseRequest(line);
       if (!parsed.ok) {
@@ -161,12 +173,16 @@ export class ControlServer {
         r = await this.opts.handle(parsed.request);
       }
     } catch (err) {
-      this.opts.log.error({ err: String(err) }, 'control request failed');
+      if (err instanceof HangUp) {
+        hangUp = true;
+        this.opts.log.info({ reason: err.message }, 'request left unanswered for the next instance');
+      } else this.opts.log.error({ err: String(err) }, 'control request failed');
       r = reply('internal', String((err as Error)?.message ?? err));
     } finally {
       this.inFlight--;
     }
-    if (!sock.destroyed) sock.end(formatReply(r));
+    if (hangUp) sock.destroy();
+    else if (!sock.destroyed) sock.end(formatReply(r));
     if (this.inFlight === 0) {
       const w = this.drainWaiters;
       this.drainWaiters = [];
