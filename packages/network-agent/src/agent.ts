@@ -11,7 +11,7 @@
 import { mkdir, rename, unlink, writeFile, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { createLogger, packageVersion, sdNotify, forLog, type Logger } from '@qubes-net/common';
-import { ControlServer, activatedFd, reply, type Reply, type Request, type AgentStatus } from '@qubes-net/common/control';
+import { ControlServer, HangUp, activatedFd, reply, type Reply, type Request, type AgentStatus } from '@qubes-net/common/control';
 import { Driver } from '@qubes-net/driver-agent';
 import type { FirewallEngine } from '@qubes-net/firewall';
 import { HostedQubesDB } from './qubesdb-host.js';
@@ -49,6 +49,8 @@ export class NetworkAgent {
   private firewallError: string | undefined;
   private readyWaiters: ((ok: boolean) => void)[] = [];
   private exiting: Promise<number> | undefined;
+  /** A stop signal came (systemctl stop or restart): what this instance cannot serve goes to the next. */
+  private stopSignalled = false;
   private exitResolve!: (code: number) => void;
   readonly done = new Promise<number>((r) => (this.exitResolve = r));
 
@@ -167,7 +169,13 @@ export class NetworkAgent {
   async handle(req: Request): Promise<Reply> {
     if (req.op === 'status') return reply('ok', 'status', { ...(await this.status()) });
     return this.clock.around(async () => {
-      if (!(await this.whenReady())) return reply('internal', 'the agent failed to start');
+      if (!(await this.whenReady())) {
+        // Stopped while starting (systemd's stop also kills our ip helpers, so the start
+        // fails): hang up, so that the client's retry reaches the next instance instead of
+        // failing a hotplug (13.3; seen by test/template/fault-booted.test.ts).
+        if (this.stopSignalled) throw new HangUp('stopped while starting');
+        return reply('internal', 'the agent failed to start');
+      }
       const driver = this.driver!;
       switch (req.op) {
         case 'online':
@@ -225,6 +233,7 @@ export class NetworkAgent {
   }
 
   exit(reason: string): Promise<number> {
+    if (reason === 'SIGTERM' || reason === 'SIGINT') this.stopSignalled = true;
     this.exiting ??= (async () => {
       this.clock.stop();
       this.log.info({ reason }, reason === 'idle' ? 'idle: exiting' : 'stopping; configuration stays in place');
