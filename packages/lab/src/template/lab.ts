@@ -17,7 +17,7 @@ import { isIP } from 'node:net';
 import { GATEWAY_MAC, forLog, type RunResult } from '@qubes-net/common';
 import { INTERNET, NetnsSession, XENSTORE_DIR, configureUplink, type Qube } from '@qubes-net/netns';
 import { openQubesDB, type QubesDB } from '@qubes-net/qubesdb';
-import { firewallOps, forgetAddressOps, ownEntries, ownEntriesOps, providerPreAttachOps, realAddresses, vifBackendEntries } from '../dom0/entries.js';
+import { connectedIpsOps, firewallOps, forgetAddressOps, ownEntries, ownEntriesOps, providerPreAttachOps, realAddresses, vifBackendEntries } from '../dom0/entries.js';
 import { parseFirewallRule } from '../dom0/firewall-rules.js';
 import { startOrder, type LabModel, type QubeSpec } from '../topology/model.js';
 import { resolveAgentCommands } from '../runtime/agent-commands.js';
@@ -248,6 +248,7 @@ export class TemplateLab {
     if (!target.spec.providesNetwork) throw new Error(`${netvm} does not provide network`);
     if ([...this.qubes.values()].some((c) => c.spec.netvm === client)) throw new Error(`${client} has running clients: not supported by the template lab yet`);
     const uplinkBefore = parseFeedback(await q.db.read('/qubes-uplink-status').catch(() => undefined))?.generation;
+    const oldProvider = q.vif?.provider;
     if (q.vif) {
       const old = this.qube(q.vif.provider);
       const xsPath = `/local/domain/${old.domid}/backend/vif/${q.domid}/0`;
@@ -259,6 +260,9 @@ export class TemplateLab {
       q.vif = undefined;
     }
     this.spec(client).netvm = netvm;
+    // dom0 rewrites the old netvm's /connected-ips, which no longer lists the client (its
+    // element stayed in the old netvm's `connected` set; found by test/template/fault-booted).
+    if (oldProvider) await applyOps(this.qube(oldProvider).db, connectedIpsOps(this.model, oldProvider));
     await applyOps(q.db, ownEntriesOps(this.model, client, await readOwnManaged(q.db)));
     await this.attachVif(q);
     await this.udevUplink(q, 'add');
