@@ -81,7 +81,7 @@ test('booted faults in sys-firewall (agent SIGKILL, restart, watcher SIGKILL) mi
   const l = lab!;
   t.diagnostic(tag);
   const flow = l.exec('flow', ['ping', '-n', '-i', '0.05', '-w', '300', UPSTREAM], { timeoutMs: 320_000 });
-  const blocked = l.exec('dropq', ['ping', '-n', '-i', '0.2', '-w', '300', UPSTREAM], { timeoutMs: 320_000 });
+  const blocked = l.exec('dropq', ['ping', '-n', '-i', '0.2', '-c', '1500', UPSTREAM], { timeoutMs: 320_000 });
   await sleep(500);
   const faults = ['agent-kill', 'agent-restart', 'watch-kill', 'agent-kill'] as const;
   const figures: string[] = [];
@@ -148,7 +148,8 @@ test('booted faults in sys-firewall (agent SIGKILL, restart, watcher SIGKILL) mi
     for (const c of l.qubes.values()) {
       if (c.spec.providesNetwork || c.vif?.provider === provider) continue;
       for (const ip of realAddresses(l.model, c.name).filter((x) => isIPv4(x))) {
-        if (new RegExp(`(^|[^0-9.])${ip.replace(/\./g, '\\.')}([^0-9]|$)`, 'm').test(text) || text.includes(`qbs-${ip.replace(/\./g, '-')}`)) leftovers.push(`${provider}: ${c.name} ${ip}`);
+        const re = new RegExp(`(^|[^0-9.])${ip.replace(/\./g, '\\.')}([^0-9]|$)|qbs-${ip.replace(/\./g, '-')}\\b`);
+        for (const line of text.split('\n')) if (re.test(line)) leftovers.push(`${provider}: ${c.name} ${ip}: ${line.trim()}`);
       }
     }
   }
