@@ -6,6 +6,8 @@ import { planUplink } from './model/plan.js';
 import type { DesiredUplink } from './model/desired.js';
 import { applyIpBatch, readKernelState } from './kernel/ip.js';
 import { readRecord, removeRecord } from './kernel/record.js';
+import { removeNetworkManagerConnection } from './network-manager/apply-nm.js';
+import { DEFAULT_NM_PATHS } from './network-manager/nmcli.js';
 
 export interface RemoveResult {
   ifname: string;
@@ -21,6 +23,8 @@ export async function removeUplink(ifname: string, paths: AgentPaths, log: Logge
   const nothing: DesiredUplink = { ifname, link: 'down', addresses: [], neighbours: [], routes: [], resolvConf: { action: 'leave', reason: 'removing' } };
   const plan = planUplink(state, nothing, owned);
   const changes = plan.changes.map((c) => `${c.op} ${c.what} ${c.detail}`);
+  // Upstream deletes the NetworkManager keyfile whichever path configured the uplink.
+  if (await removeNetworkManagerConnection(ifname, paths.networkManager ?? DEFAULT_NM_PATHS, log)) changes.push('del connection NetworkManager');
   if (plan.ifindex === undefined) {
     await removeRecord(paths.stateDir, ifname);
     log.info({ ifname }, 'uplink already gone');

@@ -78,6 +78,8 @@ export interface TemplateLabOptions {
   waitTimeoutMs?: number;
   /** A qube whose start fails stays up for inspection until `down`. */
   keepFailed?: boolean;
+  /** A cached layer over the template image that every qube boots (e.g. NetworkManager's). */
+  imageLayer?: (image: TemplateImage, log: RootLog) => Promise<TemplateImage>;
 }
 
 export interface BootFigures {
@@ -124,7 +126,8 @@ export class TemplateLab {
 
   /** Builds (or finds) the template image, makes the session and the fake internet. */
   static async create(model: LabModel, opts: TemplateLabOptions): Promise<TemplateLab> {
-    const image = await ensureTemplateImage({ deb: opts.deb, ...(opts.log ? { log: opts.log } : {}) });
+    const baseImage = await ensureTemplateImage({ deb: opts.deb, ...(opts.log ? { log: opts.log } : {}) });
+    const image = opts.imageLayer ? await opts.imageLayer(baseImage, opts.log ?? (() => {})) : baseImage;
     const stateDir = opts.stateDir ?? join('/run/qubes-net-lab', `${model.name}-template`);
     const ownStateDir = opts.stateDir === undefined;
     await mkdir(stateDir, { recursive: true, mode: 0o750 });
