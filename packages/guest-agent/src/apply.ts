@@ -212,7 +212,7 @@ export async function applyOnce(ctx: ApplyContext, preRead?: Promise<KernelState
   let changed = false;
 
   const nm = plan.ifindex === undefined ? undefined : await chooseNetworkManager(db, paths.serviceDir ?? DEFAULT_SERVICE_DIR, paths.networkManager ?? DEFAULT_NM_PATHS);
-  if (nm && !nm.use && nm.serviceOn) log.warn({ ifname, reason: nm.reason }, 'NetworkManager path not taken');
+  if (nm && !nm.use && nm.serviceOn) log.info({ ifname, reason: nm.reason }, 'NetworkManager path not taken');
 
   if (plan.ifindex === undefined) {
     status = 'unconfigured';

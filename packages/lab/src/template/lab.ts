@@ -243,13 +243,13 @@ export class TemplateLab {
    * `qvm-prefs CLIENT netvm NETVM` on a running client, as dom0 and Xen do it: hotplug offline
    * in the old netvm, the vif goes (udev's remove in the client), the client's entries are
    * rewritten, a new vif in the new netvm (hotplug online, udev's add), the firewall pushed.
-   * Only for qubes without clients of their own (their descendants would need re-plugging).
+   * A network qube's own clients keep their vifs into it, as on Qubes (reference §4.6: a
+   * ProxyVM's eth0 is re-plugged, its clients are not touched).
    */
   async setNetvm(client: string, netvm: string): Promise<void> {
     const q = this.qube(client);
     const target = this.qube(netvm);
     if (!target.spec.providesNetwork) throw new Error(`${netvm} does not provide network`);
-    if ([...this.qubes.values()].some((c) => c.spec.netvm === client)) throw new Error(`${client} has running clients: not supported by the template lab yet`);
     const uplinkBefore = parseFeedback(await q.db.read('/qubes-uplink-status').catch(() => undefined))?.generation;
     if (q.vif) {
       const old = this.qube(q.vif.provider);

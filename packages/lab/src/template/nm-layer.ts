@@ -32,7 +32,20 @@ export const NM_LAB_CONF = [
   'no-auto-default=*',
   '',
   '[keyfile]',
-  'unmanaged-devices=mac:fe:ff:ff:ff:ff:ff',
+  '# interface-name:vif*: the lab\'s vifs are veths, which have no permanent MAC for the mac: spec',
+  '# to match (Xen\'s vifs have fe:ff:ff:ff:ff:ff as theirs).',
+  'unmanaged-devices=mac:fe:ff:ff:ff:ff:ff;interface-name:vif*',
+  '',
+].join('\n');
+
+/**
+ * Upstream's drop-in condition (reference §7.2): NetworkManager starts only in qubes with the
+ * `network-manager` service, so every other qube booting this layer runs as without it.
+ */
+export const NM_UNIT_DROPIN = [
+  '# qubes-net lab: as qubes-core-agent-network-manager\'s drop-in, NetworkManager only where the service is on.',
+  '[Unit]',
+  'ConditionPathExists=/run/qubes-service/network-manager',
   '',
 ].join('\n');
 
@@ -46,7 +59,7 @@ async function inTree(tree: string, argv: readonly string[], timeoutMs: number):
 
 /** The template image with NetworkManager: built on first use, then from the cache. */
 export async function ensureNetworkManagerImage(image: TemplateImage, log: RootLog = () => {}): Promise<TemplateImage> {
-  const key = hashKey([NM_LAYER_VERSION, image.key, [...NM_PACKAGES].sort(), NM_LAB_CONF]);
+  const key = hashKey([NM_LAYER_VERSION, image.key, [...NM_PACKAGES].sort(), NM_LAB_CONF, NM_UNIT_DROPIN]);
   const layer = await ensureCachedRoot(`template-nm-${key}`, log, async (tmp) => {
     log('NetworkManager layer: copying the template image', { image: image.dir });
     await run('cp', ['--reflink=auto', '-a', '--', `${image.dir}/.`, tmp]);
@@ -60,6 +73,9 @@ export async function ensureNetworkManagerImage(image: TemplateImage, log: RootL
     await run('rm', ['-rf', '--one-file-system', '--', join(tmp, 'var', 'lib', 'apt', 'lists'), policy]);
     mkdirSync(join(tmp, 'var', 'lib', 'apt', 'lists', 'partial'), { recursive: true });
     writeFileSync(join(tmp, 'etc', 'NetworkManager', 'NetworkManager.conf'), NM_LAB_CONF);
+    const dropIn = join(tmp, 'usr', 'lib', 'systemd', 'system', 'NetworkManager.service.d');
+    mkdirSync(dropIn, { recursive: true });
+    writeFileSync(join(dropIn, '30-qubes-lab.conf'), NM_UNIT_DROPIN);
     // A template has no resolver of the build host.
     writeFileSync(join(tmp, 'etc', 'resolv.conf'), '');
   }, { image: image.key, packages: [...NM_PACKAGES] });

@@ -1,0 +1,200 @@
+// Issue 15 on booted templates: a ProxyVM with the `network-manager` service (a VPN qube as
+// users set one up) between sys-firewall and a client, every qube the Debian 13 template with
+// our .deb and NetworkManager from Debian's packages (a cached layer over the template image).
+// Checks, as upstream's integration test 020 describes it: the client's DNS, HTTP and ICMP
+// through the ProxyVM; `nmcli device disconnect eth0` in the ProxyVM cuts the client off and an
+// apply woken by an unrelated QubesDB key does not undo it; `nmcli connection up "VM uplink
+// eth0"` restores it; resolv.conf in the ProxyVM is NetworkManager's; a netvm switch of the
+// ProxyVM keeps the client on the internet. Bounded waits only, no timed assertion.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { needRoot, isRoot } from '../helpers/root.js';
+import { waitFor } from '../helpers/wait.js';
+import { parseTopology, template } from '@qubes-net/lab';
+
+const { TemplateLab, buildDeb, ensureNetworkManagerImage } = template;
+type TemplateLab = template.TemplateLab;
+
+const PROXY = 'sys-vpn';
+const CLIENT = 'work';
+
+// sys-net's NIC is the lab's (configured from outside): NetworkManager is off there, so this
+// file tests exactly one NetworkManager qube.
+const TOPOLOGY = `
+name: nm
+qubes:
+  - name: sys-net
+    qid: 2
+    provides_network: true
+    uplink: true
+    features:
+      service.network-manager: ""
+  - name: sys-firewall
+    qid: 3
+    netvm: sys-net
+    provides_network: true
+  - name: ${PROXY}
+    qid: 4
+    netvm: sys-firewall
+    provides_network: true
+    features:
+      service.network-manager: "1"
+  - name: ${CLIENT}
+    qid: 7
+    netvm: ${PROXY}
+`;
+
+let lab: TemplateLab | undefined;
+let setupError: unknown;
+
+before(async () => {
+  if (!isRoot()) return;
+  try {
+    const model = parseTopology(TOPOLOGY, 'nm.test.ts');
+    model.name = `nm${randomBytes(3).toString('hex')}`;
+    const deb = await buildDeb();
+    lab = await TemplateLab.create(model, { deb, waitTimeoutMs: 120_000, imageLayer: ensureNetworkManagerImage });
+    await lab.up();
+  } catch (err) {
+    setupError = err;
+  }
+}, { timeout: 15 * 60_000 });
+
+after(async () => {
+  await lab?.down();
+});
+
+function ready(t: import('node:test').TestContext): TemplateLab | undefined {
+  if (!needRoot(t)) return undefined;
+  if (setupError) throw setupError;
+  assert.ok(lab, 'the lab did not start');
+  return lab;
+}
+
+async function httpGet(l: TemplateLab, qube: string, url: string): Promise<string> {
+  const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(4000) }).then(async (r) => console.log(r.status, (await r.text()).length), (e) => console.log('error', e.cause?.code ?? e.name))`;
+  return (await l.exec(qube, ['node', '-e', script], { timeoutMs: 15_000 })).stdout.trim();
+}
+
+async function ping(l: TemplateLab, qube: string, addr: string): Promise<boolean> {
+  return (await l.exec(qube, ['ping', '-n', '-c', '1', '-W', '2', addr])).exitCode === 0;
+}
+
+/** The client reaches the fake internet: name lookup, HTTP by name, ICMP. */
+async function clientOnline(l: TemplateLab): Promise<void> {
+  let last = '';
+  await waitFor(`${CLIENT} to resolve, fetch and ping through ${PROXY}`, async () => {
+    const dns = await l.exec(CLIENT, ['getent', 'ahostsv4', 'www.example.test']);
+    const http = /203\.0\.113\.80/.test(dns.stdout) ? await httpGet(l, CLIENT, 'http://www.example.test/') : '';
+    const icmp = /^200 /.test(http) && await ping(l, CLIENT, '192.0.2.1');
+    last = `getent: ${JSON.stringify(dns.stdout.split('\n')[0])} http: ${JSON.stringify(http)} ping: ${icmp}`;
+    return icmp || undefined;
+  }, { timeoutMs: 60_000, intervalMs: 500 }).catch((err) => assert.fail(`${(err as Error).message}; last: ${last}`));
+}
+
+/** `nmcli -t` field of the device eth0 in the ProxyVM (STATE or CONNECTION). */
+async function eth0(l: TemplateLab, field: 'GENERAL.STATE' | 'GENERAL.CONNECTION'): Promise<string> {
+  const r = await l.exec(PROXY, ['nmcli', '-t', '-g', field, 'device', 'show', 'eth0']);
+  return r.stdout.trim();
+}
+
+async function uplinkGeneration(l: TemplateLab): Promise<string | undefined> {
+  const v = await l.qube(PROXY).db.read('/qubes-uplink-status').catch(() => undefined);
+  return v?.split(' ')[0];
+}
+
+test('the ProxyVM hands its uplink to NetworkManager: "VM uplink eth0" active, keyfile 0600, NetworkManager\'s resolv.conf', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  assert.equal(await eth0(l, 'GENERAL.CONNECTION'), 'VM uplink eth0');
+  assert.match(await eth0(l, 'GENERAL.STATE'), /^100\b/, 'eth0 connected');
+  const mode = (await l.exec(PROXY, ['stat', '-c', '%a %U', '/etc/NetworkManager/system-connections/qubes-uplink-eth0'])).stdout.trim();
+  assert.equal(mode, '600 root');
+  const resolv = (await l.exec(PROXY, ['cat', '/etc/resolv.conf'])).stdout;
+  assert.match(resolv, /Generated by NetworkManager/, resolv);
+  assert.match(resolv, /^nameserver 10\.139\.1\.1$/m, resolv);
+  const status = await l.qube(PROXY).db.read('/qubes-uplink-status');
+  assert.match(status ?? '', / ok eth0 \S+ via NetworkManager$/, status);
+  // NetworkManager runs only where the service is on; the vifs are not its business.
+  assert.notEqual((await l.exec('sys-firewall', ['systemctl', 'is-active', 'NetworkManager'])).stdout.trim(), 'active');
+  const vifs = (await l.exec(PROXY, ['nmcli', '-t', '-f', 'DEVICE,STATE', 'device'])).stdout;
+  assert.match(vifs, /^vif\d+\.0:unmanaged$/m, vifs);
+  assert.deepEqual(await l.qube(PROXY).container.failedUnits(), []);
+});
+
+test('the client reaches the fake internet through the NetworkManager ProxyVM (DNS, HTTP, ICMP)', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  await clientOnline(l);
+});
+
+test('nmcli device disconnect eth0 cuts the client off, an unrelated apply leaves it so, connection up restores it', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  await clientOnline(l);
+  const r = await l.exec(PROXY, ['nmcli', 'device', 'disconnect', 'eth0'], { timeoutMs: 60_000 });
+  assert.equal(r.exitCode, 0, r.stderr + r.stdout);
+  await waitFor(`${CLIENT} cut off`, async () => !(await ping(l, CLIENT, '192.0.2.1')) || undefined, { timeoutMs: 30_000, intervalMs: 200 });
+
+  // Any watched QubesDB key wakes the uplink's watcher, which runs apply; the keyfile's content
+  // is the same, so the user's disconnect stays.
+  const before = await uplinkGeneration(l);
+  await l.qube(PROXY).db.write('/qubes-service/qubes-update-check', '0');
+  await waitFor('an apply in the ProxyVM after the unrelated key', async () => {
+    const g = await uplinkGeneration(l);
+    return g !== undefined && g !== before ? g : undefined;
+  }, { timeoutMs: 30_000, intervalMs: 200 });
+  assert.match(await eth0(l, 'GENERAL.STATE'), /^30\b/, 'eth0 stays disconnected');
+  assert.equal(await ping(l, CLIENT, '192.0.2.1'), false, 'the client stays cut off');
+
+  const up = await l.exec(PROXY, ['nmcli', 'connection', 'up', 'VM uplink eth0'], { timeoutMs: 60_000 });
+  assert.equal(up.exitCode, 0, up.stderr + up.stdout);
+  await clientOnline(l);
+});
+
+test('a QubesDB change rewrites and reactivates the connection; a bad value is refused and nothing written', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  const db = l.qube(PROXY).db;
+  const keyfile = async (): Promise<string> => (await l.exec(PROXY, ['cat', '/etc/NetworkManager/system-connections/qubes-uplink-eth0'])).stdout;
+  const original = await keyfile();
+  const before = await uplinkGeneration(l);
+  await db.write('/qubes-secondary-dns', '10.139.1.3');
+  await waitFor('the keyfile to carry the new DNS server', async () => /^dns=10\.139\.1\.1;10\.139\.1\.3;$/m.test(await keyfile()) || undefined, { timeoutMs: 30_000, intervalMs: 200 });
+  await waitFor('NetworkManager\'s resolv.conf to list it', async () => /^nameserver 10\.139\.1\.3$/m.test((await l.exec(PROXY, ['cat', '/etc/resolv.conf'])).stdout) || undefined, { timeoutMs: 30_000, intervalMs: 200 });
+  await waitFor('the apply to report', async () => { const g = await uplinkGeneration(l); return g !== undefined && g !== before; }, { timeoutMs: 30_000, intervalMs: 200 });
+  assert.match(await db.read('/qubes-uplink-status') ?? '', / ok eth0 /);
+
+  const written = await keyfile();
+  await db.write('/qubes-secondary-dns', '10.139.1.2\n[ipv4]');
+  await waitFor('the bad value reported', async () => / error eth0 \/qubes-secondary-dns: /.test(await db.read('/qubes-uplink-status').catch(() => '') ?? '') || undefined, { timeoutMs: 30_000, intervalMs: 200 });
+  assert.equal(await keyfile(), written, 'nothing written for a bad value');
+  assert.match(await eth0(l, 'GENERAL.STATE'), /^100\b/, 'the connection stays up');
+
+  await db.write('/qubes-secondary-dns', '10.139.1.2');
+  await waitFor('the original keyfile back', async () => (await keyfile()) === original || undefined, { timeoutMs: 30_000, intervalMs: 200 });
+  await clientOnline(l);
+});
+
+test('a netvm switch of the ProxyVM (sys-firewall → sys-net → sys-firewall) keeps the client on the internet', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  await l.setNetvm(PROXY, 'sys-net');
+  assert.equal(await eth0(l, 'GENERAL.CONNECTION'), 'VM uplink eth0');
+  await clientOnline(l);
+  await l.setNetvm(PROXY, 'sys-firewall');
+  await clientOnline(l);
+});
+
+test('remove (the uplink unit stopping, as udev\'s remove does) deletes the connection and its keyfile', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  // The watcher stops first (it is part of the uplink unit), then the unit's ExecStop runs remove.
+  const r = await l.exec(PROXY, ['systemctl', 'stop', 'qubes-network-uplink@eth0.service'], { timeoutMs: 60_000 });
+  assert.equal(r.exitCode, 0, r.stderr + r.stdout);
+  assert.equal((await l.exec(PROXY, ['systemctl', 'is-failed', 'qubes-network-uplink@eth0.service'])).stdout.trim(), 'inactive', 'remove succeeded');
+  assert.notEqual((await l.exec(PROXY, ['test', '-e', '/etc/NetworkManager/system-connections/qubes-uplink-eth0'])).exitCode, 0);
+  const conns = (await l.exec(PROXY, ['nmcli', '-t', '-f', 'NAME', 'connection', 'show'])).stdout;
+  assert.doesNotMatch(conns, /^VM uplink eth0$/m, conns);
+});
