@@ -144,3 +144,25 @@ export async function removeNetworkManagerConnection(ifname: string, paths: Netw
   log.info({ ifname, path: file, connection: connectionId(ifname) }, 'NetworkManager connection removed');
   return true;
 }
+
+export interface NmStatus {
+  keyfile: string;
+  /** The keyfile on disk is what QubesDB's values render to. */
+  keyfileMatches: boolean;
+  /** Our `ip -batch` lines still to run (group, neighbours). */
+  pending: string[];
+}
+
+/** For `status`: the NetworkManager path's view of "configured as QubesDB says". */
+export async function networkManagerStatus(input: Omit<NmApplyInput, 'log'>): Promise<NmStatus> {
+  const { ifname, outcome, paths } = input;
+  const file = keyfilePath(paths.connectionsDir, ifname);
+  const link = input.state.links.find((l) => l.ifname === ifname);
+  const rendered = outcome.kind === 'ok' ? renderUplinkKeyfile({ ifname, mac: link?.mac ?? '', config: outcome.config, ipv6: input.ipv6 }) : undefined;
+  const onDisk = await readKeyfile(file);
+  return {
+    keyfile: file,
+    keyfileMatches: rendered?.ok === true && onDisk === rendered.content,
+    pending: outcome.kind === 'ok' && link ? nmKernelLines(input.state, input.desired) : [],
+  };
+}
