@@ -87,7 +87,7 @@ test('apply hands the uplink to NetworkManager: keyfile, load + up, group 1 and 
   assert.match(text, /^id=VM uplink eth0$/m);
   assert.match(text, new RegExp(`^uuid=${UUID}$`, 'm'));
   assert.match(text, /^address1=10\.137\.0\.7\/32,10\.137\.0\.3$/m);
-  assert.deepEqual(await nmcliCalls(), [`--wait 30 connection load ${keyfile}`, `--wait 30 connection up uuid ${UUID}`]);
+  assert.deepEqual(await nmcliCalls(), [`--wait 15 connection load ${keyfile}`, `--wait 15 connection up uuid ${UUID}`]);
   const eth0 = await lab.eth0();
   // NetworkManager (absent here) would add the addresses and routes and bring the link up.
   assert.deepEqual({ ...eth0, neighbours: eth0.neighbours.filter((n) => n.startsWith('10.')) }, {
@@ -118,7 +118,7 @@ test('a changed QubesDB value rewrites, loads and re-activates; a bad one is ref
   await lab.writeKeys({ '/qubes-service/disable-dns-server': '1' });
   assert.equal((await cli(['apply', 'eth0'])).code, 0);
   assert.doesNotMatch(await readFile(keyfile, 'utf8'), /^dns=/m);
-  assert.deepEqual(await nmcliCalls(), [`--wait 30 connection load ${keyfile}`, `--wait 30 connection up uuid ${UUID}`]);
+  assert.deepEqual(await nmcliCalls(), [`--wait 15 connection load ${keyfile}`, `--wait 15 connection up uuid ${UUID}`]);
 
   const before = await readFile(keyfile, 'utf8');
   await lab.writeKeys({ '/qubes-gateway': '10.137.0.3\n[ipv4]' });
@@ -160,7 +160,7 @@ test('remove takes the link down and deletes the connection and its keyfile', as
   await lab.client.exec('ip', ['link', 'set', 'eth0', 'up']);
   const r = await cli(['remove', 'eth0']);
   assert.equal(r.code, 0, r.stdout);
-  assert.deepEqual(await nmcliCalls(), [`--wait 30 connection delete uuid ${UUID}`]);
+  assert.deepEqual(await nmcliCalls(), [`--wait 15 connection delete uuid ${UUID}`]);
   await assert.rejects(stat(keyfile));
   assert.equal((await lab.eth0()).up, false);
   await mkdir(conns, { recursive: true });

@@ -122,6 +122,8 @@ test('the ProxyVM hands its uplink to NetworkManager: "VM uplink eth0" active, k
   const vifs = (await l.exec(PROXY, ['nmcli', '-t', '-f', 'DEVICE,STATE', 'device'])).stdout;
   assert.match(vifs, /^vif\d+\.0:unmanaged$/m, vifs);
   assert.deepEqual(await l.qube(PROXY).container.failedUnits(), []);
+  const errors = (await l.exec(PROXY, ['journalctl', '-b', '-q', '--no-pager', '-p', 'err', '-u', 'qubes-*'])).stdout.trim();
+  assert.equal(errors, '', 'no error from our units in the ProxyVM');
   // IPv6 (inherited from sys-net) is NetworkManager's too: a static address, not ignored.
   const keyfile = (await l.exec(PROXY, ['cat', '/etc/NetworkManager/system-connections/qubes-uplink-eth0'])).stdout;
   assert.match(keyfile, /^\[ipv6\]\nmethod=manual\naddress1=\S+\/128,\S+$/m, keyfile);

@@ -24,8 +24,12 @@ export const DEFAULT_NM_PATHS: NetworkManagerPaths = {
 export const NM_SERVICE = 'network-manager';
 export const NM_SERVICE_KEY = `/qubes-service/${NM_SERVICE}`;
 
-/** nmcli waits for an activation up to this long; the process is killed a little later. */
-const NMCLI_WAIT_S = 30;
+/**
+ * nmcli waits for an activation up to this long (a static configuration takes well under a
+ * second); the process is killed a little later. Both stay below the uplink unit's 30 s start
+ * timeout (packaging's drop-in), so a hanging NetworkManager fails the apply, not the unit.
+ */
+const NMCLI_WAIT_S = 15;
 const NMCLI_TIMEOUT_MS = (NMCLI_WAIT_S + 5) * 1000;
 
 export type NmChoice =
