@@ -173,6 +173,13 @@ test('nmcli device disconnect eth0 cuts the client off, an unrelated apply leave
   const up = await l.exec(PROXY, ['nmcli', 'connection', 'up', 'VM uplink eth0'], { timeoutMs: 60_000 });
   assert.equal(up.exitCode, 0, up.stderr + up.stdout);
   await clientOnline(l);
+  // The permanent gateway neighbour is there after the user's reconnect (the kernel drops it
+  // with the link's last IPv4 address; the watcher's apply on link events adds it again).
+  let neigh = '';
+  await waitFor('the permanent gateway neighbour back on eth0', async () => {
+    neigh = (await l.exec(PROXY, ['ip', 'neigh', 'show', 'nud', 'permanent', 'dev', 'eth0'])).stdout;
+    return /^10\.\S+ lladdr fe:ff:ff:ff:ff:ff /m.test(neigh) || undefined;
+  }, { timeoutMs: 30_000, intervalMs: 200 }).catch(() => assert.fail(`no permanent neighbour: ${JSON.stringify(neigh)}`));
 });
 
 test('a QubesDB change rewrites and reactivates the connection; a bad value is refused and nothing written', async (t) => {
