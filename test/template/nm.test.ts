@@ -9,8 +9,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { needRoot, isRoot } from '../helpers/root.js';
+import { isRoot } from '../helpers/root.js';
 import { waitFor } from '../helpers/wait.js';
+import { labReady, httpGet, ping } from './probes.js';
 import { parseTopology, template } from '@qubes-net/lab';
 
 const { TemplateLab, buildDeb, ensureNetworkManagerImage } = template;
@@ -67,19 +68,7 @@ after(async () => {
 });
 
 function ready(t: import('node:test').TestContext): TemplateLab | undefined {
-  if (!needRoot(t)) return undefined;
-  if (setupError) throw setupError;
-  assert.ok(lab, 'the lab did not start');
-  return lab;
-}
-
-async function httpGet(l: TemplateLab, qube: string, url: string): Promise<string> {
-  const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(4000) }).then(async (r) => console.log(r.status, (await r.text()).length), (e) => console.log('error', e.cause?.code ?? e.name))`;
-  return (await l.exec(qube, ['node', '-e', script], { timeoutMs: 15_000 })).stdout.trim();
-}
-
-async function ping(l: TemplateLab, qube: string, addr: string): Promise<boolean> {
-  return (await l.exec(qube, ['ping', '-n', '-c', '1', '-W', '2', addr])).exitCode === 0;
+  return labReady(t, lab, setupError);
 }
 
 /** The client reaches the fake internet: name lookup, HTTP by name, ICMP. */

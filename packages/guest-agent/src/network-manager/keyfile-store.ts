@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { keyfileName } from './keyfile.js';
+import { readRegularFile } from '../kernel/resolv-conf.js';
 
 /** NetworkManager refuses keyfiles that others can read or write; upstream writes 0600. */
 export const KEYFILE_MODE = 0o600;
@@ -14,15 +15,7 @@ export function keyfilePath(dir: string, ifname: string): string {
 }
 
 /** The file's content, or undefined when there is none (or it is not a regular file). */
-export async function readKeyfile(path: string): Promise<string | undefined> {
-  try {
-    const st = await lstat(path);
-    if (!st.isFile()) return undefined;
-    return await readFile(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
+export const readKeyfile = readRegularFile;
 
 /** 'unchanged' when the file already holds CONTENT as a 0600 regular file; else rewrites it. */
 export async function writeKeyfile(path: string, dir: string, content: string): Promise<'written' | 'unchanged'> {
