@@ -9,8 +9,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { needRoot, isRoot } from '../helpers/root.js';
+import { isRoot } from '../helpers/root.js';
 import { waitFor } from '../helpers/wait.js';
+import { labReady, httpGet, ping } from './probes.js';
 import { loadTopologyFile, DEFAULT_TOPOLOGY_FILE, template } from '@qubes-net/lab';
 
 const { TemplateLab, buildDeb, INSTANCE_DIR } = template;
@@ -51,20 +52,7 @@ after(async () => {
 });
 
 function ready(t: import('node:test').TestContext): TemplateLab | undefined {
-  if (!needRoot(t)) return undefined;
-  if (setupError) throw setupError;
-  assert.ok(lab, 'the lab did not start');
-  return lab;
-}
-
-/** An HTTP GET with the template's own node (fetch), inside the qube: status or the error. */
-async function httpGet(l: TemplateLab, qube: string, url: string): Promise<string> {
-  const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(4000) }).then(async (r) => console.log(r.status, (await r.text()).length), (e) => console.log('error', e.cause?.code ?? e.name))`;
-  return (await l.exec(qube, ['node', '-e', script], { timeoutMs: 15_000 })).stdout.trim();
-}
-
-async function ping(l: TemplateLab, qube: string, addr: string): Promise<boolean> {
-  return (await l.exec(qube, ['ping', '-n', '-c', '1', '-W', '2', addr])).exitCode === 0;
+  return labReady(t, lab, setupError);
 }
 
 test('every qube boots its template to running with no failed unit', async (t) => {

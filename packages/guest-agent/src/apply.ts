@@ -20,6 +20,8 @@ import { DEFAULT_PROTECTED_DIRS, isProtectedFile, writeResolvConf } from './kern
 import { DEFAULT_RESOLVED_TOOLS, resolvedInUse, setLinkDns, type ResolvedTools } from './kernel/resolved.js';
 import { DEFAULT_SERVICE_DIR, serviceFlagSet } from './kernel/service-flag.js';
 import { EXIT } from './exit-codes.js';
+import { applyViaNetworkManager } from './network-manager/apply-nm.js';
+import { chooseNetworkManager, DEFAULT_NM_PATHS, type NetworkManagerPaths } from './network-manager/nmcli.js';
 
 export interface AgentPaths {
   resolvConf: string;
@@ -31,6 +33,8 @@ export interface AgentPaths {
   serviceDir: string;
   /** systemd-resolved's tools (`resolvectl dns IF …` when it is in use). */
   resolved: ResolvedTools;
+  /** NetworkManager's nmcli and keyfile directory (the uplink of a qube with its service). */
+  networkManager?: NetworkManagerPaths;
 }
 
 export const DEFAULT_PATHS: AgentPaths = {
@@ -41,6 +45,7 @@ export const DEFAULT_PATHS: AgentPaths = {
   driverSocket: DEFAULT_DRIVER_SOCKET,
   serviceDir: DEFAULT_SERVICE_DIR,
   resolved: DEFAULT_RESOLVED_TOOLS,
+  networkManager: DEFAULT_NM_PATHS,
 };
 
 /** The services the uplink depends on, by QubesDB key (the flag file's name is the last part). */
@@ -206,10 +211,19 @@ export async function applyOnce(ctx: ApplyContext, preRead?: Promise<KernelState
   let exitCode: number;
   let changed = false;
 
+  const nm = plan.ifindex === undefined ? undefined : await chooseNetworkManager(db, paths.serviceDir ?? DEFAULT_SERVICE_DIR, paths.networkManager ?? DEFAULT_NM_PATHS);
+  if (nm && !nm.use && nm.serviceOn) log.info({ ifname, reason: nm.reason }, 'NetworkManager path not taken');
+
   if (plan.ifindex === undefined) {
     status = 'unconfigured';
     detail = `${ifname} interface missing`;
     exitCode = EXIT.kernel;
+  } else if (nm?.use) {
+    // NetworkManager owns addresses, routes, MTU and resolv.conf (network-manager/apply-nm.ts).
+    ({ status, detail, changed, exitCode } = await applyViaNetworkManager({
+      ifname, state: ev.state, outcome, desired, ipv6: ev.ipv6, paths: paths.networkManager ?? DEFAULT_NM_PATHS, log,
+    }));
+    if (changed || !ctx.quietWhenUnchanged) log.info({ ifname, status, detail, changed }, 'uplink handed to NetworkManager');
   } else {
     // Kernel: record first (so a crash mid-way still knows every address that may be ours),
     // then the batch, then the final record. Then read back: the kernel has side effects of

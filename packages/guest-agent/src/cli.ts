@@ -5,6 +5,7 @@
 import { createLineLogger, type LogLike as Logger } from '@qubes-net/common/line-log';
 import type { QubesDB } from '@qubes-net/qubesdb/api';
 import { DEFAULT_PATHS, type AgentPaths } from './apply.js';
+import { DEFAULT_NM_PATHS } from './network-manager/nmcli.js';
 import { DEFAULT_CONTROL_SOCKET } from './control/protocol.js';
 import { EXIT } from './exit-codes.js';
 import { packageVersion } from '@qubes-net/common/version';
@@ -47,6 +48,11 @@ Options:
                          daemon (qubes-net-uplink passes it when it runs this CLI because
                          no daemon answered)
   --debounce-ms N        run: quiet time after an event before applying (default 10)
+  --nmcli PATH           nmcli of a qube with the network-manager service (default
+                         /usr/bin/nmcli; absent = the uplink is configured directly)
+  --nm-connections-dir DIR
+                         NetworkManager's keyfile directory (default
+                         /etc/NetworkManager/system-connections)
   --json                 status: print JSON
   --version              print the version
   -h, --help             this text
@@ -121,6 +127,8 @@ function parseArgs(argv: string[]): Args {
       case '--state-dir': paths.stateDir = value(); applyArgs.push(a, paths.stateDir); break;
       case '--driver-socket': paths.driverSocket = value(); applyArgs.push(a, paths.driverSocket); break;
       case '--control-socket': controlSocket = value(); applyArgs.push(a, controlSocket); break;
+      case '--nmcli': paths.networkManager = { ...(paths.networkManager ?? DEFAULT_NM_PATHS), nmcli: value() }; applyArgs.push(a, paths.networkManager.nmcli); break;
+      case '--nm-connections-dir': paths.networkManager = { ...(paths.networkManager ?? DEFAULT_NM_PATHS), connectionsDir: value() }; applyArgs.push(a, paths.networkManager.connectionsDir); break;
       case '--debounce-ms': {
         const v = value();
         if (!/^\d{1,5}$/.test(v)) usage(`--debounce-ms wants milliseconds, got ${JSON.stringify(v)}`);

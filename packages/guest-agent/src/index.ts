@@ -22,3 +22,4 @@ export { serviceFlagSet, DEFAULT_SERVICE_DIR } from './kernel/service-flag.js';
 export { parseControlRequest, formatReply as formatControlReply, DEFAULT_CONTROL_SOCKET, MAX_REQUEST_BYTES as MAX_CONTROL_REQUEST_BYTES, type ControlRequest } from './control/protocol.js';
 export { ControlServer, socketAnswers, type ControlHandler } from './control/server.js';
 export { parseMtu, withMtu, mtuLine, mtuTarget, parseMtuRecord, MIN_MTU_IPV4, MIN_MTU_IPV6, type MtuContext, type MtuVerdict, type MtuRecord, type MtuTarget } from './model/mtu.js';
+export * from './network-manager/index.js';

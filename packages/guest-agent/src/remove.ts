@@ -6,6 +6,8 @@ import { planUplink } from './model/plan.js';
 import type { DesiredUplink } from './model/desired.js';
 import { applyIpBatch, readKernelState } from './kernel/ip.js';
 import { readRecord, removeRecord } from './kernel/record.js';
+import { removeNetworkManagerConnection } from './network-manager/apply-nm.js';
+import { DEFAULT_NM_PATHS } from './network-manager/nmcli.js';
 
 export interface RemoveResult {
   ifname: string;
@@ -21,12 +23,19 @@ export async function removeUplink(ifname: string, paths: AgentPaths, log: Logge
   const nothing: DesiredUplink = { ifname, link: 'down', addresses: [], neighbours: [], routes: [], resolvConf: { action: 'leave', reason: 'removing' } };
   const plan = planUplink(state, nothing, owned);
   const changes = plan.changes.map((c) => `${c.op} ${c.what} ${c.detail}`);
+  // Upstream deletes the NetworkManager keyfile whichever path configured the uplink; after the
+  // batch, whose lines were planned on the state before NetworkManager drops its addresses.
+  const forgetConnection = async (): Promise<void> => {
+    if (await removeNetworkManagerConnection(ifname, paths.networkManager ?? DEFAULT_NM_PATHS, log)) changes.push('del connection NetworkManager');
+  };
   if (plan.ifindex === undefined) {
+    await forgetConnection();
     await removeRecord(paths.stateDir, ifname);
     log.info({ ifname }, 'uplink already gone');
     return { ifname, present: false, ok: true, changes };
   }
   const res = await applyIpBatch(plan.lines);
+  await forgetConnection();
   const ifindex = plan.ifindex;
   if (res.ok) {
     await removeRecord(paths.stateDir, ifname);

@@ -6,6 +6,9 @@ import { evaluate, type AgentPaths } from './apply.js';
 import { KEY } from './model/keys.js';
 import { isOwnedProtocol, type PlanChange } from './model/plan.js';
 import { isProtectedFile, readRegularFile } from './kernel/resolv-conf.js';
+import { networkManagerStatus, type NmStatus } from './network-manager/apply-nm.js';
+import { chooseNetworkManager, DEFAULT_NM_PATHS } from './network-manager/nmcli.js';
+import { DEFAULT_SERVICE_DIR } from './kernel/service-flag.js';
 
 export interface StatusReport {
   matches: boolean;
@@ -21,6 +24,8 @@ export interface StatusReport {
   resolvConf: { path: string; matches: boolean; note: string };
   /** The last `/qubes-uplink-status` written by an apply. */
   feedback?: string;
+  /** Present when the uplink is NetworkManager's (network-manager service, nmcli installed). */
+  networkManager?: NmStatus;
 }
 
 export async function collectStatus(db: QubesDB, paths: AgentPaths, iface?: string): Promise<StatusReport> {
@@ -63,6 +68,17 @@ export async function collectStatus(db: QubesDB, paths: AgentPaths, iface?: stri
     ourNeighbours: state.neighbours.filter((n) => n.dev === choice.ifname && isOwnedProtocol(n.protocol)).map((n) => `${n.dst} lladdr ${n.lladdr ?? '?'}`),
   };
   const linkOk = link !== undefined || outcome.kind === 'unconfigured';
+  const nmPaths = paths.networkManager ?? DEFAULT_NM_PATHS;
+  if (link && (await chooseNetworkManager(db, paths.serviceDir ?? DEFAULT_SERVICE_DIR, nmPaths)).use) {
+    // NetworkManager owns addresses, routes and resolv.conf: only the keyfile and our few lines count.
+    const nm = await networkManagerStatus({ ifname: choice.ifname, state, outcome, desired, ipv6: ev.ipv6, paths: nmPaths });
+    const matches = outcome.kind === 'ok' && nm.keyfileMatches && nm.pending.length === 0;
+    const pending: PlanChange[] = nm.pending.map((l) => ({ op: 'set', what: l.startsWith('neigh') ? 'neighbour' : 'link', detail: l }));
+    const nmResolv = { path: paths.resolvConf, matches: true, note: 'NetworkManager\'s' };
+    const report: StatusReport = { matches, uplink, qubesdb, providesNetwork: outcome.providesNetwork, kernel, pending, resolvConf: nmResolv, networkManager: nm };
+    if (feedback !== undefined) report.feedback = addr.forLog(feedback, 240);
+    return report;
+  }
   const matches = outcome.kind !== 'invalid' && linkOk && plan.lines.length === 0 && resolvConf.matches;
   const report: StatusReport = { matches, uplink, qubesdb, providesNetwork: outcome.providesNetwork, kernel, pending: plan.changes, resolvConf };
   if (feedback !== undefined) report.feedback = addr.forLog(feedback, 240);
@@ -87,6 +103,7 @@ export function formatStatusText(r: StatusReport): string {
   out.push(`routes      ${r.kernel.ourRoutes.join(', ') || '-'}`);
   out.push(`neighbours  ${r.kernel.ourNeighbours.join(', ') || '-'}`);
   out.push(`resolv.conf ${r.resolvConf.path}: ${r.resolvConf.note}`);
+  if (r.networkManager) out.push(`NM keyfile  ${r.networkManager.keyfile}: ${r.networkManager.keyfileMatches ? 'as QubesDB says' : 'differs from QubesDB or missing'}`);
   if (r.feedback !== undefined) out.push(`last apply  ${r.feedback}`);
   for (const c of r.pending) out.push(`pending     ${c.op} ${c.what} ${c.detail}`);
   out.push(r.matches ? 'status      configured as QubesDB says' : 'status      DOES NOT MATCH QubesDB');

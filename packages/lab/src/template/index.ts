@@ -5,3 +5,4 @@ export * from './image.js';
 export * from './deb.js';
 export * from './container.js';
 export * from './lab.js';
+export * from './nm-layer.js';

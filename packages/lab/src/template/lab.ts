@@ -78,6 +78,8 @@ export interface TemplateLabOptions {
   waitTimeoutMs?: number;
   /** A qube whose start fails stays up for inspection until `down`. */
   keepFailed?: boolean;
+  /** A cached layer over the template image that every qube boots (e.g. NetworkManager's). */
+  imageLayer?: (image: TemplateImage, log: RootLog) => Promise<TemplateImage>;
 }
 
 export interface BootFigures {
@@ -124,7 +126,8 @@ export class TemplateLab {
 
   /** Builds (or finds) the template image, makes the session and the fake internet. */
   static async create(model: LabModel, opts: TemplateLabOptions): Promise<TemplateLab> {
-    const image = await ensureTemplateImage({ deb: opts.deb, ...(opts.log ? { log: opts.log } : {}) });
+    const baseImage = await ensureTemplateImage({ deb: opts.deb, ...(opts.log ? { log: opts.log } : {}) });
+    const image = opts.imageLayer ? await opts.imageLayer(baseImage, opts.log ?? (() => {})) : baseImage;
     const stateDir = opts.stateDir ?? join('/run/qubes-net-lab', `${model.name}-template`);
     const ownStateDir = opts.stateDir === undefined;
     await mkdir(stateDir, { recursive: true, mode: 0o750 });
@@ -240,13 +243,13 @@ export class TemplateLab {
    * `qvm-prefs CLIENT netvm NETVM` on a running client, as dom0 and Xen do it: hotplug offline
    * in the old netvm, the vif goes (udev's remove in the client), the client's entries are
    * rewritten, a new vif in the new netvm (hotplug online, udev's add), the firewall pushed.
-   * Only for qubes without clients of their own (their descendants would need re-plugging).
+   * A network qube's own clients keep their vifs into it, as on Qubes (reference §4.6: a
+   * ProxyVM's eth0 is re-plugged, its clients are not touched).
    */
   async setNetvm(client: string, netvm: string): Promise<void> {
     const q = this.qube(client);
     const target = this.qube(netvm);
     if (!target.spec.providesNetwork) throw new Error(`${netvm} does not provide network`);
-    if ([...this.qubes.values()].some((c) => c.spec.netvm === client)) throw new Error(`${client} has running clients: not supported by the template lab yet`);
     const uplinkBefore = parseFeedback(await q.db.read('/qubes-uplink-status').catch(() => undefined))?.generation;
     const oldProvider = q.vif?.provider;
     if (q.vif) {

@@ -1,0 +1,26 @@
+// What the booted-template tests share: the guard every test starts with, and the probes run
+// inside a qube (the template's own node for HTTP, ping for ICMP).
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { template } from '@qubes-net/lab';
+import { needRoot } from '../helpers/root.js';
+
+type TemplateLab = template.TemplateLab;
+
+/** The lab the file's `before` started, or undefined when not root; its set-up error fails the test. */
+export function labReady(t: TestContext, lab: TemplateLab | undefined, setupError: unknown): TemplateLab | undefined {
+  if (!needRoot(t)) return undefined;
+  if (setupError) throw setupError;
+  assert.ok(lab, 'the lab did not start');
+  return lab;
+}
+
+/** An HTTP GET with the template's own node (fetch), inside the qube: status or the error. */
+export async function httpGet(l: TemplateLab, qube: string, url: string): Promise<string> {
+  const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(4000) }).then(async (r) => console.log(r.status, (await r.text()).length), (e) => console.log('error', e.cause?.code ?? e.name))`;
+  return (await l.exec(qube, ['node', '-e', script], { timeoutMs: 15_000 })).stdout.trim();
+}
+
+export async function ping(l: TemplateLab, qube: string, addr: string): Promise<boolean> {
+  return (await l.exec(qube, ['ping', '-n', '-c', '1', '-W', '2', addr])).exitCode === 0;
+}
