@@ -13,7 +13,8 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomInt } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { parseTopology, realAddresses, template } from '@qubes-net/lab';
-import { needRoot, isRoot } from '../helpers/root.js';
+import { isRoot } from '../helpers/root.js';
+import { labReady } from './probes.js';
 import { waitFor } from '../helpers/wait.js';
 
 const { TemplateLab, buildDeb } = template;
@@ -76,9 +77,8 @@ function pingStats(out: string): { sent: number; received: number } {
 }
 
 test('booted faults in sys-firewall (agent SIGKILL, restart, watcher SIGKILL) mid-burst: blocked stays blocked, at most one lost packet per restart, no leftovers', { timeout: 10 * 60_000 }, async (t) => {
-  if (!needRoot(t)) return;
-  if (setupError) throw setupError;
-  const l = lab!;
+  const l = labReady(t, lab, setupError);
+  if (!l) return;
   t.diagnostic(tag);
   const flow = l.exec('flow', ['ping', '-n', '-i', '0.05', '-w', '300', UPSTREAM], { timeoutMs: 320_000 });
   const blocked = l.exec('dropq', ['ping', '-n', '-i', '0.2', '-c', '1500', UPSTREAM], { timeoutMs: 320_000 });
