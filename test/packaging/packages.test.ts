@@ -344,6 +344,9 @@ test('the drop-ins keep upstream unit names and dispatch; our units are gated by
   has('qubes-network.service.d/50-qubes-net.conf', 'Wants=qubes-net-agent.socket qubes-net-agent-watch.service');
   has('qubes-firewall.service.d/50-qubes-net.conf', 'NotifyAccess=all');
   has('qubes-network-uplink@.service.d/50-qubes-net.conf', 'Wants=qubes-net-uplink-watch@%i.service');
+  // Started per vif plug by udev: a few netvm switches in a row must not hit a start limit (13).
+  has('qubes-network-uplink@.service.d/50-qubes-net.conf', 'StartLimitIntervalSec=0');
+  has('qubes-net-uplink-watch@.service', 'StartLimitIntervalSec=0');
   for (const d of DROPINS) {
     // An ExecStart= override must first reset upstream's (a oneshot may have several).
     const text = unit(`${d}.d/50-qubes-net.conf`);
