@@ -3,6 +3,7 @@
 // reads and compiles one file instead of resolving and loading dozens of ES modules:
 //   packages/guest-agent/bundle/qubes-net-guest.cjs   apply / remove / status / watch-args
 //   packages/qubesdb/bundle/qubes-net-qdb.cjs         the qdb CLI
+//   packages/network-agent/bundle/qubes-net-agent.cjs the on-demand agent (koffi, pino outside)
 // (plus any entry listed in ENTRIES whose dist file exists: the network agent's hotplug
 // fallback adds itself there). Runs after `tsc -b` (it bundles dist/), from `npm run build`
 // and scripts/setup.mjs.
@@ -19,6 +20,9 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const ENTRIES = [
   ['packages/guest-agent/dist/cli.js', 'packages/guest-agent/bundle/qubes-net-guest.cjs'],
   ['packages/qubesdb/dist/cli.js', 'packages/qubesdb/bundle/qubes-net-qdb.cjs'],
+  // The network agent: started on demand, so its start and its resident set matter too (one
+  // file to compile: ~4 MB less RSS and ~25 % faster to ready than dist/, bench/network-agent).
+  ['packages/network-agent/dist/cli.js', 'packages/network-agent/bundle/qubes-net-agent.cjs'],
   // Hook for the network agent's one-shot fallback (`qubes-net-agent hotplug`):
   ['packages/network-agent/dist/hotplug-cli.js', 'packages/network-agent/bundle/qubes-net-agent-hotplug.cjs'],
 ];
