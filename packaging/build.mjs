@@ -62,6 +62,7 @@ export const CLIS = {
 const BUNDLES = {
   'qubes-net-guest': 'bundle/qubes-net-guest.cjs',
   'qubes-net-qdb': 'bundle/qubes-net-qdb.cjs',
+  'qubes-net-agent': 'bundle/qubes-net-agent.cjs',
 };
 
 /** C helpers: workspace build output → /usr/lib/qubes-net/native name. */
