@@ -30,8 +30,13 @@ export type AgentRole = 'guest' | 'agent';
 
 export const DEFAULT_STATE_ROOT = '/run/qubes-net-lab';
 
-/** NODE_OPTIONS of the network agent (QUBES_NET_AGENT_NODE_OPTIONS overrides it). */
-export const AGENT_NODE_OPTIONS = '--max-semi-space-size=1 --jitless';
+/**
+ * The network agent's V8 flags, as its unit sets them (QUBES_NET_NODE_FLAGS in
+ * qubes-net-agent.service; QUBES_NET_AGENT_NODE_OPTIONS overrides them here): a small young
+ * generation, a bounded heap, and --lite-mode (no optimising compilers: ~5 MB less RSS for work
+ * that is small and short-lived; not --jitless, under which Debian 13's nodejs crashed the agent).
+ */
+export const AGENT_NODE_OPTIONS = '--max-semi-space-size=1 --max-old-space-size=64 --lite-mode';
 
 export interface ProgressEvent {
   /** Milliseconds since the lab object was created. */
@@ -265,15 +270,16 @@ export class Lab {
     }
     const uplinkGroup = role === 'guest' || rq.agents.has('guest') ? watchArgs('eth0', { cli: cmds.guest }) : undefined;
     let argv: string[];
-    let nodeOptions: Record<string, string> = {};
+    const nodeOptions: Record<string, string> = {};
     if (!provider) {
       argv = [cmds.watch, ...uplinkGroup!];
     } else {
-      // The agent's V8 settings as the unit sets them, on the agent's own command line where it
-      // is node itself (so that the uplink group's one-shot applies keep Node's defaults).
+      // The agent's V8 settings as the unit sets them, on the agent's own command line (V8 flags
+      // like --lite-mode are refused in NODE_OPTIONS): node's where the agent is node itself, the
+      // installed wrapper's QUBES_NET_NODE_FLAGS otherwise. Only the agent's: the uplink group's
+      // one-shot applies keep Node's defaults.
       const flags = (process.env.QUBES_NET_AGENT_NODE_OPTIONS ?? AGENT_NODE_OPTIONS).split(/\s+/).filter(Boolean);
-      const agentCli = cmds.agent[0] === process.execPath ? [cmds.agent[0], ...flags, ...cmds.agent.slice(1)] : cmds.agent;
-      if (cmds.agent[0] !== process.execPath) nodeOptions = { NODE_OPTIONS: flags.join(' ') };
+      const agentCli = cmds.agent[0] === process.execPath ? [cmds.agent[0], ...flags, ...cmds.agent.slice(1)] : ['/usr/bin/env', `QUBES_NET_NODE_FLAGS=${flags.join(' ')}`, ...cmds.agent];
       // Two malloc arenas, as the unit sets (libnftables and koffi run calls on other threads):
       // ~3 MB less RSS for the agent (bench/network-agent).
       nodeOptions.MALLOC_ARENA_MAX = '2';
