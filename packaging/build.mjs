@@ -62,7 +62,8 @@ export const CLIS = {
 const BUNDLES = {
   'qubes-net-guest': 'bundle/qubes-net-guest.cjs',
   'qubes-net-qdb': 'bundle/qubes-net-qdb.cjs',
-  'qubes-net-agent': 'bundle/qubes-net-agent.cjs',
+  // The bundle's launcher, which keeps a V8 code cache in the unit's CacheDirectory=.
+  'qubes-net-agent': 'bundle/qubes-net-agent-cached.cjs',
 };
 
 /** C helpers: workspace build output → /usr/lib/qubes-net/native name. */

@@ -26,7 +26,8 @@ const repoRoot = join(HERE, '..', '..', '..');
 const WATCH = join(repoRoot, 'native-bindings', 'build', 'qubes-net-watch');
 /** The agent as the lab and the package run it: the esbuild bundle where it was built. */
 const AGENT_BUNDLE = join(repoRoot, 'packages', 'network-agent', 'bundle', 'qubes-net-agent.cjs');
-const AGENT_CLI = existsSync(AGENT_BUNDLE) ? AGENT_BUNDLE : join(repoRoot, 'packages', 'network-agent', 'dist', 'cli.js');
+const AGENT_LAUNCHER = join(repoRoot, 'packages', 'network-agent', 'bundle', 'qubes-net-agent-cached.cjs');
+const AGENT_CLI = [AGENT_LAUNCHER, AGENT_BUNDLE].find((f) => existsSync(f)) ?? join(repoRoot, 'packages', 'network-agent', 'dist', 'cli.js');
 const BASELINE = join(repoRoot, 'bench', 'driver-agent', 'upstream-vif-route.sh');
 const IDLE_MS = 2_000;
 /** The stdlib part of upstream's qubes-firewall daemon's imports (its qubesdb binding is C). */
@@ -189,7 +190,7 @@ async function latencies(samples: number): Promise<void> {
     resolvConf: RESOLV,
     resolvedFile: null,
     runArgs: ['--idle-exit', String(IDLE_MS), '--resolv-conf', RESOLV, '--no-resolved', '--firewall', 'on'],
-  }), { stdio: ['ignore', 'ignore', 'ignore'], env: { MALLOC_ARENA_MAX: '2' } });
+  }), { stdio: ['ignore', 'ignore', 'ignore'], env: { MALLOC_ARENA_MAX: '2', CACHE_DIRECTORY: join(tmp, 'v8-cache') } });
   const idle = () => until('the agent to go idle', () => namespaceCost(qdbPid, qdbPid).node === 0, IDLE_MS * 10 + 30_000);
   const timed = async (fn: () => Promise<unknown>) => {
     const t0 = performance.now();
@@ -221,7 +222,7 @@ async function latencies(samples: number): Promise<void> {
       base.push(await timed(() => upstream(b.domid)));
       floor.push(await timed(() => netvm.exec(process.execPath, ['-e', '0'])));
     }
-    report('first vif online after idle (hotplug call → return; median)', 'ms', median(first), 'upstream vif-route-qubes', median(base), { samples, agent: AGENT_CLI.endsWith('.cjs') ? 'bundle' : 'dist', flags: AGENT_FLAGS });
+    report('first vif online after idle (hotplug call → return; median)', 'ms', median(first), 'upstream vif-route-qubes', median(base), { samples, agent: AGENT_CLI.split('/').at(-1), flags: AGENT_FLAGS });
     report("floor: `node -e 0` through the same namespace entry (Node's start alone; median)", 'ms', median(floor), 'upstream vif-route-qubes', median(base), { samples });
 
     // A 24-vif burst with the agent running, mean per vif, vs the same burst through upstream's script.

@@ -9,7 +9,7 @@ test('agents come from the checkout by default, or from a root or a bin director
   assert.deepEqual(def.guest.slice(2), []);
   // The agent's esbuild bundle where it was built (scripts/bundle.mjs), as the package runs it.
   assert.equal(def.agent[0], process.execPath);
-  assert.ok([`${PACKAGES_DIR}/network-agent/bundle/qubes-net-agent.cjs`, `${PACKAGES_DIR}/network-agent/dist/cli.js`].includes(def.agent[1]!), def.agent[1]);
+  assert.ok([`${PACKAGES_DIR}/network-agent/bundle/qubes-net-agent-cached.cjs`, `${PACKAGES_DIR}/network-agent/bundle/qubes-net-agent.cjs`, `${PACKAGES_DIR}/network-agent/dist/cli.js`].includes(def.agent[1]!), def.agent[1]);
   assert.equal(def.agent.length, 2);
   assert.ok(def.watch.endsWith('/qubes-net-watch'));
   assert.deepEqual(def.vifScript, [`${PACKAGES_DIR}/driver-agent/scripts/vif-route-qubes`]);

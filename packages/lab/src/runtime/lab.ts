@@ -283,6 +283,9 @@ export class Lab {
       // Two malloc arenas, as the unit sets (libnftables and koffi run calls on other threads):
       // ~3 MB less RSS for the agent (bench/network-agent).
       nodeOptions.MALLOC_ARENA_MAX = '2';
+      // The agent's V8 code cache (its launcher's; systemd's CacheDirectory= under a unit): the
+      // lab's own directory, shared by its qubes' agents, nothing written outside the lab.
+      nodeOptions.CACHE_DIRECTORY = join(this.stateDir, 'v8-cache');
       // Every network qube of the lab filters its clients (the firewall service on, as Qubes sets it for providers).
       const agentGroup = agentWatchArgs({ cli: agentCli, uplinks: ['eth0'], runArgs: ['--idle-exit', String(this.idleExitMs), '--firewall', 'on'] });
       argv = [cmds.watch, ...(uplinkGroup ? combinedWatchArgs(agentGroup, uplinkGroup) : agentGroup)];
