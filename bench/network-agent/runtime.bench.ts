@@ -12,6 +12,8 @@
 //   namespace entry; then a 24-vif burst, mean per vif, against the same baseline.
 // - Firewall update latency (dom0 writes a qube's rules and marker → the firewall's feedback
 //   key changes) with the agent idle (started by the watcher) vs already running.
+// - The watcher's own RSS: static vs dynamic, one merged network-qube watcher vs two.
+// - The agent's RSS with 1,000 qubes' firewall rules vs one (target <= 75 MB).
 //
 //   node bench/dist/network-agent/runtime.bench.js [--samples N]
 import { spawn, spawnSync } from 'node:child_process';
@@ -185,12 +187,13 @@ async function latencies(samples: number): Promise<void> {
   const al = await AgentLab.create('agent-bench');
   const netvm = al.lab.netvm;
   const qdbPid = al.lab.qdb.pid;
-  const watcher = netvm.spawn(WATCH, agentWatchArgs({
+  const startWatcher = () => netvm.spawn(WATCH, agentWatchArgs({
     cli: [process.execPath, ...AGENT_FLAGS, AGENT_CLI],
     resolvConf: RESOLV,
     resolvedFile: null,
     runArgs: ['--idle-exit', String(IDLE_MS), '--resolv-conf', RESOLV, '--no-resolved', '--firewall', 'on'],
   }), { stdio: ['ignore', 'ignore', 'ignore'], env: { MALLOC_ARENA_MAX: '2', CACHE_DIRECTORY: join(tmp, 'v8-cache') } });
+  let watcher = startWatcher();
   const idle = () => until('the agent to go idle', () => namespaceCost(qdbPid, qdbPid).node === 0, IDLE_MS * 10 + 30_000);
   const timed = async (fn: () => Promise<unknown>) => {
     const t0 = performance.now();
@@ -270,6 +273,37 @@ async function latencies(samples: number): Promise<void> {
     } finally {
       fw.kill('SIGTERM');
     }
+    await until('the firewall daemon to exit', () => namespaceCost(qdbPid, qdbPid).node === 0, 30_000);
+
+    // Last (its 1,000 qubes would weigh on the figures above): the agent again, on demand.
+    watcher = startWatcher();
+    // Working RSS with 1,000 qubes' rules (target <= 75 MB), next to the same agent with one.
+    const agentPid = () => {
+      const ns = netnsOf(qdbPid);
+      const pid = readdirSync('/proc').find((p) => /^\d+$/.test(p) && Number(p) !== qdbPid && netnsOf(Number(p)) === ns && (() => { try { return /\/node$/.test(readlinkSync(`/proc/${p}/exe`)); } catch { return false; } })());
+      return pid === undefined ? undefined : Number(pid);
+    };
+    await al.request({ op: 'reconcile' });
+    const oneMb = rssKb(agentPid() ?? 0) / 1024;
+    const many = Array.from({ length: 1000 }, (_, i) => `10.137.${100 + Math.floor(i / 250)}.${1 + (i % 250)}`);
+    for (const q of many) {
+      await al.lab.db.write(`/qubes-firewall/${q}/policy`, 'drop');
+      await al.lab.db.write(`/qubes-firewall/${q}/0000`, 'action=accept proto=icmp');
+      await al.lab.db.write(`/qubes-firewall/${q}/0001`, 'action=accept specialtarget=dns');
+      await al.lab.db.write(`/qubes-firewall/${q}/0002`, 'action=accept proto=tcp dstports=1000-2000');
+      await al.lab.db.write(`/qubes-firewall/${q}`, '');
+    }
+    await until('1,000 qubes\' rules applied', async () => {
+      await al.request({ op: 'status' });
+      return (await al.lab.db.read(`/qubes-firewall-applied/${many.at(-1)}`)) !== undefined;
+    }, 120_000);
+    await al.request({ op: 'reconcile' });
+    const manyMb = rssKb(agentPid() ?? 0) / 1024;
+    report('agent RSS while working, 1,000 qubes\' firewall rules (target <= 75 MB)', 'MB', manyMb, 'the same agent with one qube\'s rules', oneMb);
+    for (const q of many) await al.lab.db.rm(`/qubes-firewall/${q}/`);
+    for (const q of many) await al.lab.db.rm(`/qubes-firewall/${q}`);
+
+
   } finally {
     watcher.kill('SIGTERM');
     await al.destroy();
