@@ -62,6 +62,8 @@ export const CLIS = {
 const BUNDLES = {
   'qubes-net-guest': 'bundle/qubes-net-guest.cjs',
   'qubes-net-qdb': 'bundle/qubes-net-qdb.cjs',
+  // The bundle's launcher, which keeps a V8 code cache in the unit's CacheDirectory=.
+  'qubes-net-agent': 'bundle/qubes-net-agent-cached.cjs',
 };
 
 /** C helpers: workspace build output → /usr/lib/qubes-net/native name. */
@@ -308,7 +310,8 @@ const PLAIN_ARG = /^[A-Za-z0-9_./@%:=+-]+$/;
  * agents): the uplink's for qubes-net-uplink-watch@.service (instance %i), the network agent's
  * for agent-watch.args, which the dispatcher reads. Under systemd the agent's socket belongs to
  * qubes-net-agent.socket, so the watcher notifies it (--notify) instead of activating the agent
- * itself (--activate), and asks for one sync at start (boot, or a restart of the unit).
+ * itself (--activate), and asks for one sync at start (boot, or a restart of the unit). The
+ * network qube's file carries its uplink's group too (one watcher process per qube).
  */
 async function watchArguments(late) {
   const guest = await import(join(root, 'packages/guest-agent/dist/model/watch-args.js'));
@@ -321,6 +324,12 @@ async function watchArguments(late) {
     agent = ['--run-at-start', ...net.agentWatchArgs({ cli: ['/usr/bin/qubes-net-agent'], mode: 'notify' })];
     if (agent.includes('--activate') || agent.at(-2) !== '--notify') fail(`agentWatchArgs({ mode: 'notify' }) gave ${agent.join(' ')}`);
   }
+  // A network qube runs one watcher (docs/runtime-shape.md): the agent's group and its own
+  // uplink's (eth0, as upstream names a network qube's uplink; without a netvm it has no eth0 and
+  // no /qubes-ip, so that group never fires), so qubes-net-uplink-watch@ stands down there.
+  const uplinkGroup = guest.watchArgs('eth0', { cli: ['/usr/bin/qubes-net-guest'] });
+  if (uplinkGroup.includes('--group') || agent.includes('--group')) fail('a watch group cannot contain the argument --group');
+  agent = [...agent, '--group', ...uplinkGroup];
   for (const a of [...uplink, ...agent]) if (!PLAIN_ARG.test(a)) fail(`watcher argument ${JSON.stringify(a)} would need quoting in a unit`);
   return { uplink, agent };
 }

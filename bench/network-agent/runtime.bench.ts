@@ -12,10 +12,12 @@
 //   namespace entry; then a 24-vif burst, mean per vif, against the same baseline.
 // - Firewall update latency (dom0 writes a qube's rules and marker → the firewall's feedback
 //   key changes) with the agent idle (started by the watcher) vs already running.
+// - The watcher's own RSS: static vs dynamic, one merged network-qube watcher vs two.
+// - The agent's RSS with 1,000 qubes' firewall rules vs one (target <= 75 MB).
 //
 //   node bench/dist/network-agent/runtime.bench.js [--samples N]
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readlinkSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -24,6 +26,10 @@ import { fileURLToPath } from 'node:url';
 const HERE = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(HERE, '..', '..', '..');
 const WATCH = join(repoRoot, 'native-bindings', 'build', 'qubes-net-watch');
+/** The agent as the lab and the package run it: the esbuild bundle where it was built. */
+const AGENT_BUNDLE = join(repoRoot, 'packages', 'network-agent', 'bundle', 'qubes-net-agent.cjs');
+const AGENT_LAUNCHER = join(repoRoot, 'packages', 'network-agent', 'bundle', 'qubes-net-agent-cached.cjs');
+const AGENT_CLI = [AGENT_LAUNCHER, AGENT_BUNDLE].find((f) => existsSync(f)) ?? join(repoRoot, 'packages', 'network-agent', 'dist', 'cli.js');
 const BASELINE = join(repoRoot, 'bench', 'driver-agent', 'upstream-vif-route.sh');
 const IDLE_MS = 2_000;
 /** The stdlib part of upstream's qubes-firewall daemon's imports (its qubesdb binding is C). */
@@ -132,6 +138,38 @@ qubes:
   }
 }
 
+// ------------------------------------------------------------------ the watcher itself
+
+/**
+ * RSS of one qubes-net-watch: a client's (the uplink's group) and a network qube's (the agent's
+ * group and the uplink's in one process), each as built (static-pie where libc.a exists) and
+ * linked dynamically (`make STATIC=no`, built here), all in the same provider namespace.
+ */
+async function watcherMemory(netvm: import('@qubes-net/netns').Qube, tmp: string): Promise<void> {
+  const { watchArgs } = await import('@qubes-net/guest-agent/watch-args');
+  const { agentWatchArgs, combinedWatchArgs } = await import('@qubes-net/network-agent/watch-args');
+  const dynDir = join(tmp, 'dyn');
+  const mk = spawnSync('make', ['-s', '-C', join(repoRoot, 'native-bindings'), 'STATIC=no', `BUILD=${dynDir}`, `${dynDir}/qubes-net-watch`], { encoding: 'utf8' });
+  if (mk.status !== 0) throw new Error(`building the dynamic watcher failed: ${mk.stderr}`);
+  const uplink = watchArgs('eth9', { cli: ['/bin/true'] });
+  // --notify to a socket nobody serves: nothing fires without a change, nothing is activated.
+  const agent = agentWatchArgs({ cli: ['/bin/true'], socket: join(tmp, 'nobody.sock'), wakeFile: join(tmp, 'wake'), resolvConf: join(tmp, 'resolv.conf'), resolvedFile: null, uplinks: ['eth9'], mode: 'notify' });
+  const rss = async (bin: string, args: string[]) => {
+    const w = netvm.spawn(bin, args, { stdio: ['ignore', 'ignore', 'ignore'] });
+    await sleep(700);
+    const mb = rssKb(w.pid!) / 1024;
+    w.kill('SIGTERM');
+    await new Promise((r) => w.once('exit', r));
+    return mb;
+  };
+  const dyn = join(dynDir, 'qubes-net-watch');
+  const client = { ours: await rss(WATCH, uplink), dyn: await rss(dyn, uplink) };
+  const merged = { ours: await rss(WATCH, combinedWatchArgs(agent, uplink)), dyn: await rss(dyn, combinedWatchArgs(agent, uplink)) };
+  const two = (await rss(dyn, agent)) + client.dyn;
+  report('one watcher, client (uplink group), RSS', 'MB', client.ours, 'the same, linked dynamically', client.dyn);
+  report('one watcher, network qube (agent group + uplink group), RSS', 'MB', merged.ours, 'two dynamically linked watchers (the previous shape)', two, { mergedDynamic: Math.round(merged.dyn * 100) / 100 });
+}
+
 // ------------------------------------------------------------------ latencies (one provider)
 
 async function latencies(samples: number): Promise<void> {
@@ -139,6 +177,7 @@ async function latencies(samples: number): Promise<void> {
   const { RESOLV } = (await import(join(repoRoot, 'test', 'dist', 'driver-agent', 'lab.js'))) as typeof import('../../test/driver-agent/lab.js');
   const { agentWatchArgs } = await import('@qubes-net/network-agent/watch-args');
   const { AGENT_NODE_OPTIONS } = await import('@qubes-net/lab');
+  const AGENT_FLAGS = (process.env.QUBES_NET_AGENT_NODE_OPTIONS ?? AGENT_NODE_OPTIONS).split(/\s+/).filter(Boolean);
   const libDir = join(repoRoot, 'native-bindings', 'build');
   const tmp = mkdtempSync(join(tmpdir(), 'qn-agent-bench-'));
   const qdbRead = join(tmp, 'qdb-read');
@@ -148,12 +187,13 @@ async function latencies(samples: number): Promise<void> {
   const al = await AgentLab.create('agent-bench');
   const netvm = al.lab.netvm;
   const qdbPid = al.lab.qdb.pid;
-  const watcher = netvm.spawn(WATCH, agentWatchArgs({
-    cli: [process.execPath, join(repoRoot, 'packages', 'network-agent', 'dist', 'cli.js')],
+  const startWatcher = () => netvm.spawn(WATCH, agentWatchArgs({
+    cli: [process.execPath, ...AGENT_FLAGS, AGENT_CLI],
     resolvConf: RESOLV,
     resolvedFile: null,
     runArgs: ['--idle-exit', String(IDLE_MS), '--resolv-conf', RESOLV, '--no-resolved', '--firewall', 'on'],
-  }), { stdio: ['ignore', 'ignore', 'ignore'], env: { NODE_OPTIONS: process.env.QUBES_NET_AGENT_NODE_OPTIONS ?? AGENT_NODE_OPTIONS } });
+  }), { stdio: ['ignore', 'ignore', 'ignore'], env: { MALLOC_ARENA_MAX: '2', CACHE_DIRECTORY: join(tmp, 'v8-cache') } });
+  let watcher = startWatcher();
   const idle = () => until('the agent to go idle', () => namespaceCost(qdbPid, qdbPid).node === 0, IDLE_MS * 10 + 30_000);
   const timed = async (fn: () => Promise<unknown>) => {
     const t0 = performance.now();
@@ -169,9 +209,11 @@ async function latencies(samples: number): Promise<void> {
     if (r.exitCode !== 0) throw new Error(`upstream vif-route vif${d}.0: ${r.stderr}`);
   };
   try {
+    await watcherMemory(netvm, tmp);
     // First vif after idle vs upstream's script (agent idle before each of ours).
     const first: number[] = [];
     const base: number[] = [];
+    const floor: number[] = [];
     let d = 10;
     await al.plainVif(200);
     await ours(200); // the first start ever loads the base ruleset; not what this figure is about
@@ -181,8 +223,10 @@ async function latencies(samples: number): Promise<void> {
       await idle();
       first.push(await timed(() => ours(a.domid)));
       base.push(await timed(() => upstream(b.domid)));
+      floor.push(await timed(() => netvm.exec(process.execPath, ['-e', '0'])));
     }
-    report('first vif online after idle (hotplug call → return; median)', 'ms', median(first), 'upstream vif-route-qubes', median(base), { samples });
+    report('first vif online after idle (hotplug call → return; median)', 'ms', median(first), 'upstream vif-route-qubes', median(base), { samples, agent: AGENT_CLI.split('/').at(-1), flags: AGENT_FLAGS });
+    report("floor: `node -e 0` through the same namespace entry (Node's start alone; median)", 'ms', median(floor), 'upstream vif-route-qubes', median(base), { samples });
 
     // A 24-vif burst with the agent running, mean per vif, vs the same burst through upstream's script.
     const burstOurs: { domid: number }[] = [];
@@ -229,6 +273,37 @@ async function latencies(samples: number): Promise<void> {
     } finally {
       fw.kill('SIGTERM');
     }
+    await until('the firewall daemon to exit', () => namespaceCost(qdbPid, qdbPid).node === 0, 30_000);
+
+    // Last (its 1,000 qubes would weigh on the figures above): the agent again, on demand.
+    watcher = startWatcher();
+    // Working RSS with 1,000 qubes' rules (target <= 75 MB), next to the same agent with one.
+    const agentPid = () => {
+      const ns = netnsOf(qdbPid);
+      const pid = readdirSync('/proc').find((p) => /^\d+$/.test(p) && Number(p) !== qdbPid && netnsOf(Number(p)) === ns && (() => { try { return /\/node$/.test(readlinkSync(`/proc/${p}/exe`)); } catch { return false; } })());
+      return pid === undefined ? undefined : Number(pid);
+    };
+    await al.request({ op: 'reconcile' });
+    const oneMb = rssKb(agentPid() ?? 0) / 1024;
+    const many = Array.from({ length: 1000 }, (_, i) => `10.137.${100 + Math.floor(i / 250)}.${1 + (i % 250)}`);
+    for (const q of many) {
+      await al.lab.db.write(`/qubes-firewall/${q}/policy`, 'drop');
+      await al.lab.db.write(`/qubes-firewall/${q}/0000`, 'action=accept proto=icmp');
+      await al.lab.db.write(`/qubes-firewall/${q}/0001`, 'action=accept specialtarget=dns');
+      await al.lab.db.write(`/qubes-firewall/${q}/0002`, 'action=accept proto=tcp dstports=1000-2000');
+      await al.lab.db.write(`/qubes-firewall/${q}`, '');
+    }
+    await until('1,000 qubes\' rules applied', async () => {
+      await al.request({ op: 'status' });
+      return (await al.lab.db.read(`/qubes-firewall-applied/${many.at(-1)}`)) !== undefined;
+    }, 120_000);
+    await al.request({ op: 'reconcile' });
+    const manyMb = rssKb(agentPid() ?? 0) / 1024;
+    report('agent RSS while working, 1,000 qubes\' firewall rules (target <= 75 MB)', 'MB', manyMb, 'the same agent with one qube\'s rules', oneMb);
+    for (const q of many) await al.lab.db.rm(`/qubes-firewall/${q}/`);
+    for (const q of many) await al.lab.db.rm(`/qubes-firewall/${q}`);
+
+
   } finally {
     watcher.kill('SIGTERM');
     await al.destroy();

@@ -75,8 +75,9 @@ async function noNodeAnywhere(): Promise<void> {
 test('after the lab settles and the idle time passes, no qube holds a Node process', async (t) => {
   if (!needRoot(t)) return;
   await noNodeAnywhere();
-  // What stays is the watchers: one per uplink, one per network qube for its agent.
+  // What stays is the watchers: one per qube (a network qube's carries its uplink and its agent).
   for (const rq of L.lab.running.values()) for (const p of rq.agents.values()) assert.ok(p.running, `${rq.name}/${p.role} watcher running`);
+  for (const rq of L.lab.running.values()) assert.equal(new Set(rq.agents.values()).size, 1, `${rq.name}: one watcher process`);
   assert.ok(await ping(L.ns('a'), INTERNET.web4), 'traffic flows with every agent gone');
 });
 

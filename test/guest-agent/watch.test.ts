@@ -333,6 +333,48 @@ test('--activate: a client connecting or a trigger starts the agent with the soc
   }
 });
 
+test('--group: one process carries an uplink-like --run group and an agent-like --activate group; each acts only on its own triggers', async () => {
+  const marker = fresh('runs');
+  const sock = fresh('grp.sock');
+  const log = fresh('agent-log');
+  const keyA = `/watch-test-${seq}-uplink`;
+  const dirB = `/watch-test-${seq}-agent/`;
+  const file = fresh('resolv.conf');
+  const agent = await activatedAgent(log);
+  const w = startWatcher([
+    '--qdb-dir', qdb.runDir,
+    '--debounce-ms', '0', '--qdb', keyA, '--run', '--', ...recorder(marker),
+    '--group', '--debounce-ms', '150', '--qdb', dirB, '--qdb', keyA, '--file', file, '--activate', sock, '--', process.execPath, agent,
+  ]);
+  try {
+    await w.waitLog('watching', 2);
+    assert.deepEqual(w.logs.filter((l) => l.msg === 'watching').map((l) => [l.group, l.action]), [[0, 'run'], [1, 'activate']]);
+    // One QubesDB connection for both: the shared key is registered once.
+    assert.equal(w.logs.find((l) => l.msg === 'qubesdb watches registered')?.count, 2);
+    // Only the agent's group watches this directory.
+    await db.write(`${dirB}x`, '1');
+    await w.waitLog('agent exited');
+    assert.equal(await runs(marker), 0, 'the uplink group stays quiet on the agent\'s keys');
+    // Only the agent's group watches the file.
+    await writeFile(file, 'nameserver 192.0.2.1\n');
+    await w.waitLog('agent exited', 2);
+    assert.equal(await runs(marker), 0);
+    // The shared key wakes both, each once.
+    await db.write(keyA, '1');
+    await w.waitLog('run finished');
+    await w.waitLog('agent exited', 3);
+    assert.equal(await runs(marker), 1);
+    const entries = await agentLog(log);
+    assert.deepEqual(entries.filter((e) => e.request).map((e) => e.request), ['{"op":"sync"}', '{"op":"sync"}', '{"op":"sync"}']);
+    assert.ok(w.logs.filter((l) => l.msg === 'run started').every((l) => l.group === 0));
+    assert.ok(w.logs.filter((l) => l.msg === 'activated').every((l) => l.group === 1));
+    assert.equal(await w.stop(), 0);
+    assert.equal(existsSync(sock), false, 'the socket is removed on stop');
+  } finally {
+    await w.stop();
+  }
+});
+
 test('SIGTERM: the running command is stopped and the watcher exits 0', async () => {
   const marker = fresh('runs');
   const w = startWatcher(['--run-at-start', '--debounce-ms', '0', '--run', '--', ...recorder(marker, 30_000)]);
@@ -353,6 +395,9 @@ test('bad arguments are refused with exit 64 before anything starts', async () =
     ['--notify', '/x', '--request', 'not json'],
     ['--notify', '/x', '--run', '--', 'true'],
     ['--debounce-ms', '-1', '--notify', '/x'],
+    ['--notify', '/x', '--group'],
+    ['--run', '--', 'true', '--group', '--qdb', '/a'],
+    ['--activate', '/tmp/x.sock', '--', 'true', '--group', '--activate', '/tmp/x.sock', '--', 'true'],
   ]) {
     const w = startWatcher(args);
     assert.equal(await w.exited, 64, JSON.stringify(args));

@@ -7,7 +7,10 @@ test('agents come from the checkout by default, or from a root or a bin director
   assert.equal(def.guest[0], process.execPath);
   assert.ok([`${PACKAGES_DIR}/guest-agent/bundle/qubes-net-guest.cjs`, `${PACKAGES_DIR}/guest-agent/dist/cli.js`].includes(def.guest[1]!), def.guest[1]);
   assert.deepEqual(def.guest.slice(2), []);
-  assert.deepEqual(def.agent, [process.execPath, `${PACKAGES_DIR}/network-agent/dist/cli.js`]);
+  // The agent's esbuild bundle where it was built (scripts/bundle.mjs), as the package runs it.
+  assert.equal(def.agent[0], process.execPath);
+  assert.ok([`${PACKAGES_DIR}/network-agent/bundle/qubes-net-agent-cached.cjs`, `${PACKAGES_DIR}/network-agent/bundle/qubes-net-agent.cjs`, `${PACKAGES_DIR}/network-agent/dist/cli.js`].includes(def.agent[1]!), def.agent[1]);
+  assert.equal(def.agent.length, 2);
   assert.ok(def.watch.endsWith('/qubes-net-watch'));
   assert.deepEqual(def.vifScript, [`${PACKAGES_DIR}/driver-agent/scripts/vif-route-qubes`]);
 

@@ -239,6 +239,9 @@ test('a network qube that chose qubes-net: the agent socket listens and qubes-fi
   assert.equal(p.active['qubes-firewall.service'], 'active');
   assert.equal(p.active['qubes-network.service'], 'active');
   assert.notEqual(p.active['qubes-net-agent-watch.service'], 'active', 'the watcher runs as qubes-firewall.service here');
+  // One watcher for the agent and the uplink: the uplink's own watcher unit stands down.
+  assert.notEqual(p.active['qubes-net-uplink-watch@eth0.service'], 'active', 'the network qube\'s one watcher carries the uplink');
+  assert.match(p.journal, /"group":1,"msg":"watching"[^\n]*"links":1,"action":"run"/, 'the watcher\'s second group follows the uplink');
   assert.deepEqual(p.tables, ['table ip qubes', 'table ip6 qubes', 'table ip qubes-firewall', 'table ip6 qubes-firewall']);
   assert.match(p.journal, /request sent[^\n]*agent\.sock[\s\S]*Started qubes-net-agent\.service/);
   assert.ok(!p.standins.some((l) => /qubes-iptables|qubes-firewall|network-proxy-setup/.test(l)), p.standins.join('; '));

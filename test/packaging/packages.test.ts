@@ -366,8 +366,15 @@ test('the drop-ins keep upstream unit names and dispatch; our units are gated by
   has('qubes-net-agent-watch.service', 'ExecStart=/usr/lib/qubes-net/qubes-net-dispatch agent-watch');
   has('qubes-net-agent-watch.service', 'ConditionPathExists=!/run/qubes-service/qubes-firewall');
   // The watchers' arguments come from the agents' own watch-args.
-  const agentArgs = readFileSync(join(rpmRoot, 'usr/lib/qubes-net/agent-watch.args'), 'utf8').trim().split('\n');
+  // One watcher per network qube: the agent's group, then its uplink's (after --group).
+  const watchArgs = readFileSync(join(rpmRoot, 'usr/lib/qubes-net/agent-watch.args'), 'utf8').trim().split('\n');
+  assert.equal(watchArgs.filter((a) => a === '--group').length, 1, watchArgs.join(' '));
+  const agentArgs = watchArgs.slice(0, watchArgs.indexOf('--group'));
+  const uplinkArgs = watchArgs.slice(watchArgs.indexOf('--group') + 1);
   assert.deepEqual(agentArgs.slice(-2), ['--notify', '/run/qubes-net/agent.sock']);
+  assert.deepEqual(uplinkArgs.slice(-5), ['--run', '--', '/usr/bin/qubes-net-guest', 'apply', 'eth0']);
+  assert.ok(uplinkArgs.includes('/qubes-ip') && uplinkArgs.includes('eth0') && !uplinkArgs.includes('--run-at-start'), uplinkArgs.join(' '));
+  has('qubes-net-uplink-watch@.service', 'ConditionPathExists=!/run/qubes-service/qubes-network');
   assert.ok(agentArgs.includes('--run-at-start') && !agentArgs.includes('--activate'), agentArgs.join(' '));
   if (!built.missing.includes('packages/network-agent/dist/cli.js')) {
     for (const key of ['/qubes-firewall/', '/qubes-netvm-primary-dns']) assert.ok(agentArgs.includes(key), `the agent's watcher watches ${key}`);
@@ -443,8 +450,12 @@ test('the C helpers are stripped x86-64 executables; the scripts are valid POSIX
     assert.match(headers, /GNU_RELRO/, `${client}: RELRO`);
     assert.match(headers, /\(FLAGS\)\s+BIND_NOW|\(FLAGS_1\)\s+Flags: NOW/, `${client}: -z now`);
     assert.match(headers, /\(FLAGS_1\)\s+Flags:.*\bPIE\b/, `${client}: PIE`);
-    assert.match(headers, /__stack_chk_fail/, `${client}: -fstack-protector-strong`);
-    assert.match(headers, /__\w+_chk@/, `${client}: _FORTIFY_SOURCE`);
+    // Linked -static-pie where libc.a exists (native-bindings/Makefile): no dynamic symbols then,
+    // so the protector and fortified calls are looked for in the unstripped build it came from.
+    const isStatic = !/\(NEEDED\)/.test(headers) && !/INTERP/.test(headers);
+    const symbols = isStatic ? (await run('readelf', ['-s', '-W', join(ROOT, 'native-bindings', 'build', client)], { env: { LC_ALL: 'C' } })).stdout : headers;
+    assert.match(symbols, /__stack_chk_fail/, `${client}: -fstack-protector-strong`);
+    assert.match(symbols, isStatic ? /__\w+_chk\b/ : /__\w+_chk@/, `${client}: _FORTIFY_SOURCE`);
   }
   for (const script of ['usr/lib/qubes-net/qubes-net-choice', 'usr/lib/qubes-net/qubes-net-dispatch', 'usr/lib/qubes-net/qubes-net-overlay', 'usr/lib/qubes-net/vif-route-qubes',
     'etc/qubes/post-install.d/20-qubes-net-features.sh', ...DIVERTED.map((p) => `usr/lib/qubes-net/overlay/${p.split('/').at(-1)}`)]) {

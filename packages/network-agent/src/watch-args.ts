@@ -51,3 +51,15 @@ export function agentWatchArgs(opts: AgentWatchOptions): string[] {
   args.push(...(opts.runArgs ?? []));
   return args;
 }
+
+/**
+ * One watcher for a whole network qube (docs/runtime-shape.md): the agent's group and, where the
+ * qube has an uplink of its own, the uplink's group (`qubes-net-guest watch-args`), joined by
+ * `--group`. A command of a group ends at the next `--group`, so none of its arguments may be
+ * that word.
+ */
+export function combinedWatchArgs(agent: readonly string[], ...others: (readonly string[])[]): string[] {
+  const groups = [agent, ...others];
+  for (const g of groups) if (g.includes('--group')) throw new Error('a watch group cannot contain the argument --group');
+  return groups.flatMap((g, i) => (i === 0 ? [...g] : ['--group', ...g]));
+}

@@ -60,7 +60,8 @@ export function resolveAgentCommands(opts: AgentCommandOptions = {}): AgentComma
     qubesdbDaemon: existsSync(qdbCli) ? nodeScript(qdbCli, 'daemon') : nodeScript(join(root, 'qubesdb', 'dist', 'daemon-main-bin.js')),
     // The bundled one-shot (scripts/bundle.mjs) where it was built, as a template ships it.
     guest: nodeScript([join(root, 'guest-agent', 'bundle', 'qubes-net-guest.cjs')].find((b) => existsSync(b)) ?? join(root, 'guest-agent', 'dist', 'cli.js')),
-    agent: nodeScript(join(root, 'network-agent', 'dist', 'cli.js')),
+    // The bundle's launcher with its V8 code cache, as the package runs it, where it was built.
+    agent: nodeScript([join(root, 'network-agent', 'bundle', 'qubes-net-agent-cached.cjs'), join(root, 'network-agent', 'bundle', 'qubes-net-agent.cjs')].find((b) => existsSync(b)) ?? join(root, 'network-agent', 'dist', 'cli.js')),
     watch: env.QUBES_NET_WATCH ?? [join(root, '..', 'native-bindings', 'build', 'qubes-net-watch'), join(root, 'native', 'qubes-net-watch')].find((c) => existsSync(c)) ?? join(root, '..', 'native-bindings', 'build', 'qubes-net-watch'),
     vifScript: [vifOverride ?? join(root, 'driver-agent', 'scripts', 'vif-route-qubes')],
     // The script hands the event to the C client; in a checkout that is native-bindings' build.

@@ -20,7 +20,7 @@ import { startInQube, stopPids, type QubeProcess } from './processes.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { sendAgentRequest } from './agent-control.js';
 import { watchArgs } from '@qubes-net/guest-agent/watch-args';
-import { agentWatchArgs } from '@qubes-net/network-agent/watch-args';
+import { agentWatchArgs, combinedWatchArgs } from '@qubes-net/network-agent/watch-args';
 
 /**
  * What stays resident in a qube: `guest`, the uplink's watcher (qubes-net-watch --run
@@ -31,8 +31,13 @@ export type AgentRole = 'guest' | 'agent';
 
 export const DEFAULT_STATE_ROOT = '/run/qubes-net-lab';
 
-/** NODE_OPTIONS of the network agent (QUBES_NET_AGENT_NODE_OPTIONS overrides it). */
-export const AGENT_NODE_OPTIONS = '--max-semi-space-size=1 --jitless';
+/**
+ * The network agent's V8 flags, as its unit sets them (QUBES_NET_NODE_FLAGS in
+ * qubes-net-agent.service; QUBES_NET_AGENT_NODE_OPTIONS overrides them here): a small young
+ * generation, a bounded heap, and --lite-mode (no optimising compilers: ~5 MB less RSS for work
+ * that is small and short-lived; not --jitless, under which Debian 13's nodejs crashed the agent).
+ */
+export const AGENT_NODE_OPTIONS = '--max-semi-space-size=1 --max-old-space-size=64 --lite-mode';
 
 export interface ProgressEvent {
   /** Milliseconds since the lab object was created. */
@@ -198,7 +203,9 @@ export class Lab {
         await this.internet.plug(ns);
         this.progress({ qube: name, step: 'uplink to the fake internet', detail: this.internet.describe() });
       }
-      if (spec.providesNetwork) {
+      // A network qube with a netvm starts its one watcher once its uplink is there (startAgent
+      // 'guest': the uplink's group and the agent's in one process); one without starts it now.
+      if (spec.providesNetwork && spec.netvm === null) {
         await this.startAgent(rq, 'agent');
         await this.waitAgentReady(rq);
         this.progress({ qube: name, step: 'network agent ready (started on demand by its watcher)' });
@@ -221,7 +228,8 @@ export class Lab {
   async stopAgents(name: string): Promise<void> {
     const rq = this.running.get(name);
     if (!rq) return;
-    for (const role of ['guest', 'agent'] as const) await rq.agents.get(role)?.stop();
+    // A network qube's one watcher stands for both roles: stopped once.
+    for (const p of new Set([rq.agents.get('guest'), rq.agents.get('agent')])) await p?.stop();
   }
 
   /** Stops (or kills) every process of the domain and removes its namespaces. */
@@ -241,6 +249,11 @@ export class Lab {
 
   // ---------------------------------------------------------------- agents
 
+  /**
+   * Starts the qube's watcher for `role`. A client's `guest` role is the uplink's watcher. A
+   * network qube runs one watcher for everything (docs/runtime-shape.md): the agent's group,
+   * plus the uplink's group once it has an uplink; that one process stands for both roles.
+   */
   async startAgent(rq: RunningQube, role: AgentRole): Promise<QubeProcess> {
     const existing = rq.agents.get(role);
     if (existing?.running) return existing;
@@ -249,27 +262,50 @@ export class Lab {
     // hooks create transient scopes in the host's systemd.
     const env = { QUBES_NET_QUBE: rq.name, QUBES_NET_UPLINK_DRIVERS: 'vif,none', INVOCATION_ID: '' };
     const cmds = this.agentCommands;
-    let argv: string[];
+    const provider = this.spec(rq.name).providesNetwork;
     if (role === 'guest') {
       // As udev would on the vif's arrival: apply once; then the watcher follows QubesDB and the link.
       const applied = await rq.ns.exec(cmds.guest[0]!, [...cmds.guest.slice(1), 'apply', 'eth0'], { allowFailure: true, env });
       await appendFile(join(rq.logDir, 'guest-apply.log'), applied.stdout + applied.stderr).catch(() => undefined);
       if (applied.exitCode !== 0) this.log.warn({ qube: rq.name, code: applied.exitCode }, 'first uplink apply failed; the watcher retries on the next change');
-      argv = [cmds.watch, ...watchArgs('eth0', { cli: cmds.guest })];
-    } else {
-      // Every network qube of the lab filters its clients (the firewall service on, as Qubes sets it for providers).
-      argv = [cmds.watch, ...agentWatchArgs({ cli: cmds.agent, uplinks: ['eth0'], runArgs: ['--idle-exit', String(this.idleExitMs), '--firewall', 'on'] })];
     }
-    // The agent's V8 settings as the unit sets them: a small young generation and no JIT (its
-    // work per event is small and short-lived; compiled code is most of its RSS above bare Node).
-    const nodeOptions: Record<string, string> = role === 'agent' ? { NODE_OPTIONS: process.env.QUBES_NET_AGENT_NODE_OPTIONS ?? AGENT_NODE_OPTIONS } : {};
-    const proc = await startInQube(rq.ns, role, argv, join(rq.logDir, `${role}.log`), { env: { ...env, ...nodeOptions } });
-    rq.agents.set(role, proc);
+    const uplinkGroup = role === 'guest' || rq.agents.has('guest') ? watchArgs('eth0', { cli: cmds.guest }) : undefined;
+    let argv: string[];
+    const nodeOptions: Record<string, string> = {};
+    if (!provider) {
+      argv = [cmds.watch, ...uplinkGroup!];
+    } else {
+      // The agent's V8 settings as the unit sets them, on the agent's own command line (V8 flags
+      // like --lite-mode are refused in NODE_OPTIONS): node's where the agent is node itself, the
+      // installed wrapper's QUBES_NET_NODE_FLAGS otherwise. Only the agent's: the uplink group's
+      // one-shot applies keep Node's defaults.
+      const flags = (process.env.QUBES_NET_AGENT_NODE_OPTIONS ?? AGENT_NODE_OPTIONS).split(/\s+/).filter(Boolean);
+      const agentCli = cmds.agent[0] === process.execPath ? [cmds.agent[0], ...flags, ...cmds.agent.slice(1)] : ['/usr/bin/env', `QUBES_NET_NODE_FLAGS=${flags.join(' ')}`, ...cmds.agent];
+      // Two malloc arenas, as the unit sets (libnftables and koffi run calls on other threads):
+      // ~3 MB less RSS for the agent (bench/network-agent).
+      nodeOptions.MALLOC_ARENA_MAX = '2';
+      // The agent's V8 code cache (its launcher's; systemd's CacheDirectory= under a unit): the
+      // lab's own directory, shared by its qubes' agents, nothing written outside the lab.
+      nodeOptions.CACHE_DIRECTORY = join(this.stateDir, 'v8-cache');
+      // Every network qube of the lab filters its clients (the firewall service on, as Qubes sets it for providers).
+      const agentGroup = agentWatchArgs({ cli: agentCli, uplinks: ['eth0'], runArgs: ['--idle-exit', String(this.idleExitMs), '--firewall', 'on'] });
+      argv = [cmds.watch, ...(uplinkGroup ? combinedWatchArgs(agentGroup, uplinkGroup) : agentGroup)];
+      // The agent-only watcher (started before the uplink existed) gives way to the combined one.
+      const alone = rq.agents.get('agent');
+      if (alone?.running) await alone.stop();
+    }
+    const proc = await startInQube(rq.ns, provider ? 'agent' : role, argv, join(rq.logDir, `${provider ? 'agent' : role}.log`), { env: { ...env, ...nodeOptions } });
+    const roles: AgentRole[] = provider ? (uplinkGroup ? ['agent', 'guest'] : ['agent']) : [role];
+    for (const r of roles) rq.agents.set(r, proc);
     proc.exited.then((e) => {
       if (proc.stopping) return;
-      this.log.error({ qube: rq.name, agent: role, code: e.code, signal: e.signal, logFile: proc.logFile }, 'agent exited');
-      this.restartAgentLater(rq, role, proc);
+      this.log.error({ qube: rq.name, agent: roles.join('+'), code: e.code, signal: e.signal, logFile: proc.logFile }, 'agent exited');
+      this.restartAgentLater(rq, roles[0]!, proc);
     });
+    if (provider && role === 'guest' && !existing) {
+      await this.waitAgentReady(rq);
+      this.progress({ qube: rq.name, step: 'network agent ready (started on demand by its watcher)' });
+    }
     return proc;
   }
 
