@@ -133,6 +133,7 @@ async function main(argv: string[]): Promise<number> {
         minMs: positiveInt(p, 'min-refresh-s', opts.refresh.minMs / 1000) * 1000,
         maxMs: positiveInt(p, 'max-refresh-s', opts.refresh.maxMs / 1000) * 1000,
         retryMs: positiveInt(p, 'retry-refresh-s', opts.refresh.retryMs / 1000) * 1000,
+        ...(opts.refresh.firstRetryMs !== undefined ? { firstRetryMs: opts.refresh.firstRetryMs } : {}),
       };
       return runDaemon(opts);
     }

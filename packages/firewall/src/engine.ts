@@ -203,7 +203,10 @@ export class FirewallEngine {
     return this.idle();
   }
 
-  /** resolv.conf may have changed: if its servers did, re-resolve names and re-check flows. */
+  /**
+   * resolv.conf or the uplink may have changed: if the servers did, re-resolve every name and
+   * re-check flows; if not, retry the names that failed.
+   */
   dnsMaybeChanged(): void {
     this.dnsCheckRequested = true;
     this.kick();
@@ -355,7 +358,13 @@ export class FirewallEngine {
 
   private async loadDnsServers(initial: boolean): Promise<void> {
     const servers = await this.readDnsServers();
-    if (!initial && sameServers(servers, this.dns)) return;
+    if (!initial && sameServers(servers, this.dns)) {
+      // Same servers, but something on the DNS path or the uplink changed (this is how the
+      // agent's DNS/uplink sync arrives): names that failed are worth a try now, not at the
+      // end of their back-off.
+      this.retryFailedNames();
+      return;
+    }
     const tx = addDnsSet(addDnsSet(new NftTransaction(), 4, servers.v4), 6, servers.v6);
     const res = await this.applyWithSkeletonRecovery(tx, servers);
     if (!res.ok) {
@@ -372,6 +381,15 @@ export class FirewallEngine {
     this.names.clear();
     for (const q of this.qubes.values()) if (hostsOf(q.parsed).length && !this.pending.has(q.target.addr)) this.pending.set(q.target.addr, 'refresh');
     await this.cutForbidden([...this.qubes.values()].map((q) => q.compiled));
+  }
+
+  /** Queues a refresh of every qube with a name that did not resolve, looked up afresh. */
+  private retryFailedNames(): void {
+    const failing = [...this.qubes.values()].filter((q) => q.resolutions.some((r) => !r.ok));
+    if (failing.length === 0) return;
+    this.names.forgetFailures();
+    for (const q of failing) if (!this.pending.has(q.target.addr)) this.pending.set(q.target.addr, 'refresh');
+    this.log.info({ qubes: failing.length }, 'dns path changed: retrying names that did not resolve');
   }
 
   private dnsRetryTimer: NodeJS.Timeout | undefined;
@@ -545,7 +563,7 @@ export class FirewallEngine {
     await mapLimit([...wanted], 32, async ([key, [host, family]]) => {
       const r = await this.names.get(host, family).catch((e): HostResolution => ({ ok: false, error: forLog((e as Error)?.message ?? e) }));
       results.set(key, r);
-      if (!r.ok) this.log.warn({ host: forLog(host), family, error: r.error }, 'name did not resolve');
+      if (!r.ok) this.log.warn({ host: forLog(host), family, error: r.error, retryInMs: r.retryInMs }, 'name did not resolve');
     });
     return preps.map((p) => new Map(hostsOf(p.parsed).map((h) => [h, results.get(`${p.target.family} ${h}`)!])));
   }

@@ -1,18 +1,28 @@
 // Remembers resolved names until their TTL runs out, so 1,000 qubes naming the same host cost
-// one query, and concurrent requests for one name share a single lookup.
+// one query, and concurrent requests for one name share a single lookup. A name that fails is
+// retried with back-off: each failed answer carries `retryInMs` (1 s, 2 s, 4 s, … capped at the
+// retry interval), which the engine's refresh timer uses; a success resets the count.
 import type { HostResolution } from './model/compile.js';
 import type { Family } from './model/skeleton.js';
-import type { RefreshBounds } from './model/refresh.js';
+import { failedRetryDelayMs, type RefreshBounds } from './model/refresh.js';
 
 export type ResolveFn = (host: string, family: Family) => Promise<HostResolution>;
 
 interface Entry {
   result: Promise<HostResolution>;
   expiresAt: number;
+  failed: boolean;
 }
+
+/** A failed answer is served from the cache this long at most, so a qube's next event retries it. */
+const FAILED_CACHE_MS = 1_000;
 
 export class NameCache {
   private readonly entries = new Map<string, Entry>();
+  /** Consecutive failed lookups per name (`family host`); absent = the last one succeeded. */
+  private readonly failures = new Map<string, number>();
+  /** Bumped by clear(): a lookup started before it does not touch the new state. */
+  private epoch = 0;
 
   constructor(
     private readonly resolve: ResolveFn,
@@ -24,18 +34,51 @@ export class NameCache {
     const key = `${family} ${host}`;
     const hit = this.entries.get(key);
     if (hit && hit.expiresAt > this.now()) return hit.result;
-    const entry: Entry = { result: this.resolve(host, family), expiresAt: Infinity };
+    const entry: Entry = { result: Promise.resolve({ ok: false, error: 'pending' }), expiresAt: Infinity, failed: false };
+    entry.result = this.lookup(key, host, family, entry);
     this.entries.set(key, entry);
-    void entry.result.then((r) => {
-      const life = r.ok ? Math.min(this.bounds.maxMs, Math.max(this.bounds.minMs, r.ttlSeconds * 1000)) : this.bounds.retryMs;
-      // A failed lookup is kept only briefly, so a qube's next event retries it.
-      entry.expiresAt = this.now() + (r.ok ? life : Math.min(life, 1_000));
-    });
     return entry.result;
   }
 
-  /** Forget everything (upstream DNS changed, or a reload). */
+  private async lookup(key: string, host: string, family: Family, entry: Entry): Promise<HostResolution> {
+    const epoch = this.epoch;
+    let r: HostResolution;
+    try {
+      r = await this.resolve(host, family);
+    } catch (e) {
+      r = { ok: false, error: String((e as Error)?.message ?? e) };
+    }
+    const current = epoch === this.epoch;
+    if (r.ok) {
+      if (current) this.failures.delete(key);
+      entry.expiresAt = this.now() + Math.min(this.bounds.maxMs, Math.max(this.bounds.minMs, r.ttlSeconds * 1000));
+      return r;
+    }
+    const count = (current ? (this.failures.get(key) ?? 0) : 0) + 1;
+    if (current) this.failures.set(key, count);
+    const retryInMs = failedRetryDelayMs(count, this.bounds);
+    entry.failed = true;
+    entry.expiresAt = this.now() + Math.min(retryInMs, FAILED_CACHE_MS);
+    return { ...r, retryInMs };
+  }
+
+  /** How many times in a row `host` failed (0: never, or its last lookup succeeded). */
+  failuresOf(host: string, family: Family): number {
+    return this.failures.get(`${family} ${host}`) ?? 0;
+  }
+
+  /**
+   * Drops cached failures, so the next request looks those names up at once (the uplink or the
+   * DNS path may have come back). The back-off counts stay: a name still failing backs off further.
+   */
+  forgetFailures(): void {
+    for (const [key, e] of this.entries) if (e.failed) this.entries.delete(key);
+  }
+
+  /** Forget everything, back-off included (upstream DNS changed, or a reload). */
   clear(): void {
     this.entries.clear();
+    this.failures.clear();
+    this.epoch++;
   }
 }
