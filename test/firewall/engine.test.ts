@@ -19,6 +19,9 @@ interface Setup {
   names: Map<string, HostResolution>;
   lookups: string[];
   dns: { servers: DnsServers };
+  /** Names whose next lookup hangs (a query sent while the DNS path was dead); released at the end. */
+  hang: Set<string>;
+  release: () => void;
 }
 
 async function setup(initial: Record<string, string>, opts: { refresh?: { minMs: number; maxMs: number; retryMs: number; firstRetryMs?: number }; writingTimeoutMs?: number; now?: () => number } = {}): Promise<Setup> {
@@ -30,12 +33,15 @@ async function setup(initial: Record<string, string>, opts: { refresh?: { minMs:
   const names = new Map<string, HostResolution>();
   const lookups: string[] = [];
   const dns = { servers: { v4: ['10.139.1.1'], v6: [] } as DnsServers };
+  const hang = new Set<string>();
+  const hung: (() => void)[] = [];
   const engine = new FirewallEngine({
     db,
     log,
     kernel,
     resolve: async (host: string, family: Family) => {
       lookups.push(`${family} ${host}`);
+      if (hang.delete(`${family} ${host}`)) await new Promise<void>((r) => hung.push(r));
       return names.get(`${family} ${host}`) ?? { ok: false, error: 'no such name' };
     },
     readDnsServers: async () => dns.servers,
@@ -43,7 +49,7 @@ async function setup(initial: Record<string, string>, opts: { refresh?: { minMs:
     ...(opts.writingTimeoutMs !== undefined ? { writingTimeoutMs: opts.writingTimeoutMs } : {}),
     ...(opts.now ? { now: opts.now } : {}),
   });
-  return { db, kernel, engine, logs, names, lookups, dns };
+  return { db, kernel, engine, logs, names, lookups, dns, hang, release: () => hung.splice(0).forEach((r) => r()) };
 }
 
 function qube(ip: string, rules: Record<string, string>): Record<string, string> {
@@ -244,8 +250,10 @@ test('13 (dead DNS): failed names back off while DNS stays down, and the accept 
   await s.engine.start();
   const tries = () => s.lookups.filter((l) => l === '4 web.test').length;
   await waitFor('three lookups while DNS is down', () => tries() >= 3);
-  const gaps = s.logs.filter((l) => l.msg === 'name did not resolve').map((l) => l.retryInMs);
-  assert.deepEqual(gaps.slice(0, 3), [20, 40, 80]);
+  // The first failure in the queue, the retries outside it (they must not hold other qubes up).
+  assert.equal(s.logs.find((l) => l.msg === 'name did not resolve')?.retryInMs, 20);
+  await waitFor('two retries logged', () => s.logs.filter((l) => l.msg === 'retried names that did not resolve').length >= 2);
+  assert.deepEqual(s.logs.filter((l) => l.msg === 'retried names that did not resolve').slice(0, 2).map((l) => [l.answered, l.retryInMs]), [[false, 40], [false, 80]]);
   s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.80'], ttlSeconds: 3600 });
   await waitFor('the accept rule applied', () => s.kernel.chain(4, 'qbs-10-137-0-7')?.[0] === 'ip daddr 203.0.113.80 accept comment "0000"', { timeoutMs: 10_000 });
   await waitFor('ok feedback', async () => /^\d+ ok /.test((await s.db.read('/qubes-firewall-applied/10.137.0.7')) ?? ''));
@@ -253,6 +261,24 @@ test('13 (dead DNS): failed names back off while DNS stays down, and the accept 
   await s.engine.idle();
   const next = Date.parse(s.engine.status().qubes[0]!.nextRefreshAt!);
   assert.ok(next - Date.now() > 3_000_000, `next refresh after the TTL (${next - Date.now()} ms)`);
+  await s.engine.stop();
+});
+
+test('13 (dead DNS): a retry hanging on the dead path neither delays the next retry nor holds up other qubes', async () => {
+  const s = await setup({
+    ...qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept dsthost=web.test' }),
+    ...qube('10.137.0.8', { policy: 'accept' }),
+  }, { refresh: { minMs: 10_000, maxMs: 3_600_000, retryMs: 30_000, firstRetryMs: 30 } });
+  await s.engine.start();
+  s.hang.add('4 web.test'); // the first retry hangs: sent before DNS came back
+  await waitFor('the first retry sent', () => s.lookups.length >= 2);
+  s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.80'], ttlSeconds: 3600 });
+  await dom0Write(s, '10.137.0.8', { policy: 'drop' });
+  assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.8'))!, /^2 ok /, 'another qube updated while a retry hangs');
+  await waitFor('the accept rule applied by the next retry', () => s.kernel.chain(4, 'qbs-10-137-0-7')?.[0] === 'ip daddr 203.0.113.80 accept comment "0000"', { timeoutMs: 10_000 });
+  s.release();
+  await s.engine.idle();
+  assert.equal(s.kernel.chain(4, 'qbs-10-137-0-7')?.[0], 'ip daddr 203.0.113.80 accept comment "0000"', 'the late answer changes nothing');
   await s.engine.stop();
 });
 
@@ -267,10 +293,11 @@ test('13 (dead DNS): a DNS/uplink sync with unchanged servers retries failed nam
   s.names.set('4 bad.test', { ok: true, addrs: ['203.0.113.66'], ttlSeconds: 3600 });
   const before = s.lookups.length;
   s.engine.dnsMaybeChanged();
+  // The retries run outside the queue: wait for their result, not for the queue.
+  await waitFor('the accept rule applied', () => s.kernel.chain(4, 'qbs-10-137-0-7')?.[0] === 'ip daddr 203.0.113.80 accept comment "0000"');
+  await waitFor('the drop rule applied', async () => /^2 ok /.test((await s.db.read('/qubes-firewall-applied/10.137.0.9')) ?? ''));
   await s.engine.idle();
   assert.equal(s.lookups.length - before, 2, 'only the failed names are looked up');
-  assert.equal(s.kernel.chain(4, 'qbs-10-137-0-7')![0], 'ip daddr 203.0.113.80 accept comment "0000"');
-  assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.9'))!, /^2 ok /);
   // Nothing failing any more: a further sync costs nothing.
   const n = s.kernel.applied.length;
   s.engine.dnsMaybeChanged();

@@ -10,12 +10,19 @@ export type ResolveFn = (host: string, family: Family) => Promise<HostResolution
 
 interface Entry {
   result: Promise<HostResolution>;
+  startedAt: number;
   expiresAt: number;
+  settled: boolean;
   failed: boolean;
 }
 
 /** A failed answer is served from the cache this long at most, so a qube's next event retries it. */
 const FAILED_CACHE_MS = 1_000;
+/**
+ * A probe shares a lookup in flight only if it began less than this ago: one that began while
+ * the DNS path was dead may hang until its deadline (its retransmissions keep the old path).
+ */
+const PROBE_SHARE_MS = 1_000;
 
 export class NameCache {
   private readonly entries = new Map<string, Entry>();
@@ -34,9 +41,26 @@ export class NameCache {
     const key = `${family} ${host}`;
     const hit = this.entries.get(key);
     if (hit && hit.expiresAt > this.now()) return hit.result;
-    const entry: Entry = { result: Promise.resolve({ ok: false, error: 'pending' }), expiresAt: Infinity, failed: false };
-    entry.result = this.lookup(key, host, family, entry);
+    return this.start(key, host, family);
+  }
+
+  /**
+   * A retry of a failing name: a fresh lookup, unless a good answer is cached or a lookup began
+   * under PROBE_SHARE_MS ago. Its answer serves later get()s.
+   */
+  probe(host: string, family: Family): Promise<HostResolution> {
+    const key = `${family} ${host}`;
+    const hit = this.entries.get(key);
+    const now = this.now();
+    if (hit && ((hit.settled && !hit.failed && hit.expiresAt > now) || (!hit.settled && now - hit.startedAt < PROBE_SHARE_MS))) return hit.result;
+    return this.start(key, host, family);
+  }
+
+  private start(key: string, host: string, family: Family): Promise<HostResolution> {
+    const entry: Entry = { result: Promise.resolve({ ok: false, error: 'pending' }), startedAt: this.now(), expiresAt: Infinity, settled: false, failed: false };
+    // In the map before the lookup runs: a resolver that fails synchronously still counts.
     this.entries.set(key, entry);
+    entry.result = this.lookup(key, host, family, entry);
     return entry.result;
   }
 
@@ -48,9 +72,11 @@ export class NameCache {
     } catch (e) {
       r = { ok: false, error: String((e as Error)?.message ?? e) };
     }
-    const current = epoch === this.epoch;
+    entry.settled = true;
+    // A lookup overtaken by a newer one (a probe) or by clear() does not count as a failure.
+    const current = epoch === this.epoch && this.entries.get(key) === entry;
     if (r.ok) {
-      if (current) this.failures.delete(key);
+      if (epoch === this.epoch) this.failures.delete(key);
       entry.expiresAt = this.now() + Math.min(this.bounds.maxMs, Math.max(this.bounds.minMs, r.ttlSeconds * 1000));
       return r;
     }
