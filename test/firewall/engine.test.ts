@@ -242,6 +242,13 @@ test('13 (dead DNS): a name that did not resolve is retried after 1 s, not the 3
   assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.7'))!, /partial rule 0000 left out: dsthost web.test did not resolve/);
   // The network agent's idle exit writes the earliest nextRefreshAt to its wake file.
   assert.equal(s.engine.status().qubes[0]!.nextRefreshAt, new Date(T + 1_000).toISOString());
+  // A sync retries at once, and does not push back the retry already due (the sync may have
+  // come just before the DNS path did).
+  const before = s.lookups.length;
+  s.engine.dnsMaybeChanged();
+  await s.engine.idle();
+  await waitFor('the out-of-turn retry', () => s.lookups.length > before);
+  assert.equal(s.engine.status().qubes[0]!.nextRefreshAt, new Date(T + 1_000).toISOString());
   await s.engine.stop();
 });
 

@@ -394,8 +394,8 @@ export class FirewallEngine {
     const failing = [...this.qubes.values()].filter((q) => q.resolutions.some((r) => !r.ok));
     if (failing.length === 0) return;
     this.names.forgetFailures();
-    this.log.info({ qubes: failing.length }, 'dns path changed: retrying names that did not resolve');
-    for (const q of failing) this.refreshDue(q.target.addr);
+    this.log.info({ qubes: failing.length }, 'dns/uplink sync: retrying names that did not resolve');
+    for (const q of failing) this.refreshDue(q.target.addr, true);
   }
 
   private dnsRetryTimer: NodeJS.Timeout | undefined;
@@ -758,7 +758,7 @@ export class FirewallEngine {
    * so a lookup that began before the DNS came back does not delay the one after it; the qube
    * goes through the queue once a name answers.
    */
-  private refreshDue(addr: string): void {
+  private refreshDue(addr: string, early = false): void {
     const q = this.qubes.get(addr);
     if (!q || this.stopped) return;
     const failed = [...q.resolved].filter(([, r]) => !r.ok).map(([h]) => h);
@@ -768,8 +768,12 @@ export class FirewallEngine {
       return;
     }
     const family = q.target.family;
-    const next = failedRetryDelayMs(Math.min(...failed.map((h) => this.names.failuresOf(h, family))) + 1, this.bounds);
-    this.setRefreshTimer(q, q.okDueAt === undefined ? next : Math.min(next, Math.max(0, q.okDueAt - this.now())));
+    let next = failedRetryDelayMs(Math.min(...failed.map((h) => this.names.failuresOf(h, family))) + 1, this.bounds);
+    if (q.okDueAt !== undefined) next = Math.min(next, Math.max(0, q.okDueAt - this.now()));
+    // A retry out of turn (a sync) keeps the retry already due sooner: the sync may have come
+    // just before the DNS path did.
+    if (early && q.nextRefreshAt !== undefined) next = Math.min(next, Math.max(0, q.nextRefreshAt - this.now()));
+    this.setRefreshTimer(q, next);
     void Promise.all(failed.map((h) => this.names.probe(h, family).catch((): HostResolution => ({ ok: false, error: 'lookup failed' }))))
       .then((rs) => {
         const answered = rs.some((r) => r.ok);
