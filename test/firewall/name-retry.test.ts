@@ -97,3 +97,29 @@ test('name cache: concurrent requests share one lookup; a resolver that throws c
   const c = await cache.get('x.test', 6);
   assert.deepEqual(c, { ok: false, error: 'resolver broke', retryInMs: 2_000 });
 });
+
+test('name cache: a probe starts a fresh lookup unless one began moments ago (one sent while DNS was dead may hang)', async () => {
+  let now = 0;
+  const pending: ((r: HostResolution) => void)[] = [];
+  let calls = 0;
+  const cache = new NameCache(() => {
+    calls++;
+    return new Promise<HostResolution>((res) => pending.push(res));
+  }, DEFAULT_REFRESH, () => now);
+  const first = cache.get('web.test', 4);
+  now += 100;
+  void cache.probe('web.test', 4);
+  assert.equal(calls, 1, 'shared: began 100 ms ago');
+  now += 900;
+  const fresh = cache.probe('web.test', 4);
+  assert.equal(calls, 2, 'fresh: the one in flight began 1 s ago');
+  pending[1]!({ ok: true, addrs: ['203.0.113.80'], ttlSeconds: 300 });
+  assert.equal((await fresh).ok, true);
+  // The old lookup failing late neither counts as a failure nor replaces the good answer.
+  pending[0]!({ ok: false, error: 'timeout' });
+  await first;
+  assert.equal(cache.failuresOf('web.test', 4), 0);
+  assert.equal((await cache.get('web.test', 4)).ok, true);
+  assert.equal((await cache.probe('web.test', 4)).ok, true);
+  assert.equal(calls, 2);
+});

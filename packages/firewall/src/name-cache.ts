@@ -19,10 +19,11 @@ interface Entry {
 /** A failed answer is served from the cache this long at most, so a qube's next event retries it. */
 const FAILED_CACHE_MS = 1_000;
 /**
- * A probe shares a lookup in flight only if it began less than this ago: one that began while
+ * A probe shares a lookup in flight only if it began less than this ago (several qubes naming
+ * one host retry it at about the same time); a lookup that began while
  * the DNS path was dead may hang until its deadline (its retransmissions keep the old path).
  */
-const PROBE_SHARE_MS = 1_000;
+const PROBE_SHARE_MS = 200;
 
 export class NameCache {
   private readonly entries = new Map<string, Entry>();
