@@ -19,9 +19,12 @@ interface Setup {
   names: Map<string, HostResolution>;
   lookups: string[];
   dns: { servers: DnsServers };
+  /** Names whose next lookup hangs (a query sent while the DNS path was dead); released at the end. */
+  hang: Set<string>;
+  release: () => void;
 }
 
-async function setup(initial: Record<string, string>, opts: { refresh?: { minMs: number; maxMs: number; retryMs: number }; writingTimeoutMs?: number } = {}): Promise<Setup> {
+async function setup(initial: Record<string, string>, opts: { refresh?: { minMs: number; maxMs: number; retryMs: number; firstRetryMs?: number }; writingTimeoutMs?: number; now?: () => number } = {}): Promise<Setup> {
   const db = new MemoryQubesDB(initial);
   const kernel = new FakeKernel();
   assert.deepEqual(await kernel.apply(addFirewallSkeleton(new NftTransaction())), { ok: true });
@@ -30,19 +33,23 @@ async function setup(initial: Record<string, string>, opts: { refresh?: { minMs:
   const names = new Map<string, HostResolution>();
   const lookups: string[] = [];
   const dns = { servers: { v4: ['10.139.1.1'], v6: [] } as DnsServers };
+  const hang = new Set<string>();
+  const hung: (() => void)[] = [];
   const engine = new FirewallEngine({
     db,
     log,
     kernel,
     resolve: async (host: string, family: Family) => {
       lookups.push(`${family} ${host}`);
+      if (hang.delete(`${family} ${host}`)) await new Promise<void>((r) => hung.push(r));
       return names.get(`${family} ${host}`) ?? { ok: false, error: 'no such name' };
     },
     readDnsServers: async () => dns.servers,
     ...(opts.refresh ? { refresh: opts.refresh } : {}),
     ...(opts.writingTimeoutMs !== undefined ? { writingTimeoutMs: opts.writingTimeoutMs } : {}),
+    ...(opts.now ? { now: opts.now } : {}),
   });
-  return { db, kernel, engine, logs, names, lookups, dns };
+  return { db, kernel, engine, logs, names, lookups, dns, hang, release: () => hung.splice(0).forEach((r) => r()) };
 }
 
 function qube(ip: string, rules: Record<string, string>): Record<string, string> {
@@ -225,6 +232,85 @@ test('names are re-resolved when their TTL runs out; an unchanged answer costs n
   await waitFor('the new address applied', () => s.kernel.chain(4, 'qbs-10-137-0-7')?.[0] === 'ip daddr 203.0.113.99 accept comment "0000"');
   await waitFor('feedback', async () => (await s.db.read('/dns/10.137.0.7/web.test')) === "{'203.0.113.99/32'}");
   assert.equal(await s.db.read('/qubes-firewall-applied/10.137.0.7'), '2 ok 2 rules');
+  await s.engine.stop();
+});
+
+test('13 (dead DNS): a name that did not resolve is retried after 1 s, not the 30 s retry interval; the wake deadline says so', async () => {
+  const T = Date.parse('2026-01-01T00:00:00Z');
+  const s = await setup(qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept dsthost=web.test' }), { now: () => T });
+  await s.engine.start();
+  assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.7'))!, /partial rule 0000 left out: dsthost web.test did not resolve/);
+  // The network agent's idle exit writes the earliest nextRefreshAt to its wake file.
+  assert.equal(s.engine.status().qubes[0]!.nextRefreshAt, new Date(T + 1_000).toISOString());
+  // A sync retries at once, and does not push back the retry already due (the sync may have
+  // come just before the DNS path did).
+  const before = s.lookups.length;
+  s.engine.dnsMaybeChanged();
+  await s.engine.idle();
+  await waitFor('the out-of-turn retry', () => s.lookups.length > before);
+  assert.equal(s.engine.status().qubes[0]!.nextRefreshAt, new Date(T + 1_000).toISOString());
+  await s.engine.stop();
+});
+
+test('13 (dead DNS): failed names back off while DNS stays down, and the accept rule comes soon after it answers again', async () => {
+  const s = await setup(qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept dsthost=web.test' }), { refresh: { minMs: 10_000, maxMs: 3_600_000, retryMs: 30_000, firstRetryMs: 20 } });
+  await s.engine.start();
+  const tries = () => s.lookups.filter((l) => l === '4 web.test').length;
+  await waitFor('three lookups while DNS is down', () => tries() >= 3);
+  // The first failure in the queue, the retries outside it (they must not hold other qubes up).
+  assert.equal(s.logs.find((l) => l.msg === 'name did not resolve')?.retryInMs, 20);
+  await waitFor('two retries logged', () => s.logs.filter((l) => l.msg === 'retried names that did not resolve').length >= 2);
+  assert.deepEqual(s.logs.filter((l) => l.msg === 'retried names that did not resolve').slice(0, 2).map((l) => [l.answered, l.retryInMs]), [[false, 40], [false, 80]]);
+  s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.80'], ttlSeconds: 3600 });
+  await waitFor('the accept rule applied', () => s.kernel.chain(4, 'qbs-10-137-0-7')?.[0] === 'ip daddr 203.0.113.80 accept comment "0000"', { timeoutMs: 10_000 });
+  await waitFor('ok feedback', async () => /^\d+ ok /.test((await s.db.read('/qubes-firewall-applied/10.137.0.7')) ?? ''));
+  // Resolved: the next refresh follows the TTL again.
+  await s.engine.idle();
+  const next = Date.parse(s.engine.status().qubes[0]!.nextRefreshAt!);
+  assert.ok(next - Date.now() > 3_000_000, `next refresh after the TTL (${next - Date.now()} ms)`);
+  await s.engine.stop();
+});
+
+test('13 (dead DNS): a retry hanging on the dead path neither delays the next retry nor holds up other qubes', async () => {
+  const s = await setup({
+    ...qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept dsthost=web.test' }),
+    ...qube('10.137.0.8', { policy: 'accept' }),
+  }, { refresh: { minMs: 10_000, maxMs: 3_600_000, retryMs: 30_000, firstRetryMs: 30 } });
+  await s.engine.start();
+  s.hang.add('4 web.test'); // the first retry hangs: sent before DNS came back
+  await waitFor('the first retry sent', () => s.lookups.length >= 2);
+  s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.80'], ttlSeconds: 3600 });
+  await dom0Write(s, '10.137.0.8', { policy: 'drop' });
+  assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.8'))!, /^2 ok /, 'another qube updated while a retry hangs');
+  await waitFor('the accept rule applied by the next retry', () => s.kernel.chain(4, 'qbs-10-137-0-7')?.[0] === 'ip daddr 203.0.113.80 accept comment "0000"', { timeoutMs: 10_000 });
+  s.release();
+  await s.engine.idle();
+  assert.equal(s.kernel.chain(4, 'qbs-10-137-0-7')?.[0], 'ip daddr 203.0.113.80 accept comment "0000"', 'the late answer changes nothing');
+  await s.engine.stop();
+});
+
+test('13 (dead DNS): a DNS/uplink sync with unchanged servers retries failed names at once; a drop rule naming one stays fail-closed until then', async () => {
+  const s = await setup({
+    ...qube('10.137.0.7', { policy: 'drop', '0000': 'action=accept dsthost=web.test' }),
+    ...qube('10.137.0.9', { policy: 'accept', '0000': 'action=drop dsthost=bad.test' }),
+  }, { refresh: { minMs: 10_000, maxMs: 3_600_000, retryMs: 600_000, firstRetryMs: 600_000 } });
+  await s.engine.start();
+  assert.match((await s.db.read('/qubes-firewall-applied/10.137.0.9'))!, /^1 blocked /);
+  s.names.set('4 web.test', { ok: true, addrs: ['203.0.113.80'], ttlSeconds: 3600 });
+  s.names.set('4 bad.test', { ok: true, addrs: ['203.0.113.66'], ttlSeconds: 3600 });
+  const before = s.lookups.length;
+  s.engine.dnsMaybeChanged();
+  // The retries run outside the queue: wait for their result, not for the queue.
+  await waitFor('the accept rule applied', () => s.kernel.chain(4, 'qbs-10-137-0-7')?.[0] === 'ip daddr 203.0.113.80 accept comment "0000"');
+  await waitFor('the drop rule applied', async () => /^2 ok /.test((await s.db.read('/qubes-firewall-applied/10.137.0.9')) ?? ''));
+  await s.engine.idle();
+  assert.equal(s.lookups.length - before, 2, 'only the failed names are looked up');
+  // Nothing failing any more: a further sync costs nothing.
+  const n = s.kernel.applied.length;
+  s.engine.dnsMaybeChanged();
+  await s.engine.idle();
+  assert.equal(s.kernel.applied.length, n);
+  assert.equal(s.lookups.length - before, 2);
   await s.engine.stop();
 });
 

@@ -38,7 +38,9 @@ Options (run):
   --hook-wait-ms N        kill a user hook (and what it started) after N ms (default 120000)
   --writing-timeout-ms N  stop waiting for dom0's marker after a rule change (default 10000)
   --dns-timeout-ms N      per-try timeout of name lookups (default ${DEFAULT_RESOLVE.timeoutMs})
-  --min-refresh-s N, --max-refresh-s N, --retry-refresh-s N   re-resolution bounds
+  --min-refresh-s N, --max-refresh-s N, --retry-refresh-s N   re-resolution bounds (a name
+                          that did not resolve is retried after 1 s, doubling up to
+                          --retry-refresh-s; at once on a DNS/uplink change)
 Options (render): --resolv-conf PATH, --qubesdb-dir DIR, --rules-file FILE (JSON object
   {"policy":"drop","0000":"action=accept proto=icmp"} instead of QubesDB)
 Options (status): --json, --pidfile PATH, --status-file PATH
@@ -133,6 +135,7 @@ async function main(argv: string[]): Promise<number> {
         minMs: positiveInt(p, 'min-refresh-s', opts.refresh.minMs / 1000) * 1000,
         maxMs: positiveInt(p, 'max-refresh-s', opts.refresh.maxMs / 1000) * 1000,
         retryMs: positiveInt(p, 'retry-refresh-s', opts.refresh.retryMs / 1000) * 1000,
+        ...(opts.refresh.firstRetryMs !== undefined ? { firstRetryMs: opts.refresh.firstRetryMs } : {}),
       };
       return runDaemon(opts);
     }

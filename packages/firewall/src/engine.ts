@@ -8,7 +8,7 @@ import type { QubesDB } from '@qubes-net/qubesdb';
 import { FIREWALL_PREFIX, markerTarget, parseQubeEntries, parseTarget, describeErrors, type Target } from './model/parse.js';
 import { addDnsSet, addQubeRemoval, addQubeUpdate, blockAllRules, compileQube, outcomeSummary, type CompiledQube, type HostResolution } from './model/compile.js';
 import { forbiddenConnections, type Connection } from './model/conntrack-match.js';
-import { refreshDelayMs, DEFAULT_REFRESH, type RefreshBounds } from './model/refresh.js';
+import { refreshDelayMs, failedRetryDelayMs, DEFAULT_REFRESH, type RefreshBounds } from './model/refresh.js';
 import { addStaleRemoval } from './model/reconcile.js';
 import { sameServers, type DnsServers } from './model/resolv-conf.js';
 import type { Family } from './model/skeleton.js';
@@ -74,8 +74,12 @@ interface QubeState {
   generation: number;
   appliedAt: number;
   resolutions: HostResolution[];
+  /** The same answers by name (which names failed, for their retries). */
+  resolved: ReadonlyMap<string, HostResolution>;
   timer?: NodeJS.Timeout;
   nextRefreshAt?: number;
+  /** When the shortest TTL among the names that did resolve runs out. */
+  okDueAt?: number;
 }
 
 export interface QubeStatus {
@@ -203,7 +207,10 @@ export class FirewallEngine {
     return this.idle();
   }
 
-  /** resolv.conf may have changed: if its servers did, re-resolve names and re-check flows. */
+  /**
+   * resolv.conf or the uplink may have changed: if the servers did, re-resolve every name and
+   * re-check flows; if not, retry the names that failed.
+   */
   dnsMaybeChanged(): void {
     this.dnsCheckRequested = true;
     this.kick();
@@ -262,6 +269,8 @@ export class FirewallEngine {
 
   /** Resolves when no work is queued or running. */
   idle(): Promise<void> {
+    // Retries of failed names run outside the queue and are not waited for: one may hang on a
+    // dead DNS path until its deadline; its answer, when good, queues the qube.
     if (!this.running && !this.hasWork()) return Promise.resolve();
     return new Promise((r) => this.idleWaiters.push(r));
   }
@@ -355,7 +364,13 @@ export class FirewallEngine {
 
   private async loadDnsServers(initial: boolean): Promise<void> {
     const servers = await this.readDnsServers();
-    if (!initial && sameServers(servers, this.dns)) return;
+    if (!initial && sameServers(servers, this.dns)) {
+      // Same servers, but something on the DNS path or the uplink changed (this is how the
+      // agent's DNS/uplink sync arrives): names that failed are worth a try now, not at the
+      // end of their back-off.
+      this.retryFailedNames();
+      return;
+    }
     const tx = addDnsSet(addDnsSet(new NftTransaction(), 4, servers.v4), 6, servers.v6);
     const res = await this.applyWithSkeletonRecovery(tx, servers);
     if (!res.ok) {
@@ -372,6 +387,15 @@ export class FirewallEngine {
     this.names.clear();
     for (const q of this.qubes.values()) if (hostsOf(q.parsed).length && !this.pending.has(q.target.addr)) this.pending.set(q.target.addr, 'refresh');
     await this.cutForbidden([...this.qubes.values()].map((q) => q.compiled));
+  }
+
+  /** Retries now every name that did not resolve (fresh lookups, outside the queue). */
+  private retryFailedNames(): void {
+    const failing = [...this.qubes.values()].filter((q) => q.resolutions.some((r) => !r.ok));
+    if (failing.length === 0) return;
+    this.names.forgetFailures();
+    this.log.info({ qubes: failing.length }, 'dns/uplink sync: retrying names that did not resolve');
+    for (const q of failing) this.refreshDue(q.target.addr, true);
   }
 
   private dnsRetryTimer: NodeJS.Timeout | undefined;
@@ -545,7 +569,7 @@ export class FirewallEngine {
     await mapLimit([...wanted], 32, async ([key, [host, family]]) => {
       const r = await this.names.get(host, family).catch((e): HostResolution => ({ ok: false, error: forLog((e as Error)?.message ?? e) }));
       results.set(key, r);
-      if (!r.ok) this.log.warn({ host: forLog(host), family, error: r.error }, 'name did not resolve');
+      if (!r.ok) this.log.warn({ host: forLog(host), family, error: r.error, retryInMs: r.retryInMs }, 'name did not resolve');
     });
     return preps.map((p) => new Map(hostsOf(p.parsed).map((h) => [h, results.get(`${p.target.family} ${h}`)!])));
   }
@@ -561,11 +585,16 @@ export class FirewallEngine {
     const items = preps.map((p, i) => {
       const compiled = compileQube(p.parsed, resolved[i]!);
       const tx = addQubeUpdate(new NftTransaction(), compiled);
-      return { prep: p, compiled, tx, script: tx.error ? `invalid: ${tx.error.message}` : tx.render(), resolutions: [...resolved[i]!.values()] };
+      return { prep: p, compiled, tx, script: tx.error ? `invalid: ${tx.error.message}` : tx.render(), resolutions: [...resolved[i]!.values()], resolved: resolved[i]! };
     });
     // A TTL refresh that changes nothing needs no transaction and no feedback.
     const todo = items.filter((it) => it.prep.mode === 'marker' || this.qubes.get(it.prep.target.addr)?.script !== it.script);
-    for (const it of items) if (!todo.includes(it)) this.scheduleRefresh(it.prep.target.addr, it.resolutions);
+    for (const it of items) {
+      if (todo.includes(it)) continue;
+      const q = this.qubes.get(it.prep.target.addr);
+      if (q) Object.assign(q, { resolutions: it.resolutions, resolved: it.resolved });
+      this.scheduleRefresh(it.prep.target.addr, it.resolutions);
+    }
 
     for (let i = 0; i < todo.length; i += this.batchSize) {
       const batch = todo.slice(i, i + this.batchSize);
@@ -580,7 +609,7 @@ export class FirewallEngine {
       }
     }
     await this.cutForbidden(todo.map((t) => t.compiled));
-    for (const it of todo) await this.record(it.prep, it.compiled, it.script, it.resolutions);
+    for (const it of todo) await this.record(it.prep, it.compiled, it.script, it.resolutions, it.resolved);
   }
 
   /** Rules, else block-all, else no dispatch element at all (the forward policy drops). */
@@ -663,7 +692,7 @@ export class FirewallEngine {
     }
   }
 
-  private async record(prep: Prepared, compiled: CompiledQube, script: string, resolutions: HostResolution[]): Promise<void> {
+  private async record(prep: Prepared, compiled: CompiledQube, script: string, resolutions: HostResolution[], resolved: ReadonlyMap<string, HostResolution>): Promise<void> {
     const addr = prep.target.addr;
     const previous = this.qubes.get(addr);
     let generation = previous?.generation;
@@ -675,7 +704,7 @@ export class FirewallEngine {
       }
     }
     generation += 1;
-    const q: QubeState = { target: prep.target, parsed: prep.parsed, compiled, script, generation, appliedAt: this.now(), resolutions };
+    const q: QubeState = { target: prep.target, parsed: prep.parsed, compiled, script, generation, appliedAt: this.now(), resolutions, resolved };
     if (previous) clearTimeout(previous.timer);
     this.qubes.set(addr, q);
     this.scheduleRefresh(addr, resolutions);
@@ -707,14 +736,54 @@ export class FirewallEngine {
     clearTimeout(q.timer);
     q.timer = undefined;
     q.nextRefreshAt = undefined;
+    const okDelay = refreshDelayMs(resolutions.filter((r) => r.ok), this.bounds);
+    q.okDueAt = okDelay === undefined ? undefined : this.now() + okDelay;
     const delay = refreshDelayMs(resolutions, this.bounds);
     if (delay === undefined || this.stopped) return;
+    this.setRefreshTimer(q, delay);
+  }
+
+  /** The qube's next refresh (or retry) in `delay` ms; nextRefreshAt is the agent's wake deadline. */
+  private setRefreshTimer(q: QubeState, delay: number): void {
+    clearTimeout(q.timer);
     q.nextRefreshAt = this.now() + delay;
-    q.timer = setTimeout(() => {
+    q.timer = setTimeout(() => this.refreshDue(q.target.addr), delay);
+    q.timer.unref?.();
+  }
+
+  /**
+   * A qube's refresh time came. A TTL that ran out: re-apply through the queue. Only failed
+   * names: retry them outside the queue (a lookup on a dead DNS path would hold every other
+   * qube's update up to its deadline), the next retry already scheduled from this one's start,
+   * so a lookup that began before the DNS came back does not delay the one after it; the qube
+   * goes through the queue once a name answers.
+   */
+  private refreshDue(addr: string, early = false): void {
+    const q = this.qubes.get(addr);
+    if (!q || this.stopped) return;
+    const failed = [...q.resolved].filter(([, r]) => !r.ok).map(([h]) => h);
+    if (failed.length === 0 || (q.okDueAt !== undefined && this.now() >= q.okDueAt)) {
       if (!this.pending.has(addr)) this.pending.set(addr, 'refresh');
       this.kick();
-    }, delay);
-    q.timer.unref?.();
+      return;
+    }
+    const family = q.target.family;
+    let next = failedRetryDelayMs(Math.min(...failed.map((h) => this.names.failuresOf(h, family))) + 1, this.bounds);
+    if (q.okDueAt !== undefined) next = Math.min(next, Math.max(0, q.okDueAt - this.now()));
+    // A retry out of turn (a sync) keeps the retry already due sooner: the sync may have come
+    // just before the DNS path did.
+    if (early && q.nextRefreshAt !== undefined) next = Math.min(next, Math.max(0, q.nextRefreshAt - this.now()));
+    this.setRefreshTimer(q, next);
+    void Promise.all(failed.map((h) => this.names.probe(h, family).catch((): HostResolution => ({ ok: false, error: 'lookup failed' }))))
+      .then((rs) => {
+        const answered = rs.some((r) => r.ok);
+        const retryInMs = rs.map((r) => (r.ok ? undefined : r.retryInMs)).find((ms) => ms !== undefined);
+        this.log.debug({ ip: addr, hosts: failed.slice(0, 10).map((h) => forLog(h)), answered, ...(answered ? {} : { retryInMs }) }, 'retried names that did not resolve');
+        if (answered && !this.stopped && this.qubes.get(addr) === q) {
+          if (!this.pending.has(addr)) this.pending.set(addr, 'refresh');
+          this.kick();
+        }
+      });
   }
 
   private async safeFeedback(addr: string, fn: () => Promise<void>): Promise<void> {

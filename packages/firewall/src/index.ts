@@ -9,7 +9,8 @@ export { parseRule, parseQubeEntries, parseTarget, parseCidr, parseHostname, mar
 export { compileQube, ruleText, ruleExpr, addQubeUpdate, addQubeRemoval, addDnsSet, qubeUpdateScript, qubeRemovalScript, dnsSetScript, outcomeSummary, blockAllRules, type CompiledQube, type EffectiveRule, type HostResolution, type Outcome } from './model/compile.js';
 export { parseConntrackLine, parseConntrackList, isBlocked, forbiddenConnections, conntrackDeleteArgs, cidrContains, type Connection, type Tuple } from './model/conntrack-match.js';
 export { parseResolvConf, type DnsServers } from './model/resolv-conf.js';
-export { refreshDelayMs, DEFAULT_REFRESH, type RefreshBounds } from './model/refresh.js';
+export { refreshDelayMs, failedRetryDelayMs, DEFAULT_REFRESH, DEFAULT_FIRST_RETRY_MS, type RefreshBounds } from './model/refresh.js';
+export { NameCache } from './name-cache.js';
 export { staleObjectsScript, addStaleRemoval } from './model/reconcile.js';
 export { FirewallEngine, WATCH_PATHS, type KernelPort, type EngineOptions, type EngineStatus } from './engine.js';
 export { HANDLED_PREFIX, APPLIED_PREFIX, DNS_PREFIX, MAX_PATH, dnsFeedbackValue, writeApplyFeedback } from './feedback.js';

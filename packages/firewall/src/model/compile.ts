@@ -10,7 +10,12 @@ import type { Cidr, ParsedQube, PortRange, Rule } from './rules.js';
 /** What resolving one dsthost for one address family produced. */
 export type HostResolution =
   | { ok: true; addrs: readonly string[]; ttlSeconds: number }
-  | { ok: false; error: string };
+  | {
+      ok: false;
+      error: string;
+      /** When to look the name up again (the name cache's back-off); default: the retry interval. */
+      retryInMs?: number;
+    };
 
 export type L4 = 'tcp' | 'udp' | 'icmp';
 
