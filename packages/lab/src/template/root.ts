@@ -9,7 +9,7 @@
 // never be reused silently. Why the lock: test files run two at a time and both may find the
 // cache empty; the second waits for the first instead of building it again.
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, writeFileSync, writeSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync, writeSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run } from '@qubes-net/common';
@@ -114,10 +114,10 @@ export async function ensureCachedRoot(
   mkdirSync(rootsDir, { recursive: true });
   const dir = join(rootsDir, name);
   const key = name;
-  if (isComplete(dir)) return { dir, key, built: false };
+  if (isComplete(dir)) return usedRoot(rootsDir, name, { dir, key, built: false }, log);
   const release = await acquireLock(join(rootsDir, `${name}.lock`), log);
   try {
-    if (isComplete(dir)) return { dir, key, built: false };
+    if (isComplete(dir)) return usedRoot(rootsDir, name, { dir, key, built: false }, log);
     await removeStaleBuilds(rootsDir, name);
     if (existsSync(dir)) await removeTree(dir); // an incomplete entry from an older builder
     const tmp = join(rootsDir, `${name}.tmp-${process.pid}`);
@@ -132,10 +132,81 @@ export async function ensureCachedRoot(
       throw err;
     }
     log('root built', { name, ms: Date.now() - started });
-    return { dir, key, built: true };
   } finally {
     release();
   }
+  return usedRoot(rootsDir, name, { dir, key, built: true }, log);
+}
+
+/**
+ * How many other entries of one family (the name without its key: every build of our .deb makes
+ * a new `template-debian-13-<key>`, about 440 MB each) stay in the cache besides the one in use,
+ * and how long an entry counts as in use after its last use. Older ones are removed, so a
+ * developer's cache no longer grows by one image per change.
+ */
+const KEEP_PER_FAMILY = 3;
+const RECENT_USE_MS = 2 * 60 * 60_000;
+const FAMILY_KEY = /^(.+)-([0-9a-f]{16})$/;
+
+/** Records the use (a stamp beside the tree: the tree itself may be an overlay's lower layer) and prunes its family. */
+async function usedRoot(rootsDir: string, name: string, root: CachedRoot, log: RootLog): Promise<CachedRoot> {
+  writeFileSync(join(rootsDir, `${name}.used`), `${new Date().toISOString()}\n`);
+  await pruneFamily(rootsDir, name, log).catch((err) => log('cache pruning failed', { name, error: String(err) }));
+  return root;
+}
+
+/** The complete entries of NAME's family other than NAME that may go: beyond the newest kept, not recently used, not mounted. */
+export function prunableEntries(entries: readonly { name: string; lastUsedMs: number }[], name: string, nowMs: number, mountedLowerDirs: ReadonlySet<string>): string[] {
+  const family = FAMILY_KEY.exec(name)?.[1];
+  if (family === undefined) return [];
+  const others = entries
+    .filter((e) => e.name !== name && FAMILY_KEY.exec(e.name)?.[1] === family)
+    .sort((a, b) => b.lastUsedMs - a.lastUsedMs);
+  return others.slice(KEEP_PER_FAMILY)
+    .filter((e) => nowMs - e.lastUsedMs > RECENT_USE_MS && !mountedLowerDirs.has(e.name))
+    .map((e) => e.name);
+}
+
+async function pruneFamily(rootsDir: string, name: string, log: RootLog): Promise<void> {
+  const entries = readdirSync(rootsDir, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && isComplete(join(rootsDir, d.name)))
+    .map((d) => ({ name: d.name, lastUsedMs: lastUsed(rootsDir, d.name) }));
+  const mounted = mountedCacheEntries(rootsDir);
+  for (const victim of prunableEntries(entries, name, Date.now(), mounted)) {
+    // Its build lock, taken without waiting: an entry being (re)built or pruned elsewhere is left.
+    const lock = join(rootsDir, `${victim}.lock`);
+    let fd: number;
+    try { fd = openSync(lock, 'wx'); } catch { continue; }
+    try {
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      await removeTree(join(rootsDir, victim));
+      try { unlinkSync(join(rootsDir, `${victim}.used`)); } catch { /* never stamped */ }
+      log('old cache entry removed', { name: victim });
+    } finally {
+      try { unlinkSync(lock); } catch { /* already gone */ }
+    }
+  }
+}
+
+function lastUsed(rootsDir: string, name: string): number {
+  for (const f of [join(rootsDir, `${name}.used`), join(rootsDir, name, COMPLETE)]) {
+    try { return statSync(f).mtimeMs; } catch { /* next */ }
+  }
+  return 0;
+}
+
+/** Entries an overlay mount of this machine still uses as its lower layer (a running qube's instance). */
+function mountedCacheEntries(rootsDir: string): Set<string> {
+  const out = new Set<string>();
+  let info = '';
+  try { info = readFileSync('/proc/self/mountinfo', 'utf8'); } catch { return out; }
+  for (const m of info.matchAll(/lowerdir=([^,\s]+)/g)) {
+    for (const lower of m[1]!.split(':')) {
+      if (lower.startsWith(`${rootsDir}/`)) out.add(lower.slice(rootsDir.length + 1).split('/')[0]!);
+    }
+  }
+  return out;
 }
 
 /** Marker written last into a tree: its presence means the build finished. */
