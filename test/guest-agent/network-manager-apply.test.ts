@@ -103,6 +103,10 @@ test('apply hands the uplink to NetworkManager: keyfile, load + up, group 1 and 
   assert.equal(again.code, 0, again.stdout);
   assert.equal((await stat(keyfile)).ino, st.ino, 'the keyfile is not rewritten');
   assert.deepEqual(await nmcliCalls(), []);
+  // …and the gateway's neighbours stay (a second apply, as the watcher's after udev's, once
+  // deleted them in its group batch and never put them back).
+  assert.deepEqual((await lab.eth0()).neighbours.filter((n) => n.startsWith('10.')), ['10.137.0.3 fe:ff:ff:ff:ff:ff']);
+  assert.ok(again.logs.some((l) => l.msg === 'uplink handed to NetworkManager' && l.changed === false), again.stdout);
   // An unrelated key neither.
   await lab.writeKeys({ '/qubes-service/qubes-update-check': '1' });
   assert.equal((await cli(['apply', 'eth0'])).code, 0);
