@@ -169,3 +169,24 @@ test('remove takes the link down and deletes the connection and its keyfile', as
   assert.equal((await lab.eth0()).up, false);
   await mkdir(conns, { recursive: true });
 });
+
+test('a re-plug (remove, then the uplink unit\'s and the watcher\'s applies at once): one activation, the neighbours in place', async (t) => {
+  if (!needRoot(t)) return;
+  startFakeNetworkManager();
+  await reset();
+  assert.equal((await cli(['apply', 'eth0'])).code, 0);
+  assert.equal((await cli(['remove', 'eth0'])).code, 0);
+  await nmcliCalls();
+  const results = await Promise.all([cli(['apply', 'eth0']), cli(['apply', 'eth0'])]);
+  for (const r of results) assert.equal(r.code, 0, r.stdout);
+  // The lock orders them: the first writes and activates, the second finds the keyfile as
+  // QubesDB says and only checks our part, which it leaves in place.
+  assert.deepEqual(await nmcliCalls(), [`--wait 15 connection load ${keyfile}`, `--wait 15 connection up uuid ${UUID}`]);
+  const eth0 = await lab.eth0();
+  assert.equal(eth0.group, '1');
+  assert.deepEqual(eth0.neighbours, ['10.137.0.3 fe:ff:ff:ff:ff:ff', 'fd09:24ef:4179::a89:3 fe:ff:ff:ff:ff:ff']);
+  const changed = results.map((r) => r.logs.find((l) => l.msg === 'uplink handed to NetworkManager')?.changed);
+  assert.deepEqual(changed.sort(), [false, true], results.map((r) => r.stdout).join('\n'));
+  const st = await lab.cli(['status', 'eth0', ...nmArgs.map((a) => (typeof a === 'function' ? a() : a))]);
+  assert.equal(st.code, 0, st.stdout);
+});
