@@ -103,6 +103,10 @@ test('apply hands the uplink to NetworkManager: keyfile, load + up, group 1 and 
   assert.equal(again.code, 0, again.stdout);
   assert.equal((await stat(keyfile)).ino, st.ino, 'the keyfile is not rewritten');
   assert.deepEqual(await nmcliCalls(), []);
+  // …and the gateway's neighbours stay (a second apply, as the watcher's after udev's, once
+  // deleted them in its group batch and never put them back).
+  assert.deepEqual((await lab.eth0()).neighbours.filter((n) => n.startsWith('10.')), ['10.137.0.3 fe:ff:ff:ff:ff:ff']);
+  assert.ok(again.logs.some((l) => l.msg === 'uplink handed to NetworkManager' && l.changed === false), again.stdout);
   // An unrelated key neither.
   await lab.writeKeys({ '/qubes-service/qubes-update-check': '1' });
   assert.equal((await cli(['apply', 'eth0'])).code, 0);
@@ -164,4 +168,25 @@ test('remove takes the link down and deletes the connection and its keyfile', as
   await assert.rejects(stat(keyfile));
   assert.equal((await lab.eth0()).up, false);
   await mkdir(conns, { recursive: true });
+});
+
+test('a re-plug (remove, then the uplink unit\'s and the watcher\'s applies at once): one activation, the neighbours in place', async (t) => {
+  if (!needRoot(t)) return;
+  startFakeNetworkManager();
+  await reset();
+  assert.equal((await cli(['apply', 'eth0'])).code, 0);
+  assert.equal((await cli(['remove', 'eth0'])).code, 0);
+  await nmcliCalls();
+  const results = await Promise.all([cli(['apply', 'eth0']), cli(['apply', 'eth0'])]);
+  for (const r of results) assert.equal(r.code, 0, r.stdout);
+  // The lock orders them: the first writes and activates, the second finds the keyfile as
+  // QubesDB says and only checks our part, which it leaves in place.
+  assert.deepEqual(await nmcliCalls(), [`--wait 15 connection load ${keyfile}`, `--wait 15 connection up uuid ${UUID}`]);
+  const eth0 = await lab.eth0();
+  assert.equal(eth0.group, '1');
+  assert.deepEqual(eth0.neighbours, ['10.137.0.3 fe:ff:ff:ff:ff:ff', 'fd09:24ef:4179::a89:3 fe:ff:ff:ff:ff:ff']);
+  const changed = results.map((r) => r.logs.find((l) => l.msg === 'uplink handed to NetworkManager')?.changed);
+  assert.deepEqual(changed.sort(), [false, true], results.map((r) => r.stdout).join('\n'));
+  const st = await lab.cli(['status', 'eth0', ...nmArgs.map((a) => (typeof a === 'function' ? a() : a))]);
+  assert.equal(st.code, 0, st.stdout);
 });

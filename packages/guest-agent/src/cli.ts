@@ -220,7 +220,8 @@ async function holdLock(logP: Promise<Logger>): Promise<void> {
     const lock = await acquireApplyLock();
     if (lock.waitedMs > 0) void logP.then((log) => log.debug({ waitedMs: lock.waitedMs }, 'waited for another apply'));
   } catch (err) {
-    (await logP).error({ error: (err as Error).message }, 'apply lock not acquired');
+    const e = err as Error & { code?: string; holderPid?: number; waitedMs?: number };
+    (await logP).error({ error: e.message, code: e.code, holderPid: e.holderPid, waitedMs: e.waitedMs }, 'apply lock not acquired');
     process.exit(EXIT.kernel);
   }
 }

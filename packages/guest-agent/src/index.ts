@@ -4,7 +4,7 @@ export { KEY, EXACT_KEYS, WATCHED_PATHS, NET_CONFIG_PREFIX } from './model/keys.
 export { readUplinkKeys, parseUplinkConfig, serviceEnabled, type UplinkKeys, type UplinkConfig, type ConfigIssue, type ConfigOutcome } from './model/read-config.js';
 export { chooseUplink, parseIfname, isUplinkCandidate, uplinkDrivers, DEFAULT_UPLINK, DEFAULT_UPLINK_DRIVERS, BACKEND_MAC, type UplinkChoice } from './model/uplink.js';
 export { watchArgs, type WatchArgsOptions } from './model/watch-args.js';
-export { acquireApplyLock } from './kernel/apply-lock.js';
+export { acquireApplyLock, ApplyLockError, APPLY_LOCK_WAIT_MS } from './kernel/apply-lock.js';
 export { desiredUplink, resolvConfContent, DISABLED_DNS_RESOLV_CONF, ipv6Network, type DesiredUplink, type DesiredAddress, type DesiredNeighbour, type DesiredRoute, type ResolvConfIntent } from './model/desired.js';
 export { parseKernelState, parseLinks, parseRoutes, parseNeighbours, STATE_READ_COMMANDS, type KernelState, type LinkState, type RouteState, type NeighbourState, type AddressState } from './model/kernel-state.js';
 export { planUplink, sameRecord, isOwnedProtocol, OWNER_PROTO, type OwnedRecord, type UplinkPlan, type PlanChange } from './model/plan.js';

@@ -79,8 +79,12 @@ export async function applyViaNetworkManager(input: NmApplyInput): Promise<NmApp
   let changed = false;
   let error: string | undefined;
 
-  // Group first (upstream's order), then the connection, then the neighbours.
-  const group = nmKernelLines(input.state, { ...input.desired, neighbours: [] });
+  // Group first (upstream's order), then the connection, then the neighbours. The first batch
+  // is planned with the desired neighbours and drops every neighbour line: planned without
+  // them it would delete the gateways' neighbours already in place (any apply after the first,
+  // e.g. the watcher's and the uplink unit's after a re-plug) and, the keyfile being unchanged,
+  // nothing would put them back.
+  const group = nmKernelLines(input.state, input.desired).filter((l) => !l.startsWith('neigh '));
   if (group.length > 0) {
     const r = await applyIpBatch(group);
     changed = true;
