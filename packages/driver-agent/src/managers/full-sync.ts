@@ -31,16 +31,26 @@ export interface FullSyncContext {
 
 /** Plans a full turn into `turn`; the differences it corrects (empty at start). */
 export async function planFullSync(turn: Turn, c: FullSyncContext): Promise<string[]> {
-  const config = await c.provider.read(true);
-  const skeleton = await c.provider.skeleton(config);
-  // The firewall's forward chain is only for status: one nft process fewer on the start path.
-  const obs = await c.host.observe({ ipv6: c.ipv6, firewall: false });
+  // The kernel, xenstore and QubesDB reads are independent: all started at once (the start
+  // path is on the first vif's latency). The firewall's forward chain is only for status: one
+  // nft process fewer. Each read's failure is kept for its own await (no unhandled rejection).
+  const obsRead = settle(c.host.observe({ ipv6: c.ipv6, firewall: false }));
+  const xenRead = c.starting ? settle(c.host.readXenVifs(xenstoreDirFromEnv(c.xenstoreDir))) : undefined;
+  let config, skeleton;
+  try {
+    config = await c.provider.read(true);
+    skeleton = await c.provider.skeleton(config);
+  } finally {
+    // Nothing is planned when a read failed, but the others must be done before the caller goes on.
+    await Promise.all([obsRead, xenRead]);
+  }
+  const obs = unwrap(await obsRead);
   const dnsState = await c.dns.compute(config, obs.ownAddresses, c.reason);
   let rebuilt;
-  if (c.starting) {
+  if (xenRead) {
     let xen: XenVif[] = [];
     try {
-      xen = await c.host.readXenVifs(xenstoreDirFromEnv(c.xenstoreDir));
+      xen = unwrap(await xenRead);
     } catch (err) {
       // Only an error when there are vifs to keep; with none in the kernel nothing is lost.
       if (obs.kernel.vifLinks.size) c.log.error({ err: String(err), vifs: obs.kernel.vifLinks.size }, 'cannot read the vif backends from xenstore: every vif stays blocked until its next hotplug event');
@@ -73,4 +83,15 @@ export async function planFullSync(turn: Turn, c: FullSyncContext): Promise<stri
     for (const d of differences) c.log.info({ difference: d }, 'reconcile correction');
   });
   return differences;
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+function settle<T>(p: Promise<T>): Promise<Settled<T>> {
+  return p.then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error }));
+}
+
+function unwrap<T>(s: Settled<T>): T {
+  if (!s.ok) throw s.error;
+  return s.value;
 }
