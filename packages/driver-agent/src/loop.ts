@@ -150,6 +150,7 @@ export class DriverLoop {
     if (o.follow && !this.opts.writer) this.writer = sessionWriter(this.log);
     if (o.follow) await this.follow();
     if (!apply) {
+      if (o.follow) this.uplink.follow();
       await this.exclusive(async () => {
         const turn = new Turn(true);
         await this.planFull(turn);
@@ -157,7 +158,19 @@ export class DriverLoop {
         this.provider.forwarding = { ipv4: this.host.readSysctl('net/ipv4/ip_forward') === '1', ipv6: this.host.readSysctl('net/ipv6/conf/all/forwarding') === '1' };
       });
     } else {
-      await this.exclusive(() => this.turn());
+      const first = this.exclusive(() => this.turn());
+      // The helper processes (ip monitor, ip session) are spawned once the start turn's reads
+      // are running: each spawn holds the main thread, and the reads' children then do their
+      // work meanwhile instead of starting after them. (The link monitor started before the
+      // reads was no guarantee either: its subscription races them the same way.)
+      if (o.follow) {
+        setImmediate(() => {
+          if (this.stopped) return;
+          this.uplink.follow();
+          this.writer.warm?.();
+        });
+      }
+      await first;
       if (this.needFullSync) throw new Error('the start transaction was refused (see the log)');
       // Ready means our feedback is in QubesDB too.
       await this.flushing;
@@ -282,7 +295,6 @@ export class DriverLoop {
       this.dns.dirty = true;
       this.kick();
     });
-    this.uplink.follow();
     const w = this.opts.qdb.watch(WATCHED_KEYS);
     this.watchClose = () => w.close();
     void (async () => {
