@@ -48,6 +48,8 @@ export class NetworkAgent {
   private firewallStarting: Promise<void> | undefined;
   private firewallError: string | undefined;
   private readyWaiters: ((ok: boolean) => void)[] = [];
+  /** vif events that came in while starting (settled promises of their replies). */
+  private earlyVifRequests: Promise<unknown>[] = [];
   private exiting: Promise<number> | undefined;
   /** A stop signal came (systemctl stop or restart): what this instance cannot serve goes to the next. */
   private stopSignalled = false;
@@ -90,7 +92,11 @@ export class NetworkAgent {
       // can be answered now; the per-qube chains follow without holding them up (until then a
       // new qube's traffic meets the drop policy: fail closed).
       if (fw) {
-        this.firewallStarting = this.clock.around(() => this.startFirewall()).catch((err) => {
+        // The vif events that waited for the start (the one that activated us) are answered
+        // first: the firewall's module load and reads would share the main thread with them.
+        const early = this.earlyVifRequests;
+        this.earlyVifRequests = [];
+        this.firewallStarting = Promise.all(early).then(() => this.clock.around(() => this.startFirewall())).catch((err) => {
           this.firewallError = String((err as Error)?.message ?? err);
           this.log.error({ err: forLog(this.firewallError) }, 'firewall start failed: forward stays closed for qubes without rules');
         });
@@ -168,6 +174,12 @@ export class NetworkAgent {
 
   async handle(req: Request): Promise<Reply> {
     if (req.op === 'status') return reply('ok', 'status', { ...(await this.status()) });
+    const answer = this.answer(req);
+    if (!this.ready && (req.op === 'online' || req.op === 'offline')) this.earlyVifRequests.push(answer.catch(() => undefined));
+    return answer;
+  }
+
+  private answer(req: Exclude<Request, { op: 'status' }>): Promise<Reply> {
     return this.clock.around(async () => {
       if (!(await this.whenReady())) {
         // Stopped while starting (systemd's stop also kills our ip helpers, so the start
