@@ -158,25 +158,31 @@ export class DriverLoop {
         this.provider.forwarding = { ipv4: this.host.readSysctl('net/ipv4/ip_forward') === '1', ipv6: this.host.readSysctl('net/ipv6/conf/all/forwarding') === '1' };
       });
     } else {
-      const first = this.exclusive(() => this.turn());
       // The helper processes (ip monitor, ip session) are spawned once the start turn's reads
       // are running: each spawn holds the main thread, and the reads' children then do their
       // work meanwhile instead of starting after them. (The link monitor started before the
       // reads was no guarantee either: its subscription races them the same way.)
-      if (o.follow) {
-        setImmediate(() => {
-          if (this.stopped) return;
-          this.uplink.follow();
-          this.writer.warm?.();
-        });
+      this.helpersPending = !!o.follow;
+      try {
+        await this.exclusive(() => this.turn());
+      } finally {
+        this.startHelpers();
       }
-      await first;
       if (this.needFullSync) throw new Error('the start transaction was refused (see the log)');
       // Ready means our feedback is in QubesDB too.
       await this.flushing;
     }
     this.ready = true;
     this.kick();
+  }
+
+  private helpersPending = false;
+
+  private startHelpers(): void {
+    if (!this.helpersPending || this.stopped) return;
+    this.helpersPending = false;
+    this.uplink.follow();
+    this.writer.warm?.();
   }
 
   /** Answers one control request. */
@@ -383,7 +389,7 @@ export class DriverLoop {
     const starting = !this.started;
     const reason = this.fullReason;
     this.needFullSync = false;
-    const differences = await planFullSync(turn, { provider: this.provider, dns: this.dns, vifs: this.vifs, host: this.host, log: this.log, ipv6: this.ipv6Kernel, xenstoreDir: this.opts.xenstoreDir, starting, reason });
+    const differences = await planFullSync(turn, { provider: this.provider, dns: this.dns, vifs: this.vifs, host: this.host, log: this.log, ipv6: this.ipv6Kernel, xenstoreDir: this.opts.xenstoreDir, starting, reason, ...(starting ? { onReadsStarted: () => this.startHelpers() } : {}) });
     turn.onCommit(() => {
       this.started = true;
       this.fullSyncFailures = 0;
