@@ -261,3 +261,20 @@ test('full turns that keep failing back off, while vif events still go through',
   assert.deepEqual(allowed(r), ['"vif18.0" . 10.137.0.18']);
   await r.loop.stop();
 });
+
+test('deferLinkMonitor: followLinks() starts the monitor and takes offline a vif that went while it was not running', async () => {
+  const r = rig();
+  await r.loop.start({ follow: true, deferLinkMonitor: true });
+  r.links.add('vif9.0');
+  const on = await r.loop.handle({ op: 'online', vif: 'vif9.0', ips: '10.137.0.9', mac: '00:16:3e:5e:6c:00', type: 'vif' });
+  assert.equal(on.ok, true);
+  assert.deepEqual(allowed(r), ['"vif9.0" . 10.137.0.9']);
+  // Gone from the kernel without an offline event, before the link monitor ran.
+  r.links.delete('vif9.0');
+  r.loop.followLinks();
+  await new Promise((res) => setTimeout(res, 20));
+  await settle(r.loop);
+  assert.deepEqual(allowed(r), [], 'the vif that went is offline');
+  r.loop.followLinks(); // a second call does nothing
+  await r.loop.stop();
+});

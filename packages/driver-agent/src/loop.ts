@@ -143,7 +143,7 @@ export class DriverLoop {
    * without touching the kernel (status without a daemon); `follow` watches QubesDB, the DNS
    * source and the uplink, and reconciles periodically (long-running hosts).
    */
-  async start(o: { apply?: boolean; follow?: boolean } = {}): Promise<void> {
+  async start(o: { apply?: boolean; follow?: boolean; deferLinkMonitor?: boolean } = {}): Promise<void> {
     const apply = o.apply !== false;
     this.ipv6Kernel = this.host.ipv6();
     // A long-running host keeps one ip process for the turns' ip lines.
@@ -163,6 +163,7 @@ export class DriverLoop {
       // work meanwhile instead of starting after them. (The link monitor started before the
       // reads was no guarantee either: its subscription races them the same way.)
       this.helpersPending = !!o.follow;
+      this.linkMonitorDeferred = !!(o.follow && o.deferLinkMonitor);
       try {
         await this.exclusive(() => this.turn());
       } finally {
@@ -177,12 +178,28 @@ export class DriverLoop {
   }
 
   private helpersPending = false;
+  private linkMonitorDeferred = false;
 
   private startHelpers(): void {
     if (!this.helpersPending || this.stopped) return;
     this.helpersPending = false;
-    this.uplink.follow();
+    if (!this.linkMonitorDeferred) this.uplink.follow();
     this.writer.warm?.();
+  }
+
+  /**
+   * Starts the link monitor that `start({ deferLinkMonitor: true })` left out (a host that
+   * answers the requests waiting for its start first: one spawn fewer on their path). What
+   * changed since the start's reads is caught up: DNS is re-learned (an own address of the
+   * uplink) and a vif gone from the kernel is taken offline.
+   */
+  followLinks(): void {
+    if (!this.linkMonitorDeferred || this.stopped) return;
+    this.linkMonitorDeferred = false;
+    this.uplink.follow();
+    this.uplink.dirty = true;
+    for (const rec of this.vifs.records()) if (!this.host.facts(rec.spec.vif).exists) this.vifGone(rec.spec.vif);
+    this.kick();
   }
 
   /** Answers one control request. */

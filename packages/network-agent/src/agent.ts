@@ -86,17 +86,20 @@ export class NetworkAgent {
         },
       });
       this.driver = driver;
-      await driver.start({ follow: true });
+      // The link monitor waits until the vif events that waited for the start are answered.
+      await driver.start({ follow: true, deferLinkMonitor: true });
       this.closers.push(() => driver.stop());
       // The driver's start loaded the firewall skeleton (forward policy drop), so vif events
       // can be answered now; the per-qube chains follow without holding them up (until then a
       // new qube's traffic meets the drop policy: fail closed).
+      // The vif events that waited for the start (the one that activated us) are answered
+      // first: the firewall's module load and reads, and the link monitor's spawn, would share
+      // the main thread with them.
+      const early = Promise.all(this.earlyVifRequests);
+      this.earlyVifRequests = [];
+      void early.then(() => driver.followLinks());
       if (fw) {
-        // The vif events that waited for the start (the one that activated us) are answered
-        // first: the firewall's module load and reads would share the main thread with them.
-        const early = this.earlyVifRequests;
-        this.earlyVifRequests = [];
-        this.firewallStarting = Promise.all(early).then(() => this.clock.around(() => this.startFirewall())).catch((err) => {
+        this.firewallStarting = early.then(() => this.clock.around(() => this.startFirewall())).catch((err) => {
           this.firewallError = String((err as Error)?.message ?? err);
           this.log.error({ err: forLog(this.firewallError) }, 'firewall start failed: forward stays closed for qubes without rules');
         });
