@@ -278,3 +278,20 @@ test('deferLinkMonitor: followLinks() starts the monitor and takes offline a vif
   r.loop.followLinks(); // a second call does nothing
   await r.loop.stop();
 });
+
+test('start: the rebuild reads the fake-IP mappings of all vifs at once, each applied to its own vif', async () => {
+  const r = rig();
+  r.links.add('vif5.0').add('vif6.0').add('vif7.0');
+  r.xen = [xenVif(5, '10.137.0.5'), xenVif(6, '10.137.0.6'), xenVif(7, '10.137.0.7')];
+  for (const [real, fake] of [['10.137.0.5', '192.168.1.5'], ['10.137.0.7', '192.168.1.7']]) {
+    r.qdb.data.set(`/mapped-ip/${real}/visible-ip`, fake);
+    r.qdb.data.set(`/mapped-ip/${real}/visible-gateway`, '192.168.1.1');
+  }
+  await r.loop.start();
+  const rec = (vif: string) => r.loop.vifs.records().find((x) => x.spec.vif === vif);
+  assert.deepEqual(r.loop.vifs.records().map((x) => x.spec.vif), ['vif5.0', 'vif6.0', 'vif7.0'], 'records in Xen\'s order');
+  assert.equal(rec('vif5.0')?.applied?.fakeIp?.fake, '192.168.1.5');
+  assert.equal(rec('vif6.0')?.applied?.fakeIp, undefined);
+  assert.equal(rec('vif7.0')?.applied?.fakeIp?.fake, '192.168.1.7');
+  await r.loop.stop();
+});
