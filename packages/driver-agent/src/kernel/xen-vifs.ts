@@ -55,19 +55,20 @@ async function readFakeDir(dir: string): Promise<XenVif[]> {
   for (const self of domains.filter((d) => NUM.test(d))) {
     const base = `/local/domain/${self}/backend/vif`;
     const root = join(dir, base);
-    const leaves = new Map<string, Map<string, string>>();
-    for (const fe of (await readdir(root).catch(() => [] as string[])).filter((d) => NUM.test(d))) {
-      for (const dev of (await readdir(join(root, fe)).catch(() => [] as string[])).filter((d) => NUM.test(d))) {
-        const kv = new Map<string, string>();
-        for (const k of WANTED) {
-          const p = join(root, fe, dev, k);
-          const st = await stat(p).catch(() => undefined);
-          if (st?.isFile() && st.size <= 4096) kv.set(k, (await readFile(p, 'utf8')).replace(/\n$/, ''));
-        }
-        leaves.set(`${fe}/${dev}`, kv);
-      }
-    }
-    out.push(...fromLeaves(base, leaves));
+    // Every vif and key at once, not one file after the other: the start waits for this.
+    const readKey = async (p: string) => {
+      const st = await stat(p).catch(() => undefined);
+      return st?.isFile() && st.size <= 4096 ? (await readFile(p, 'utf8')).replace(/\n$/, '') : undefined;
+    };
+    const fes = (await readdir(root).catch(() => [] as string[])).filter((d) => NUM.test(d));
+    const devs = (await Promise.all(fes.map(async (fe) => (await readdir(join(root, fe)).catch(() => [] as string[])).filter((d) => NUM.test(d)).map((dev) => [fe, dev] as const)))).flat();
+    const entries = await Promise.all(devs.map(async ([fe, dev]) => {
+      const kv = new Map<string, string>();
+      const values = await Promise.all([...WANTED].map(async (k) => [k, await readKey(join(root, fe, dev, k))] as const));
+      for (const [k, v] of values) if (v !== undefined) kv.set(k, v);
+      return [`${fe}/${dev}`, kv] as const;
+    }));
+    out.push(...fromLeaves(base, new Map(entries)));
   }
   return out;
 }
