@@ -45,7 +45,7 @@ export async function planFullSync(turn: Turn, c: FullSyncContext): Promise<stri
   const configRead = settle(timed('qubesdbMs', c.provider.read(true)).then(async (config) => ({ config, skeleton: await c.provider.skeleton(config) })));
   const spawned = new Promise<void>((resolve) => setImmediate(resolve));
   const obsRead = settle(spawned.then(() => timed('kernelMs', c.host.observe({ ipv6: c.ipv6, firewall: false }))));
-  const xenRead = c.starting ? settle(spawned.then(() => c.host.readXenVifs(xenstoreDirFromEnv(c.xenstoreDir)))) : undefined;
+  const xenRead = c.starting ? settle(spawned.then(() => timed('xenMs', c.host.readXenVifs(xenstoreDirFromEnv(c.xenstoreDir))))) : undefined;
   if (c.onReadsStarted) void spawned.then(c.onReadsStarted);
   // Nothing is planned when a read failed, but every read is done before the caller goes on.
   await Promise.all([configRead, obsRead, xenRead]);
