@@ -158,11 +158,13 @@ export class DriverLoop {
         this.provider.forwarding = { ipv4: this.host.readSysctl('net/ipv4/ip_forward') === '1', ipv6: this.host.readSysctl('net/ipv6/conf/all/forwarding') === '1' };
       });
     } else {
-      // The helper processes (ip monitor, ip session) are spawned once the start turn's reads
-      // are running: each spawn holds the main thread, and the reads' children then do their
-      // work meanwhile instead of starting after them. (The link monitor started before the
-      // reads was no guarantee either: its subscription races them the same way.)
+      // The helper processes are spawned where the main thread would wait anyway (each spawn
+      // holds it): the link monitor once the start turn's reads are running (started before
+      // them it was no guarantee either: its subscription raced them the same way), the ip
+      // session while the start's transaction runs (apply()). A host may defer the monitor
+      // further (followLinks()).
       this.helpersPending = !!o.follow;
+      this.warmPending = !!o.follow;
       this.linkMonitorDeferred = !!(o.follow && o.deferLinkMonitor);
       try {
         await this.exclusive(() => this.turn());
@@ -178,13 +180,13 @@ export class DriverLoop {
   }
 
   private helpersPending = false;
+  private warmPending = false;
   private linkMonitorDeferred = false;
 
   private startHelpers(): void {
     if (!this.helpersPending || this.stopped) return;
     this.helpersPending = false;
     if (!this.linkMonitorDeferred) this.uplink.follow();
-    this.writer.warm?.();
   }
 
   /**
@@ -457,8 +459,15 @@ export class DriverLoop {
     // addresses to vifs, which carry no traffic without their anti-spoofing elements; if the
     // transaction is refused, the full turn that follows removes what the batch left.
     const ipRun = this.writer.ip(turn.ip).catch((err: unknown): IpFailure[] => turn.ip.map((l) => ({ ...l, message: String(err) })));
+    const nftRun = this.writer.nft(turn.tx);
+    // The start's ip session is spawned while the transaction runs (in libnftables' worker
+    // thread or an nft process), not while the reads wait on the main thread.
+    if (this.warmPending) {
+      this.warmPending = false;
+      this.writer.warm?.();
+    }
     try {
-      await this.writer.nft(turn.tx);
+      await nftRun;
     } catch (err) {
       await ipRun;
       this.log.error({ full: turn.full, statements: turn.tx.size, err: String(err).slice(0, 500) }, 'transaction refused by nft: nothing of this turn is applied');
