@@ -46,7 +46,7 @@ export async function planFullSync(turn: Turn, c: FullSyncContext): Promise<stri
   const spawned = new Promise<void>((resolve) => setImmediate(resolve));
   const obsRead = settle(spawned.then(() => timed('kernelMs', c.host.observe({ ipv6: c.ipv6, firewall: false }))));
   const xenRead = c.starting ? settle(spawned.then(() => timed('xenMs', c.host.readXenVifs(xenstoreDirFromEnv(c.xenstoreDir))))) : undefined;
-  if (c.onReadsStarted) void spawned.then(c.onReadsStarted);
+  if (c.onReadsStarted) void spawned.then(c.onReadsStarted).catch((err: unknown) => c.log.error({ err: String(err) }, 'starting a helper process failed'));
   // Nothing is planned when a read failed, but every read is done before the caller goes on.
   await Promise.all([configRead, obsRead, xenRead]);
   const { config, skeleton } = unwrap(await configRead);
