@@ -16,6 +16,7 @@
 // - The agent's RSS with 1,000 qubes' firewall rules vs one (target <= 75 MB).
 //
 //   node bench/dist/network-agent/runtime.bench.js [--samples N]
+//   ... --ab A.cjs,B.cjs   only the first vif after idle, two agent files interleaved (A/B runs)
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readlinkSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -187,8 +188,8 @@ async function latencies(samples: number): Promise<void> {
   const al = await AgentLab.create('agent-bench');
   const netvm = al.lab.netvm;
   const qdbPid = al.lab.qdb.pid;
-  const startWatcher = () => netvm.spawn(WATCH, agentWatchArgs({
-    cli: [process.execPath, ...AGENT_FLAGS, AGENT_CLI],
+  const startWatcher = (cli = AGENT_CLI) => netvm.spawn(WATCH, agentWatchArgs({
+    cli: [process.execPath, ...AGENT_FLAGS, cli],
     resolvConf: RESOLV,
     resolvedFile: null,
     runArgs: ['--idle-exit', String(IDLE_MS), '--resolv-conf', RESOLV, '--no-resolved', '--firewall', 'on'],
@@ -209,6 +210,30 @@ async function latencies(samples: number): Promise<void> {
     if (r.exitCode !== 0) throw new Error(`upstream vif-route vif${d}.0: ${r.stderr}`);
   };
   try {
+    const ab = abFiles();
+    if (ab) {
+      // A/B: the same figure for two agent files, alternating per sample (one watcher each time).
+      const times: number[][] = ab.map(() => []);
+      const base: number[] = [];
+      let d = 10;
+      await al.plainVif(200);
+      await ours(200);
+      for (let i = 0; i < samples; i++) {
+        for (const [k, cli] of ab.entries()) {
+          watcher.kill('SIGTERM');
+          await idle();
+          watcher = startWatcher(cli);
+          await sleep(300);
+          const a = await al.plainVif(d++);
+          times[k]!.push(await timed(() => ours(a.domid)));
+          await idle();
+        }
+        const b = await al.plainVif(d++);
+        base.push(await timed(() => upstream(b.domid)));
+      }
+      for (const [k, cli] of ab.entries()) report(`first vif online after idle, ${k ? 'B' : 'A'} (${cli.split('/').at(-1)}; median)`, 'ms', median(times[k]!), 'upstream vif-route-qubes', median(base), { samples, all: times[k]!.map((x) => Math.round(x)) });
+      return;
+    }
     await watcherMemory(netvm, tmp);
     // First vif after idle vs upstream's script (agent idle before each of ours).
     const first: number[] = [];
@@ -310,12 +335,21 @@ async function latencies(samples: number): Promise<void> {
   }
 }
 
+function abFiles(): [string, string] | undefined {
+  const i = process.argv.indexOf('--ab');
+  if (i < 0) return undefined;
+  const files = String(process.argv[i + 1] ?? '').split(',');
+  if (files.length !== 2 || !files.every((f) => existsSync(f))) throw new Error('--ab needs two existing agent files: A.cjs,B.cjs');
+  return files as [string, string];
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) {
     process.stderr.write('network-agent/runtime bench needs root (namespaces, nftables): skipped\n');
     return;
   }
   const samples = arg('samples', 5);
+  if (abFiles()) return latencies(samples);
   const pyMb = await pythonBaselineMb();
   await memoryPerRole(pyMb);
   await latencies(samples);

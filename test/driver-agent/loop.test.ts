@@ -261,3 +261,37 @@ test('full turns that keep failing back off, while vif events still go through',
   assert.deepEqual(allowed(r), ['"vif18.0" . 10.137.0.18']);
   await r.loop.stop();
 });
+
+test('deferLinkMonitor: followLinks() starts the monitor and takes offline a vif that went while it was not running', async () => {
+  const r = rig();
+  await r.loop.start({ follow: true, deferLinkMonitor: true });
+  r.links.add('vif9.0');
+  const on = await r.loop.handle({ op: 'online', vif: 'vif9.0', ips: '10.137.0.9', mac: '00:16:3e:5e:6c:00', type: 'vif' });
+  assert.equal(on.ok, true);
+  assert.deepEqual(allowed(r), ['"vif9.0" . 10.137.0.9']);
+  // Gone from the kernel without an offline event, before the link monitor ran.
+  r.links.delete('vif9.0');
+  r.loop.followLinks();
+  await new Promise((res) => setTimeout(res, 20));
+  await settle(r.loop);
+  assert.deepEqual(allowed(r), [], 'the vif that went is offline');
+  r.loop.followLinks(); // a second call does nothing
+  await r.loop.stop();
+});
+
+test('start: the rebuild reads the fake-IP mappings of all vifs at once, each applied to its own vif', async () => {
+  const r = rig();
+  r.links.add('vif5.0').add('vif6.0').add('vif7.0');
+  r.xen = [xenVif(5, '10.137.0.5'), xenVif(6, '10.137.0.6'), xenVif(7, '10.137.0.7')];
+  for (const [real, fake] of [['10.137.0.5', '192.168.1.5'], ['10.137.0.7', '192.168.1.7']]) {
+    r.qdb.data.set(`/mapped-ip/${real}/visible-ip`, fake);
+    r.qdb.data.set(`/mapped-ip/${real}/visible-gateway`, '192.168.1.1');
+  }
+  await r.loop.start();
+  const rec = (vif: string) => r.loop.vifs.records().find((x) => x.spec.vif === vif);
+  assert.deepEqual(r.loop.vifs.records().map((x) => x.spec.vif), ['vif5.0', 'vif6.0', 'vif7.0'], 'records in Xen\'s order');
+  assert.equal(rec('vif5.0')?.applied?.fakeIp?.fake, '192.168.1.5');
+  assert.equal(rec('vif6.0')?.applied?.fakeIp, undefined);
+  assert.equal(rec('vif7.0')?.applied?.fakeIp?.fake, '192.168.1.7');
+  await r.loop.stop();
+});

@@ -4,7 +4,7 @@ export { Turn, type TurnOutcome, type TurnSysctl } from './managers/turn.js';
 export { toolWriter, type KernelWriter } from './kernel/writer.js';
 export { readXenVifs, parseXenstoreLs, readVifBackendEntry, type XenVif } from './kernel/xen-vifs.js';
 export { realHost, type HostAccess } from './kernel/host.js';
-export { parseTable, type Observation, type ObservedTables } from './kernel/observe.js';
+export { parseTable, observe, parseJsonSequence, parseIpReads, IP_READS, type Observation, type ObservedTables, type IpReads } from './kernel/observe.js';
 export { loadBaseRuleset, renderBaseFiles } from './base.js';
 export * from './model/base-check.js';
 export { runDaemon, controlHandler, driverOptions } from './daemon.js';

@@ -143,13 +143,14 @@ export class DriverLoop {
    * without touching the kernel (status without a daemon); `follow` watches QubesDB, the DNS
    * source and the uplink, and reconciles periodically (long-running hosts).
    */
-  async start(o: { apply?: boolean; follow?: boolean } = {}): Promise<void> {
+  async start(o: { apply?: boolean; follow?: boolean; deferLinkMonitor?: boolean } = {}): Promise<void> {
     const apply = o.apply !== false;
     this.ipv6Kernel = this.host.ipv6();
     // A long-running host keeps one ip process for the turns' ip lines.
     if (o.follow && !this.opts.writer) this.writer = sessionWriter(this.log);
     if (o.follow) await this.follow();
     if (!apply) {
+      if (o.follow) this.uplink.follow();
       await this.exclusive(async () => {
         const turn = new Turn(true);
         await this.planFull(turn);
@@ -157,12 +158,49 @@ export class DriverLoop {
         this.provider.forwarding = { ipv4: this.host.readSysctl('net/ipv4/ip_forward') === '1', ipv6: this.host.readSysctl('net/ipv6/conf/all/forwarding') === '1' };
       });
     } else {
-      await this.exclusive(() => this.turn());
+      // The helper processes are spawned where the main thread would wait anyway (each spawn
+      // holds it): the link monitor once the start turn's reads are running (started before
+      // them it was no guarantee either: its subscription raced them the same way), the ip
+      // session while the start's transaction runs (apply()). A host may defer the monitor
+      // further (followLinks()).
+      this.helpersPending = !!o.follow;
+      this.warmPending = !!o.follow;
+      this.linkMonitorDeferred = !!(o.follow && o.deferLinkMonitor);
+      try {
+        await this.exclusive(() => this.turn());
+      } finally {
+        this.startHelpers();
+      }
       if (this.needFullSync) throw new Error('the start transaction was refused (see the log)');
       // Ready means our feedback is in QubesDB too.
       await this.flushing;
     }
     this.ready = true;
+    this.kick();
+  }
+
+  private helpersPending = false;
+  private warmPending = false;
+  private linkMonitorDeferred = false;
+
+  private startHelpers(): void {
+    if (!this.helpersPending || this.stopped) return;
+    this.helpersPending = false;
+    if (!this.linkMonitorDeferred) this.uplink.follow();
+  }
+
+  /**
+   * Starts the link monitor that `start({ deferLinkMonitor: true })` left out (a host that
+   * answers the requests waiting for its start first: one spawn fewer on their path). What
+   * changed since the start's reads is caught up: DNS is re-learned (an own address of the
+   * uplink) and a vif gone from the kernel is taken offline.
+   */
+  followLinks(): void {
+    if (!this.linkMonitorDeferred || this.stopped) return;
+    this.linkMonitorDeferred = false;
+    this.uplink.follow();
+    this.uplink.dirty = true;
+    for (const rec of this.vifs.records()) if (!this.host.facts(rec.spec.vif).exists) this.vifGone(rec.spec.vif);
     this.kick();
   }
 
@@ -282,7 +320,6 @@ export class DriverLoop {
       this.dns.dirty = true;
       this.kick();
     });
-    this.uplink.follow();
     const w = this.opts.qdb.watch(WATCHED_KEYS);
     this.watchClose = () => w.close();
     void (async () => {
@@ -371,7 +408,7 @@ export class DriverLoop {
     const starting = !this.started;
     const reason = this.fullReason;
     this.needFullSync = false;
-    const differences = await planFullSync(turn, { provider: this.provider, dns: this.dns, vifs: this.vifs, host: this.host, log: this.log, ipv6: this.ipv6Kernel, xenstoreDir: this.opts.xenstoreDir, starting, reason });
+    const differences = await planFullSync(turn, { provider: this.provider, dns: this.dns, vifs: this.vifs, host: this.host, log: this.log, ipv6: this.ipv6Kernel, xenstoreDir: this.opts.xenstoreDir, starting, reason, ...(starting ? { onReadsStarted: () => this.startHelpers() } : {}) });
     turn.onCommit(() => {
       this.started = true;
       this.fullSyncFailures = 0;
@@ -422,8 +459,15 @@ export class DriverLoop {
     // addresses to vifs, which carry no traffic without their anti-spoofing elements; if the
     // transaction is refused, the full turn that follows removes what the batch left.
     const ipRun = this.writer.ip(turn.ip).catch((err: unknown): IpFailure[] => turn.ip.map((l) => ({ ...l, message: String(err) })));
+    const nftRun = this.writer.nft(turn.tx);
+    // The start's ip session is spawned while the transaction runs (in libnftables' worker
+    // thread or an nft process), not while the reads wait on the main thread.
+    if (this.warmPending) {
+      this.warmPending = false;
+      this.writer.warm?.();
+    }
     try {
-      await this.writer.nft(turn.tx);
+      await nftRun;
     } catch (err) {
       await ipRun;
       this.log.error({ full: turn.full, statements: turn.tx.size, err: String(err).slice(0, 500) }, 'transaction refused by nft: nothing of this turn is applied');

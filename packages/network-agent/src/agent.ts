@@ -48,6 +48,8 @@ export class NetworkAgent {
   private firewallStarting: Promise<void> | undefined;
   private firewallError: string | undefined;
   private readyWaiters: ((ok: boolean) => void)[] = [];
+  /** vif events that came in while starting (settled promises of their replies). */
+  private earlyVifRequests: Promise<unknown>[] = [];
   private exiting: Promise<number> | undefined;
   /** A stop signal came (systemctl stop or restart): what this instance cannot serve goes to the next. */
   private stopSignalled = false;
@@ -84,13 +86,20 @@ export class NetworkAgent {
         },
       });
       this.driver = driver;
-      await driver.start({ follow: true });
+      // The link monitor waits until the vif events that waited for the start are answered.
+      await driver.start({ follow: true, deferLinkMonitor: true });
       this.closers.push(() => driver.stop());
       // The driver's start loaded the firewall skeleton (forward policy drop), so vif events
       // can be answered now; the per-qube chains follow without holding them up (until then a
       // new qube's traffic meets the drop policy: fail closed).
+      // The vif events that waited for the start (the one that activated us) are answered
+      // first: the firewall's module load and reads, and the link monitor's spawn, would share
+      // the main thread with them.
+      const early = Promise.all(this.earlyVifRequests);
+      this.earlyVifRequests = [];
+      void early.then(() => driver.followLinks());
       if (fw) {
-        this.firewallStarting = this.clock.around(() => this.startFirewall()).catch((err) => {
+        this.firewallStarting = early.then(() => this.clock.around(() => this.startFirewall())).catch((err) => {
           this.firewallError = String((err as Error)?.message ?? err);
           this.log.error({ err: forLog(this.firewallError) }, 'firewall start failed: forward stays closed for qubes without rules');
         });
@@ -168,6 +177,12 @@ export class NetworkAgent {
 
   async handle(req: Request): Promise<Reply> {
     if (req.op === 'status') return reply('ok', 'status', { ...(await this.status()) });
+    const answer = this.answer(req);
+    if (!this.ready && (req.op === 'online' || req.op === 'offline')) this.earlyVifRequests.push(answer.catch(() => undefined));
+    return answer;
+  }
+
+  private answer(req: Exclude<Request, { op: 'status' }>): Promise<Reply> {
     return this.clock.around(async () => {
       if (!(await this.whenReady())) {
         // Stopped while starting (systemd's stop also kills our ip helpers, so the start

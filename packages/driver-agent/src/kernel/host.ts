@@ -7,7 +7,8 @@ import { readSysctl, writeSysctl, vifFacts, kernelHasIPv6 } from './procfs.js';
 import { readXenVifs, type XenVif } from './xen-vifs.js';
 
 export interface HostAccess {
-  observe(opts: { ipv6: boolean }): Promise<Observation>;
+  /** `firewall: false`: the caller does not need `tables.firewallSkeleton` (one read fewer). */
+  observe(opts: { ipv6: boolean; firewall?: boolean }): Promise<Observation>;
   ownAddresses(): Promise<Set<string>>;
   readXenVifs(fakeDir: string | undefined): Promise<XenVif[]>;
   facts(vif: string): VifFacts;

@@ -134,6 +134,11 @@ abstract class Session {
     if (rssKb > this.maxRssKb) this.close();
   }
 
+  /** Starts the process before the first request needs it (its spawn then overlaps other waiting). */
+  warm(): void {
+    if (!this.child) this.start();
+  }
+
   close(): void {
     const child = this.child;
     this.child = undefined;

@@ -1,9 +1,17 @@
 // Reads what the kernel holds for the driver: vif* links, their host routes, addresses and
 // permanent neighbours (`ip -j`), and the driver's tables (`nft -j`). Used only for full
 // reconciliation and status, never per event.
+//
+// Few processes, all at once: each spawn costs the agent's main thread ~8 ms, and the first
+// full turn is on the path of the first vif after idle. The three ip reads are ONE
+// `ip -j -batch -` (a route dump of every table, filtered to main here, gives both families
+// in one command). The nft reads stay one `nft list` per table: nft 1.0.6 cannot list
+// several objects in one `-f` (its cache is filtered by the first list command, so the next
+// ones find nothing), `list ruleset` would also dump the firewall's tables (1.2 MB and
+// ~200 ms with 1,000 qubes' rules), and listing in process crashes libnftables 1.1.3.
 import { parseIPv6 } from '@qubes-net/common';
 import { createNftWriter } from '@qubes-net/common/kernel';
-import { ipJsonFast as ipJson } from './process.js';
+import { ipJsonFast as ipJson, runProcess } from './process.js';
 import type { ObservedKernel } from '../model/reconcile.js';
 import type { Family } from '../model/ruleset.js';
 import { readSysctl } from './procfs.js';
@@ -67,16 +75,80 @@ export function parseTable(doc: { nftables: Record<string, any>[] } | undefined,
   else tables.dnatDns6 = { nftables: dnat };
 }
 
-export async function observe(opts: { ipv6: boolean }): Promise<Observation> {
-  const [addrs, routes4, routes6, neigh, t4, t6] = await Promise.all([
-    ipJson<any[]>(['addr', 'show']),
-    ipJson<any[]>(['-4', 'route', 'show', 'table', 'main']),
-    opts.ipv6 ? ipJson<any[]>(['-6', 'route', 'show', 'table', 'main']) : Promise.resolve([]),
-    ipJson<any[]>(['neigh', 'show', 'nud', 'permanent']),
+/**
+ * Splits the output of several JSON printers in a row (`ip -j -batch` prints one document per
+ * command) into its documents. Throws on anything that is not a sequence of whole documents.
+ */
+export function parseJsonSequence(text: string): unknown[] {
+  const out: unknown[] = [];
+  let depth = 0;
+  let inString = false;
+  let start = -1;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+      continue;
+    }
+    if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (depth++ === 0) start = i;
+    } else if (c === 0x5d || c === 0x7d) {
+      if (--depth < 0) throw new Error('unbalanced JSON in tool output');
+      if (depth === 0) out.push(JSON.parse(text.slice(start, i + 1)));
+    } else if (depth === 0 && c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) {
+      throw new Error(`unexpected text between JSON documents in tool output at ${i}`);
+    }
+  }
+  if (depth !== 0 || inString) throw new Error('truncated JSON in tool output');
+  return out;
+}
+
+/** The ip reads of one observation, in this order, as one batch. */
+export const IP_READS = ['addr show', 'route show table all', 'neigh show nud permanent'] as const;
+
+export interface IpReads {
+  addrs: any[];
+  /** Routes of the main table, IPv4 then IPv6 as `ip -4/-6 route show table main` list them. */
+  routes4: any[];
+  routes6: any[];
+  neigh: any[];
+}
+
+/** Parses the output of `ip -j -batch -` run with IP_READS. */
+export function parseIpReads(stdout: string, ipv6: boolean): IpReads {
+  const docs = parseJsonSequence(stdout);
+  if (docs.length !== IP_READS.length || !docs.every(Array.isArray)) throw new Error(`ip batch printed ${docs.length} lists, expected ${IP_READS.length}`);
+  const [addrs, routes, neigh] = docs as any[][];
+  const routes4: any[] = [];
+  const routes6: any[] = [];
+  for (const r of routes!) {
+    // The main table is the one ip prints without a `table` field (newer ip may name it).
+    if (r?.table !== undefined && r.table !== 'main') continue;
+    if (String(r.dst ?? '').includes(':')) {
+      if (ipv6) routes6.push(r);
+    } else routes4.push(r);
+  }
+  return { addrs: addrs!, routes4, routes6, neigh: neigh! };
+}
+
+async function readIp(ipv6: boolean): Promise<IpReads> {
+  const { stdout } = await runProcess('ip', ['-j', '-batch', '-'], { input: IP_READS.join('\n') + '\n' });
+  return parseIpReads(stdout, ipv6);
+}
+
+/**
+ * `firewall: false` leaves out the firewall's forward chain (`firewallSkeleton` is then false):
+ * only status reports it, a full turn never reads it.
+ */
+export async function observe(opts: { ipv6: boolean; firewall?: boolean }): Promise<Observation> {
+  const [{ addrs, routes4, routes6, neigh }, t4, t6, fw] = await Promise.all([
+    readIp(opts.ipv6),
     nftListJson(['table', 'ip', 'qubes']),
     opts.ipv6 ? nftListJson(['table', 'ip6', 'qubes']) : Promise.resolve(undefined),
+    opts.firewall === false ? Promise.resolve(undefined) : nftListJson(['chain', 'ip', 'qubes-firewall', 'forward']).catch(() => undefined),
   ]);
-  const fw = await nftListJson(['chain', 'ip', 'qubes-firewall', 'forward']).catch(() => undefined);
   const kernel: ObservedKernel = {
     vifLinks: new Map(),
     allowed: { ip: new Set(), ip6: new Set() },

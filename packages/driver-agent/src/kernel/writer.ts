@@ -13,6 +13,8 @@ export interface KernelWriter {
   nft(tx: NftTransaction): Promise<void>;
   /** One batch; the failing lines, attributed to their vif. */
   ip(lines: readonly IpLine[]): Promise<IpFailure[]>;
+  /** Starts helper processes (the ip session) ahead of the first turn that uses them. */
+  warm?(): void;
   /** Ends helper processes (the ip session). */
   close?(): void;
 }
@@ -53,6 +55,7 @@ export function sessionWriter(log: Logger): KernelWriter {
         return applyIpLines(lines, TOOL_TIMEOUT_MS);
       }
     },
+    warm: () => session.warm(),
     close: () => session.close(),
   };
 }

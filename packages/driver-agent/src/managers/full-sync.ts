@@ -3,6 +3,7 @@
 // set is rebuilt from Xen's backend entries and the kernel; the base is (re)loaded at start or
 // when it differs from what the kernel holds; every element, route, address and sysctl that
 // differs from the desired state is corrected; all of it in the turn's one transaction.
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '@qubes-net/common';
 import { addBase, addConnected } from '../model/ruleset.js';
 import { addDnsChain } from '../model/dns.js';
@@ -27,19 +28,36 @@ export interface FullSyncContext {
   /** The first full turn of this process: rebuild the vif set, load the base whatever it holds. */
   starting: boolean;
   reason: string;
+  /** Called once the kernel reads' processes are spawned (the host spawns its helpers then). */
+  onReadsStarted?: () => void;
 }
 
 /** Plans a full turn into `turn`; the differences it corrects (empty at start). */
 export async function planFullSync(turn: Turn, c: FullSyncContext): Promise<string[]> {
-  const config = await c.provider.read(true);
-  const skeleton = await c.provider.skeleton(config);
-  const obs = await c.host.observe({ ipv6: c.ipv6 });
+  // The QubesDB, kernel and xenstore reads are independent: all started at once (the start
+  // path is on the first vif's latency). The QubesDB requests go out first (socket writes, in
+  // this turn's microtasks); the tools are spawned on the next loop turn, so the daemon
+  // answers while each spawn holds the main thread. The firewall's forward chain is only for
+  // status: one nft process fewer. Each read's failure is kept for its own await.
+  const t0 = performance.now();
+  const took: Record<string, number> = {};
+  const timed = <T>(name: string, p: Promise<T>) => p.finally(() => (took[name] = Math.round((performance.now() - t0) * 10) / 10));
+  const configRead = settle(timed('qubesdbMs', c.provider.read(true)).then(async (config) => ({ config, skeleton: await c.provider.skeleton(config) })));
+  const spawned = new Promise<void>((resolve) => setImmediate(resolve));
+  const obsRead = settle(spawned.then(() => timed('kernelMs', c.host.observe({ ipv6: c.ipv6, firewall: false }))));
+  const xenRead = c.starting ? settle(spawned.then(() => timed('xenMs', c.host.readXenVifs(xenstoreDirFromEnv(c.xenstoreDir))))) : undefined;
+  if (c.onReadsStarted) void spawned.then(c.onReadsStarted).catch((err: unknown) => c.log.error({ err: String(err) }, 'starting a helper process failed'));
+  // Nothing is planned when a read failed, but every read is done before the caller goes on.
+  await Promise.all([configRead, obsRead, xenRead]);
+  const { config, skeleton } = unwrap(await configRead);
+  const obs = unwrap(await obsRead);
+  c.log.debug({ reason: c.reason, ...took }, 'full turn: reads done');
   const dnsState = await c.dns.compute(config, obs.ownAddresses, c.reason);
   let rebuilt;
-  if (c.starting) {
+  if (xenRead) {
     let xen: XenVif[] = [];
     try {
-      xen = await c.host.readXenVifs(xenstoreDirFromEnv(c.xenstoreDir));
+      xen = unwrap(await xenRead);
     } catch (err) {
       // Only an error when there are vifs to keep; with none in the kernel nothing is lost.
       if (obs.kernel.vifLinks.size) c.log.error({ err: String(err), vifs: obs.kernel.vifLinks.size }, 'cannot read the vif backends from xenstore: every vif stays blocked until its next hotplug event');
@@ -72,4 +90,15 @@ export async function planFullSync(turn: Turn, c: FullSyncContext): Promise<stri
     for (const d of differences) c.log.info({ difference: d }, 'reconcile correction');
   });
   return differences;
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+function settle<T>(p: Promise<T>): Promise<Settled<T>> {
+  return p.then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error }));
+}
+
+function unwrap<T>(s: Settled<T>): T {
+  if (!s.ok) throw s.error;
+  return s.value;
 }

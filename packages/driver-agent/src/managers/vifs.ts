@@ -156,6 +156,9 @@ export class VifManager {
     this.generation = Math.max(this.generation, stored.maxGeneration + 1);
     const gen = this.generation;
     const known = new Set<string>();
+    // Records in Xen's order; the online ones get their kernel state below, after one batch
+    // of fake-IP reads for all of them (not one QubesDB round trip per vif, in sequence).
+    const ordered: Array<{ vif: string; rec: VifRecord } | { vif: string; spec: VifSpec; facts: VifFacts }> = [];
     for (const x of xen) {
       known.add(x.vif);
       const facts = this.facts(x.vif);
@@ -176,15 +179,19 @@ export class VifManager {
       const rec = stored.vifs.get(x.vif);
       if (rec && rec.state !== 'online') {
         // Feedback may only narrow: an unconfigured vif stays so until its next event.
-        next.setRecord(x.vif, { spec: check.spec, state: rec.state, detail: rec.detail, generation: gen });
+        ordered.push({ vif: x.vif, rec: { spec: check.spec, state: rec.state, detail: rec.detail, generation: gen } });
         continue;
       }
       if (!provider.gateway) {
-        next.setRecord(x.vif, { spec: check.spec, state: 'error', detail: 'no valid /qubes-netvm-gateway at start', generation: gen });
+        ordered.push({ vif: x.vif, rec: { spec: check.spec, state: 'error', detail: 'no valid /qubes-netvm-gateway at start', generation: gen } });
         continue;
       }
-      const applied = await this.kernelStateFor(check.spec, facts, provider);
-      next.setRecord(x.vif, { spec: check.spec, state: 'online', detail: 'online', generation: gen, applied });
+      ordered.push({ vif: x.vif, spec: check.spec, facts });
+    }
+    const mapped = await this.readMapped(ordered.flatMap((o) => ('spec' in o ? [o.spec] : [])));
+    for (const o of ordered) {
+      if ('rec' in o) next.setRecord(o.vif, o.rec);
+      else next.setRecord(o.vif, { spec: o.spec, state: 'online', detail: 'online', generation: gen, applied: this.kernelStateFor(o.spec, o.facts, provider, mapped) });
     }
     for (const vif of kernelVifs) if (!known.has(vif)) this.deps.log.warn({ vif }, 'vif without a Xen backend entry: left blocked');
     // Every record that is not ours now goes, valid or not (only names that are vif names).
@@ -195,11 +202,11 @@ export class VifManager {
   }
 
   /** A vif's kernel state with its fake-IP translation read from QubesDB. */
-  private async kernelStateFor(spec: VifSpec, facts: VifFacts, provider: ProviderConfig): Promise<ReturnType<typeof vifKernelState>> {
+  private kernelStateFor(spec: VifSpec, facts: VifFacts, provider: ProviderConfig, mapped: ReadonlyMap<string, MappedRaw>): ReturnType<typeof vifKernelState> {
     const real = mappedAddress(spec);
     let fake: FakeIp | undefined;
     if (real) {
-      const r = parseFakeIp(spec, (await this.readMapped([spec])).get(real), provider);
+      const r = parseFakeIp(spec, mapped.get(real), provider);
       if (r instanceof InputError) this.deps.log.error({ vif: spec.vif, ...r.logFields() }, 'invalid fake-IP mapping: vif kept without translation');
       else fake = r;
     }
