@@ -93,13 +93,15 @@ export class NetworkAgent {
       // can be answered now; the per-qube chains follow without holding them up (until then a
       // new qube's traffic meets the drop policy: fail closed).
       // The vif events that waited for the start (the one that activated us) are answered
-      // first: the firewall's module load and reads, and the link monitor's spawn, would share
-      // the main thread with them.
+      // before the link monitor's spawn shares the main thread with them. The firewall is not
+      // deferred behind them: until its start has reconciled the per-qube chains with QubesDB,
+      // a chain the kernel still holds for a reused address (a disposable's) would be the one
+      // in force, so its start is not pushed later than the driver's.
       const early = Promise.all(this.earlyVifRequests);
       this.earlyVifRequests = [];
       void early.then(() => driver.followLinks());
       if (fw) {
-        this.firewallStarting = early.then(() => this.clock.around(() => this.startFirewall())).catch((err) => {
+        this.firewallStarting = this.clock.around(() => this.startFirewall()).catch((err) => {
           this.firewallError = String((err as Error)?.message ?? err);
           this.log.error({ err: forLog(this.firewallError) }, 'firewall start failed: forward stays closed for qubes without rules');
         });
