@@ -308,7 +308,8 @@ async function latencies(samples: number): Promise<void> {
       const pid = readdirSync('/proc').find((p) => /^\d+$/.test(p) && Number(p) !== qdbPid && netnsOf(Number(p)) === ns && (() => { try { return /\/node$/.test(readlinkSync(`/proc/${p}/exe`)); } catch { return false; } })());
       return pid === undefined ? undefined : Number(pid);
     };
-    await al.request({ op: 'reconcile' });
+    // The new watcher binds the socket a moment after its start: until then a request finds none.
+    await until('the watcher to take requests', async () => (await al.request({ op: 'reconcile' }).then(() => true, () => false)), 30_000);
     const oneMb = rssKb(agentPid() ?? 0) / 1024;
     const many = Array.from({ length: 1000 }, (_, i) => `10.137.${100 + Math.floor(i / 250)}.${1 + (i % 250)}`);
     for (const q of many) {
