@@ -10,6 +10,7 @@ import { isIP } from 'node:net';
 import { loadTopologyFile } from '../topology/load.js';
 import { chainVerdict, uplinkOf, type Probe } from '../expectations.js';
 import { buildDeb } from './deb.js';
+import { pidAlive } from '../runtime/processes.js';
 import { TemplateLab, TEMPLATE_NAMES, type TemplateName } from './lab.js';
 
 export const TEMPLATE_STATE_ROOT = '/run/qubes-net-lab/templates';
@@ -159,14 +160,6 @@ async function request(labName: string, req: Record<string, unknown>): Promise<{
   throw new Error(`lab ${labName}: no reply from the supervisor`);
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Runs the template lab command; returns the exit status. */
 export async function templateMain(a: TemplateCliArgs): Promise<number> {

@@ -13,6 +13,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, 
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run } from '@qubes-net/common';
+import { pidAlive } from '../runtime/processes.js';
 
 export const CACHE_DIR = process.env.QUBES_NET_LAB_CACHE ?? '/var/cache/qubes-net-lab';
 /** Where per-qube copy-on-write layers live: on disk, not in /run (tmpfs would cost RAM). */
@@ -220,14 +221,6 @@ export function readManifest(dir: string): Record<string, unknown> {
   return JSON.parse(readFileSync(join(dir, COMPLETE), 'utf8')) as Record<string, unknown>;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * A lock file created with O_EXCL holding the owner's pid. A lock whose owner is gone (killed
