@@ -10,13 +10,12 @@
 //   node bench/dist/driver-agent/hotplug.bench.js [--samples N] [--burst N]
 //   (DRIVER_BENCH_MAIN_NODE_OPTIONS replaces the daemon's NODE_OPTIONS for the main figures.)
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import type { startQubesDB as StartQubesDB } from '../../test/helpers/qubesdb.js';
-import { DRIVER_SOCKET, startDriverDaemon, stopDriverDaemon } from './daemon.js';
+import { DRIVER_SOCKET, prepareNetvm, startDriverDaemon, stopDriverDaemon, vifXenbus as xenbus } from './daemon.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(HERE, '..', '..', '..');
@@ -44,7 +43,6 @@ interface Job {
   qdbRead: string;
 }
 
-const xenbus = (d: number) => `/local/domain/1/backend/vif/${d}/0`;
 
 function ipv4For(d: number): string {
   if (d < 255) return `10.137.0.${d}`;
@@ -115,10 +113,7 @@ function rssKb(pid: number): { rss: number; hwm: number; anon: number; file: num
 
 async function outer(samples: number, burst: number): Promise<void> {
   const { NetnsSession } = await import('@qubes-net/netns');
-  const { openQubesDB } = await import('@qubes-net/qubesdb');
-  const { ipBatch } = await import('@qubes-net/common');
   // The test helper is compiled to test/dist, not next to this file: import it from there.
-  const { startQubesDB } = (await import(join(repoRoot, 'test', 'dist', 'helpers', 'qubesdb.js'))) as { startQubesDB: typeof StartQubesDB };
 
   const tmp = mkdtempSync(join(tmpdir(), 'qn-drv-bench-'));
   const libDir = join(repoRoot, 'native-bindings', 'build');
@@ -145,26 +140,7 @@ async function outer(samples: number, burst: number): Promise<void> {
     // The far ends live in another qube, as the frontends live in other domains: the netvm
     // holds its vifs and nothing else, like a real one.
     const clients = await session.qube('clients');
-    const links: string[] = [];
-    for (const d of all) links.push(`link add vif${d}.0 address fe:ff:ff:ff:ff:ff type veth peer name pv${d} netns ${clients.netns}`);
-    for (let i = 0; i < links.length; i += 2000) {
-      const res = await ipBatch(links.slice(i, i + 2000), { netns: netvm.netns });
-      if (!res.ok) throw new Error(`creating vifs: ${res.stderr.slice(0, 500)}`);
-    }
-    const up = await ipBatch(all.map((d) => `link set pv${d} up`), { netns: clients.netns });
-    if (!up.ok) throw new Error(`peers up: ${up.stderr.slice(0, 500)}`);
-    await Promise.all(all.map(async (d) => {
-      await netvm.xenstoreWrite(`${xenbus(d)}/ip`, `${ipv4For(d)} fd09:24ef:4179::a89:${d.toString(16)}`);
-      await netvm.xenstoreWrite(`${xenbus(d)}/mac`, MAC);
-      await netvm.xenstoreWrite(`${xenbus(d)}/type`, 'vif');
-    }));
-    writeFileSync(netvm.hostPath('/etc/resolv.conf'), 'nameserver 198.51.100.53\n');
-    const qdb = await startQubesDB({ qube: netvm });
-    const db = openQubesDB({ runDir: qdb.runDir });
-    for (const [k, v] of Object.entries({
-      '/qubes-netvm-network': GATEWAY, '/qubes-netvm-gateway': GATEWAY, '/qubes-netvm-gateway6': GATEWAY6, '/qubes-netvm-netmask': '255.255.255.255',
-      '/qubes-netvm-primary-dns': '10.139.1.1', '/qubes-netvm-secondary-dns': '10.139.1.2', '/connected-ips': '', '/connected-ips6': '',
-    })) await db.write(k, v);
+    const { qdb, db } = await prepareNetvm(netvm, clients, all, { ipv4For, mac: MAC, gateway: GATEWAY, gateway6: GATEWAY6 });
 
     // The daemon, started as the unit starts it (NODE_OPTIONS), here with the flags this
     // package recommends for the unit; the unit's current flags are compared at the end.

@@ -8,12 +8,11 @@
 //   node bench/dist/driver-agent/loop.bench.js --before /path/to/old/driver-agent/dist/cli.js [--vifs 28] [--rounds 2]
 // Without --before the figures of this driver are given alone (baseline: none).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import type { startQubesDB as StartQubesDB } from '../../test/helpers/qubesdb.js';
-import { DRIVER_SOCKET, startDriverDaemon, stopDriverDaemon } from './daemon.js';
+import { DRIVER_SOCKET, prepareNetvm, startDriverDaemon, stopDriverDaemon, vifXenbus as xenbus } from './daemon.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(HERE, '..', '..', '..');
@@ -22,7 +21,6 @@ const HOTPLUG = join(repoRoot, 'native-bindings', 'build', 'qubes-net-hotplug');
 const MAC = '00:16:3e:5e:6c:00';
 /** NODE_OPTIONS of the shipped unit. */
 const NODE_OPTIONS = '--max-old-space-size=64';
-const xenbus = (d: number) => `/local/domain/1/backend/vif/${d}/0`;
 
 interface Job { command: 'online' | 'offline'; domids: number[]; burst: boolean }
 
@@ -74,31 +72,14 @@ function report(figure: string, unit: string, after: number[], before: number[] 
 
 async function outer(beforeCli: string | undefined, vifs: number, rounds: number): Promise<void> {
   const { NetnsSession } = await import('@qubes-net/netns');
-  const { openQubesDB } = await import('@qubes-net/qubesdb');
   const { ipBatch } = await import('@qubes-net/common');
-  const { startQubesDB } = (await import(join(repoRoot, 'test', 'dist', 'helpers', 'qubesdb.js'))) as { startQubesDB: typeof StartQubesDB };
   const session = await NetnsSession.create('drv-loopbench');
   let daemon: ChildProcess | undefined;
   try {
     const netvm = await session.qube('netvm');
     const clients = await session.qube('clients');
     const domids = Array.from({ length: vifs }, (_, i) => 11 + i);
-    const res = await ipBatch(domids.map((d) => `link add vif${d}.0 address fe:ff:ff:ff:ff:ff type veth peer name pv${d} netns ${clients.netns}`), { netns: netvm.netns });
-    if (!res.ok) throw new Error(`creating vifs: ${res.stderr.slice(0, 300)}`);
-    const up = await ipBatch(domids.map((d) => `link set pv${d} up`), { netns: clients.netns });
-    if (!up.ok) throw new Error(`peers up: ${up.stderr.slice(0, 300)}`);
-    for (const d of domids) {
-      await netvm.xenstoreWrite(`${xenbus(d)}/ip`, `10.137.0.${d} fd09:24ef:4179::a89:${d.toString(16)}`);
-      await netvm.xenstoreWrite(`${xenbus(d)}/mac`, MAC);
-      await netvm.xenstoreWrite(`${xenbus(d)}/type`, 'vif');
-    }
-    writeFileSync(netvm.hostPath('/etc/resolv.conf'), 'nameserver 198.51.100.53\n');
-    const qdb = await startQubesDB({ qube: netvm });
-    const db = openQubesDB({ runDir: qdb.runDir });
-    for (const [k, v] of Object.entries({
-      '/qubes-netvm-network': '10.137.0.2', '/qubes-netvm-gateway': '10.137.0.2', '/qubes-netvm-gateway6': 'fd09:24ef:4179::a89:2', '/qubes-netvm-netmask': '255.255.255.255',
-      '/qubes-netvm-primary-dns': '10.139.1.1', '/qubes-netvm-secondary-dns': '10.139.1.2', '/connected-ips': '', '/connected-ips6': '',
-    })) await db.write(k, v);
+    const { qdb, db } = await prepareNetvm(netvm, clients, domids, { ipv4For: (d) => `10.137.0.${d}`, mac: MAC, gateway: '10.137.0.2', gateway6: 'fd09:24ef:4179::a89:2' });
 
     const startDaemon = (cli: string): Promise<ChildProcess> => startDriverDaemon(netvm, cli, NODE_OPTIONS);
     const stopDaemon = stopDriverDaemon;
