@@ -5,13 +5,12 @@
 // journald with priorities, no Node stays resident in an idle client, and `down` leaves
 // nothing behind. The template root is cached (/var/cache/qubes-net-lab): the first run builds
 // it (about a minute), later runs reuse it.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { isRoot } from '../helpers/root.js';
 import { waitFor } from '../helpers/wait.js';
-import { labReady, httpGet, ping } from './probes.js';
+import { bootedLab, httpGet, ping } from './probes.js';
 import { loadTopologyFile, DEFAULT_TOPOLOGY_FILE, template } from '@qubes-net/lab';
 
 const { TemplateLab, buildDeb, INSTANCE_DIR } = template;
@@ -21,39 +20,27 @@ type TemplateLab = template.TemplateLab;
 let QUBES: string[] = [];
 /** The qubes with a netvm that provide no network: the clients. */
 let CLIENTS: string[] = [];
-let lab: TemplateLab | undefined;
 let session = '';
 let stateDir = '';
-let setupError: unknown;
 let upMs = 0;
 
-before(async () => {
-  if (!isRoot()) return;
-  try {
-    const model = await loadTopologyFile(DEFAULT_TOPOLOGY_FILE);
-    model.name = `t${randomBytes(3).toString('hex')}`;
-    const deb = await buildDeb();
-    const qubes = [...model.qubes.values()].filter((q) => q.autostart);
-    QUBES = qubes.map((q) => q.name);
-    CLIENTS = qubes.filter((q) => q.netvm !== null && !q.providesNetwork).map((q) => q.name);
-    lab = await TemplateLab.create(model, { deb, waitTimeoutMs: 120_000 });
-    session = lab.session.id;
-    stateDir = lab.stateDir;
-    const started = Date.now();
-    await lab.up(QUBES);
-    upMs = Date.now() - started;
-  } catch (err) {
-    setupError = err;
-  }
-}, { timeout: 15 * 60_000 });
-
-after(async () => {
-  await lab?.down();
+const booted = bootedLab(async () => {
+  const model = await loadTopologyFile(DEFAULT_TOPOLOGY_FILE);
+  model.name = `t${randomBytes(3).toString('hex')}`;
+  const deb = await buildDeb();
+  const qubes = [...model.qubes.values()].filter((q) => q.autostart);
+  QUBES = qubes.map((q) => q.name);
+  CLIENTS = qubes.filter((q) => q.netvm !== null && !q.providesNetwork).map((q) => q.name);
+  const lab = await TemplateLab.create(model, { deb, waitTimeoutMs: 120_000 });
+  session = lab.session.id;
+  stateDir = lab.stateDir;
+  return lab;
+}, async (lab) => {
+  const started = Date.now();
+  await lab.up(QUBES);
+  upMs = Date.now() - started;
 });
-
-function ready(t: import('node:test').TestContext): TemplateLab | undefined {
-  return labReady(t, lab, setupError);
-}
+const ready = booted.ready;
 
 test('every qube boots its template to running with no failed unit', async (t) => {
   const l = ready(t);
@@ -278,7 +265,7 @@ test('down removes every container, namespace and instance', async (t) => {
   if (!l) return;
   const instances = QUBES.map((n) => l.qube(n).instance.dir);
   await l.down();
-  lab = undefined;
+  booted.forget();
   const left = existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(`${session}-`)) : [];
   assert.deepEqual(left, []);
   for (const dir of instances) assert.equal(existsSync(dir), false, `${dir} left`);

@@ -8,13 +8,12 @@
 // Asserted: the dropped client never gets a reply, the flow loses at most one packet per
 // restart, every unit is back, nothing is left in sys-firewall's kernel for a vif that is gone.
 // QUBES_NET_FAULT_SEED replays a run.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { parseTopology, realAddresses, template } from '@qubes-net/lab';
-import { isRoot } from '../helpers/root.js';
-import { labReady } from './probes.js';
+import { bootedLab } from './probes.js';
 import { waitFor } from '../helpers/wait.js';
 
 const { TemplateLab, buildDeb } = template;
@@ -36,13 +35,8 @@ function rnd(): number {
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-let lab: TemplateLab | undefined;
-let setupError: unknown;
-
-before(async () => {
-  if (!isRoot()) return;
-  try {
-    const model = parseTopology(`
+const { ready } = bootedLab(() => {
+  const model = parseTopology(`
 qubes:
   - { name: sys-net, qid: 2, provides_network: true, uplink: true }
   - { name: sys-firewall, qid: 3, netvm: sys-net, provides_network: true }
@@ -50,16 +44,8 @@ qubes:
   - { name: mover, qid: 8, netvm: sys-firewall }
   - { name: dropq, qid: 9, netvm: sys-firewall, firewall: [action=drop] }
 `, 'fault-booted.yaml');
-    model.name = `b${randomBytes(3).toString('hex')}`;
-    lab = await TemplateLab.create(model, { deb: await buildDeb(), waitTimeoutMs: 120_000 });
-    await lab.up();
-  } catch (err) {
-    setupError = err;
-  }
-}, { timeout: 15 * 60_000 });
-
-after(async () => {
-  await lab?.down();
+  model.name = `b${randomBytes(3).toString('hex')}`;
+  return buildDeb().then((deb) => TemplateLab.create(model, { deb, waitTimeoutMs: 120_000 }));
 });
 
 interface Unit { active: string; pid: number }
@@ -77,7 +63,7 @@ function pingStats(out: string): { sent: number; received: number } {
 }
 
 test('booted faults in sys-firewall (agent SIGKILL, restart, watcher SIGKILL) mid-burst: blocked stays blocked, at most one lost packet per restart, no leftovers', { timeout: 10 * 60_000 }, async (t) => {
-  const l = labReady(t, lab, setupError);
+  const l = ready(t);
   if (!l) return;
   t.diagnostic(tag);
   const flow = l.exec('flow', ['ping', '-n', '-i', '0.05', '-w', '300', UPSTREAM], { timeoutMs: 320_000 });

@@ -6,12 +6,11 @@
 // apply woken by an unrelated QubesDB key does not undo it; `nmcli connection up "VM uplink
 // eth0"` restores it; resolv.conf in the ProxyVM is NetworkManager's; a netvm switch of the
 // ProxyVM keeps the client on the internet. Bounded waits only, no timed assertion.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { isRoot } from '../helpers/root.js';
 import { waitFor } from '../helpers/wait.js';
-import { labReady, httpGet, ping } from './probes.js';
+import { bootedLab, httpGet, ping } from './probes.js';
 import { parseTopology, template } from '@qubes-net/lab';
 
 const { TemplateLab, buildDeb, ensureNetworkManagerImage } = template;
@@ -47,29 +46,12 @@ qubes:
     netvm: ${PROXY}
 `;
 
-let lab: TemplateLab | undefined;
-let setupError: unknown;
-
-before(async () => {
-  if (!isRoot()) return;
-  try {
-    const model = parseTopology(TOPOLOGY, 'nm.test.ts');
-    model.name = `nm${randomBytes(3).toString('hex')}`;
-    const deb = await buildDeb();
-    lab = await TemplateLab.create(model, { deb, waitTimeoutMs: 120_000, imageLayer: ensureNetworkManagerImage });
-    await lab.up();
-  } catch (err) {
-    setupError = err;
-  }
-}, { timeout: 15 * 60_000 });
-
-after(async () => {
-  await lab?.down();
+const { ready } = bootedLab(async () => {
+  const model = parseTopology(TOPOLOGY, 'nm.test.ts');
+  model.name = `nm${randomBytes(3).toString('hex')}`;
+  const deb = await buildDeb();
+  return TemplateLab.create(model, { deb, waitTimeoutMs: 120_000, imageLayer: ensureNetworkManagerImage });
 });
-
-function ready(t: import('node:test').TestContext): TemplateLab | undefined {
-  return labReady(t, lab, setupError);
-}
 
 /** The client reaches the fake internet: name lookup, HTTP by name, ICMP. */
 async function clientOnline(l: TemplateLab): Promise<void> {
