@@ -14,6 +14,7 @@
 //            `systemctl restart` does.
 //   watch    the agent's activating watcher (qubes-net-agent-watch.service): kill = SIGKILL;
 //            what it started gets SIGTERM (the unit's cgroup), then it is started again.
+import { readFileSync } from 'node:fs';
 import type { Lab } from '../runtime/lab.js';
 import { sendAgentRequest } from '../runtime/agent-control.js';
 import { waitUntil } from '../runtime/qdb-ops.js';
@@ -59,11 +60,25 @@ export interface FaultResult {
   note?: string;
 }
 
-/** The network agent's pid: the activating watcher's child, if one runs. */
+/**
+ * The network agent's pid: the activating watcher's child running `… run --socket …`, if one
+ * runs. Not just any child: a network qube's one watcher also runs the uplink's one-shot applies.
+ */
 export function networkAgentPid(lab: Lab, qube: string): number | undefined {
   const watcher = lab.runningQube(qube).agents.get('agent');
   if (!watcher?.running) return undefined;
-  return childPids(watcher.pid)[0];
+  return childPids(watcher.pid).find((pid) => {
+    const argv = commandLine(pid);
+    return argv.includes('run') && argv.includes('--socket');
+  });
+}
+
+function commandLine(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  } catch {
+    return [];
+  }
 }
 
 /** Starts the network agent (a status request on its socket activates it) and waits until ready. */
